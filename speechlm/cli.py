@@ -1,0 +1,225 @@
+"""``speechlm`` command line: one subcommand per verb.
+
+Usage:
+    speechlm synth data/train --builtin 3000 --split train --voices train
+    speechlm prepare AUDIO_DIR data/mine.jsonl --label-from folder
+    speechlm train runs/asr --train-manifest data/train/manifest.jsonl --preset small train.max_steps=2000
+    speechlm transcribe runs/asr clip.wav other.flac
+    speechlm evaluate runs/asr data/test/manifest.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+from speechlm.config import ConfigError
+
+DEFAULTS = argparse.ArgumentDefaultsHelpFormatter
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from speechlm.data import sentences
+    from speechlm.data.synth import plan_jobs, read_text_items, select_voices, synthesize_corpus, voice_bank
+
+    if args.list_voices:
+        for v in voice_bank():
+            print(f"{v.name:42s} {v.engine:10s} {v.split:5s} voice={v.voice} variant={v.variant or '-'} rate={v.rate} pitch={v.pitch}")
+        return
+    if args.out_dir is None:
+        raise SystemExit("error: synth needs OUT_DIR (or --list-voices)")
+    if bool(args.text) == bool(args.builtin):
+        raise SystemExit("error: give either --text FILE... or --builtin N")
+    if args.text:
+        items = read_text_items(args.text)
+    else:
+        pool = sentences.generate(args.builtin_pool, seed=args.seed)
+        train, test = sentences.split(pool)
+        chosen = {"train": train, "test": test, "all": pool}[args.split]
+        if args.builtin > len(chosen):
+            raise SystemExit(f"error: --builtin {args.builtin} exceeds the {len(chosen)} {args.split} sentences (raise --builtin-pool)")
+        items = [(s.text, s.intent) for s in chosen[: args.builtin]]
+    voices = select_voices(args.voices)
+    jobs = plan_jobs(
+        items, voices, Path(args.out_dir), args.seed, args.voices_per_sentence, args.speed_perturb,
+        args.noise_snr if args.noise_prob > 0 else None, args.noise_prob,
+    )  # fmt: skip
+    print(f"synthesizing {len(jobs)} utterances of {len(items)} sentences with {len(voices)} voices -> {args.out_dir}")
+    utts, failures = synthesize_corpus(jobs, args.out_dir, args.jobs)
+    for f in failures[:10]:
+        print(f"failed: {f}", file=sys.stderr)
+    hours = sum(u.duration for u in utts) / 3600
+    print(f"wrote {len(utts)} utterances ({hours:.2f} h) to {Path(args.out_dir) / 'manifest.jsonl'}; {len(failures)} failed")
+    if not utts:
+        raise SystemExit(1)
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from speechlm.data.prepare import prepare
+
+    report = prepare(
+        args.source, args.manifest, args.format, args.label_from, args.speaker_from, args.require_text,
+        args.min_duration, args.max_duration,
+    )  # fmt: skip
+    print(f"kept {report.kept} entries -> {args.manifest}")
+    if report.skipped:
+        print(f"skipped {len(report.skipped)}: {report.counts()} (each listed in {args.manifest}.report.json)")
+
+
+def _asr_config(args: argparse.Namespace):
+    from speechlm.config import ASRConfig, load_config
+    from speechlm.models.encoders import PRESETS
+
+    base = ASRConfig()
+    if args.preset or args.arch:
+        enc = PRESETS[args.preset or "small"](args.arch or "conformer")
+        base = dataclasses.replace(base, encoder=enc)
+    overrides = list(args.overrides)
+    if args.train_manifest:
+        overrides.append(f"data.train_manifest={args.train_manifest}")
+    return load_config(ASRConfig, args.config, overrides, base=base)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from speechlm.train.asr import train_asr
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    cfg = _asr_config(args)
+    result = train_asr(cfg, args.run_dir, resume=args.resume)
+    print(
+        f"done: {result.steps} steps, final loss {result.final_loss:.4f}, "
+        f"{result.audio_seconds / max(result.train_seconds, 1e-9):.1f} audio-s/s; model -> {Path(args.run_dir) / 'model'}"
+    )
+
+
+def _decoding(args: argparse.Namespace):
+    from speechlm.decode.ctc import DecodingOptions
+
+    return DecodingOptions(method="beam" if args.beam > 1 else "greedy", beam_size=max(1, args.beam))
+
+
+def cmd_transcribe(args: argparse.Namespace) -> None:
+    from speechlm.data.audio import load_audio
+    from speechlm.decode.transcribe import Recognizer
+
+    rec = Recognizer.load(args.model_dir)
+    audios = [load_audio(f) for f in args.files]
+    texts = rec.transcribe(audios, _decoding(args))
+    for f, t in zip(args.files, texts):
+        print(json.dumps({"audio_filepath": f, "text": t}) if args.json else (f"{f}\t{t}" if len(args.files) > 1 else t))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from speechlm.data.manifest import read_manifest
+    from speechlm.decode.transcribe import Recognizer
+    from speechlm.evaluate import evaluate
+
+    rec = Recognizer.load(args.model_dir)
+    utts = read_manifest(args.manifest, require_text=True)
+    res = evaluate(rec, utts, _decoding(args))
+    s = res.summary()
+    print(f"WER {s['wer']:.2%}  CER {s['cer']:.2%}  RTF {s['rtf']:.4f}  ({s['utterances']} utterances, {s['words']} words)")
+    worst = sorted(res.rows, key=lambda r: -r["word_errors"])[: args.show]
+    for r in worst:
+        print(f"  [{r['word_errors']} err] REF: {r['reference']}\n           HYP: {r['hypothesis']}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"summary": s, "utterances": res.rows}, indent=1))
+        print(f"per-utterance report -> {args.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="speechlm", description="Speech-language pretraining toolkit", formatter_class=DEFAULTS)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="synthesize a speech corpus from text with TTS engines", formatter_class=DEFAULTS)
+    s.add_argument("out_dir", nargs="?", help="output folder (wav/ and manifest.jsonl)")
+    s.add_argument("--text", nargs="+", help="text files, one sentence per line ('text<TAB>label' for labels)")
+    s.add_argument("--builtin", type=int, default=0, help="number of sentences from the built-in generator")
+    s.add_argument("--builtin-pool", type=int, default=12000, help="distinct sentences generated before the train/test split")
+    s.add_argument("--split", choices=["train", "test", "all"], default="train", help="built-in sentence split")
+    s.add_argument("--voices", default="train", help="train, test, all, an engine name, or comma-separated voice names")
+    s.add_argument("--voices-per-sentence", type=int, default=1, help="distinct voices speaking each sentence")
+    s.add_argument("--speed-perturb", type=_floats, default=(1.0,), help="speed factors drawn per utterance, e.g. 0.9,1.0,1.1")
+    s.add_argument("--noise-snr", type=_floats, default=(10.0, 30.0), help="SNR range in dB for additive noise")
+    s.add_argument("--noise-prob", type=float, default=0.0, help="fraction of utterances with additive noise")
+    s.add_argument("--seed", type=int, default=0, help="sentence, voice and augmentation draws")
+    s.add_argument("--jobs", type=int, default=os.cpu_count(), help="parallel synthesis processes")
+    s.add_argument("--list-voices", action="store_true", help="print the voice bank and exit")
+    s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("prepare", help="import audio (+ transcripts, labels) into a validated manifest", formatter_class=DEFAULTS)
+    s.add_argument("source", help="audio folder, CSV/TSV table, or LJSpeech folder")
+    s.add_argument("manifest", help="output JSON Lines manifest")
+    s.add_argument("--format", choices=["auto", "folder", "table", "ljspeech"], default="auto")
+    s.add_argument("--label-from", default=None, help="'folder', or a regex on the file name with a (?P<label>...) group")
+    s.add_argument("--speaker-from", default=None, help="regex on the file name with a (?P<speaker>...) group")
+    s.add_argument("--require-text", action="store_true", help="skip entries without a transcript")
+    s.add_argument("--min-duration", type=float, default=0.1, help="seconds")
+    s.add_argument("--max-duration", type=float, default=60.0, help="seconds")
+    s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("train", help="train a CTC speech recognizer", formatter_class=DEFAULTS)
+    s.add_argument("run_dir", help="output folder: checkpoints/, tensorboard/, model/")
+    s.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. train.lr=1e-3 encoder.n_layers=8")
+    s.add_argument("--config", default=None, help="YAML or JSON config file (values only)")
+    s.add_argument("--train-manifest", default=None, help="shortcut for data.train_manifest=PATH")
+    s.add_argument("--preset", choices=["tiny", "small", "base"], default=None, help="encoder size preset (default: small)")
+    s.add_argument("--arch", choices=["conformer", "transformer", "lstm", "cnn"], default=None, help="encoder architecture")
+    s.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in run_dir")
+    s.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    s.set_defaults(func=cmd_train)
+
+    for name, helptext in (("transcribe", "print transcripts of audio files"), ("evaluate", "WER/CER/RTF on a manifest")):
+        s = sub.add_parser(name, help=helptext, formatter_class=DEFAULTS)
+        s.add_argument("model_dir", help="model directory (or a run directory with model/)")
+        if name == "transcribe":
+            s.add_argument("files", nargs="+", help="audio files (wav, flac, ogg, mp3 ...)")
+            s.add_argument("--json", action="store_true", help="one JSON object per line")
+            s.set_defaults(func=cmd_transcribe)
+        else:
+            s.add_argument("manifest", help="JSON Lines manifest with transcripts")
+            s.add_argument("--out", default=None, help="write per-utterance results as JSON here")
+            s.add_argument("--show", type=int, default=5, help="print this many worst utterances")
+            s.set_defaults(func=cmd_evaluate)
+        s.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from speechlm.errors import SpeechLMError
+
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may come after options; argparse alone cannot interleave them
+    overrides = [e for e in extra if "=" in e and not e.startswith("-")]
+    if len(overrides) != len(extra) or (overrides and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if overrides:
+        args.overrides = list(args.overrides) + overrides
+    try:
+        args.func(args)
+    except (SpeechLMError, ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

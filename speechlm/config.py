@@ -1,0 +1,192 @@
+"""Frozen config dataclasses: load from YAML/JSON, apply ``key=value`` overrides, save.
+
+Config files hold values only; objects are built in Python by builder functions.
+Every component owns one frozen dataclass (``FeatureConfig`` in ``features.py``,
+``EncoderConfig`` in ``models/encoders.py`` ...); this module composes them into the
+experiment config saved with every checkpoint.
+
+>>> cfg = load_config(ASRConfig, overrides=["encoder.d_model=96", "train.lr=2e-3"])
+>>> cfg.encoder.d_model, cfg.train.lr
+(96, 0.002)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from speechlm.data.augment import AugmentConfig
+from speechlm.data.tokenizer import TokenizerConfig
+from speechlm.features import FeatureConfig, SpecAugmentConfig
+from speechlm.models.encoders import EncoderConfig
+from speechlm.train.loop import TrainConfig
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file or override names an unknown field or holds a value of the wrong type."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    train_manifest: str = ""  # JSON Lines manifest used for training
+    valid_manifest: str = ""  # optional manifest evaluated during training ("" = none)
+    min_duration: float = 0.2  # seconds; shorter utterances are skipped (and counted)
+    max_duration: float = 20.0  # seconds; longer utterances are skipped (and counted)
+
+
+@dataclasses.dataclass(frozen=True)
+class ASRConfig:
+    """Everything needed to rebuild and retrain a CTC speech recognizer."""
+
+    data: DataConfig = DataConfig()
+    features: FeatureConfig = FeatureConfig()
+    spec_augment: SpecAugmentConfig = SpecAugmentConfig()
+    augment: AugmentConfig = AugmentConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    encoder: EncoderConfig = EncoderConfig()
+    train: TrainConfig = TrainConfig()
+
+
+def to_dict(cfg: Any) -> dict:
+    """Nested plain-dict view of a config dataclass (tuples become lists for JSON)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return from_dict(hint, value, where)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(hint)
+        item = args[0] if args else Any
+        return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
+    """Build ``cls`` from a nested dict; unknown keys and wrong types raise ``ConfigError``."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; known fields: {sorted(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"encoder.d_model=96"`` -> (["encoder", "d_model"], 96); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. train.lr=1e-3")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    # YAML reads 1e-3 as a string; numbers written that way are meant as floats
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict, overrides: typing.Iterable[str]) -> dict:
+    data = json.loads(json.dumps(data))
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                raise ConfigError(f"override {text!r}: {k!r} is not a config section")
+            node = node[k]
+        if keys[-1] not in node:
+            raise ConfigError(f"override {text!r}: unknown field {keys[-1]!r}; known: {sorted(node)}")
+        node[keys[-1]] = value
+    return data
+
+
+def read_config_file(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def load_config(
+    cls: type[T], path: str | Path | None = None, overrides: typing.Iterable[str] = (), base: T | None = None
+) -> T:
+    """Defaults (or ``base``), then the file at ``path``, then ``key=value`` overrides."""
+    data = to_dict(base if base is not None else cls())
+    if path is not None:
+        file_data = read_config_file(path)
+        data = _merge(data, file_data, str(path))
+    data = apply_overrides(data, overrides)
+    return from_dict(cls, data, str(path) if path else "config")
+
+
+def _merge(base: dict, update: dict, where: str) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        if k not in base:
+            raise ConfigError(f"{where}: unknown field {k!r}; known fields: {sorted(base)}")
+        out[k] = _merge(base[k], v, f"{where}.{k}") if isinstance(base[k], dict) and isinstance(v, dict) else v
+    return out
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+
+
+def format_config(cfg: Any) -> str:
+    """Indented YAML of the config, for printing at the start of a run."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None).rstrip()

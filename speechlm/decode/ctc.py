@@ -1,0 +1,94 @@
+"""CTC decoding: greedy (best path) and prefix beam search.
+
+Both take per-frame log-probabilities of one utterance ``(T, V)`` with blank id 0 and
+return token ids with repeats and blanks removed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from speechlm.data.tokenizer import BLANK_ID
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodingOptions:
+    method: str = "greedy"  # "greedy" or "beam"
+    beam_size: int = 8  # prefixes kept per frame (beam search)
+    token_prune: float = 1e-3  # beam search ignores tokens below this probability in a frame
+
+    def __post_init__(self):
+        if self.method not in ("greedy", "beam"):
+            raise ValueError(f"decoding method must be 'greedy' or 'beam', got {self.method!r}")
+        if self.beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
+
+
+def greedy_decode(log_probs: torch.Tensor, lens: torch.Tensor) -> list[list[int]]:
+    """``(B, T, V)`` scores and ``(B,)`` lengths -> token ids per utterance (best path collapsed)."""
+    best = log_probs.argmax(-1).cpu()  # (B, T)
+    out = []
+    for b in range(best.shape[0]):
+        path = best[b, : int(lens[b])]
+        keep = torch.ones_like(path, dtype=torch.bool)
+        keep[1:] = path[1:] != path[:-1]
+        out.append([int(t) for t in path[keep] if t != BLANK_ID])
+    return out
+
+
+def _logsumexp(a: float, b: float) -> float:
+    if a == -math.inf:
+        return b
+    if b == -math.inf:
+        return a
+    m = max(a, b)
+    return m + math.log(math.exp(a - m) + math.exp(b - m))
+
+
+def prefix_beam_search(log_probs: np.ndarray, beam_size: int = 8, token_prune: float = 1e-3) -> list[int]:
+    """CTC prefix beam search over one utterance's ``(T, V)`` log-probabilities.
+
+    Each prefix keeps two scores: paths ending in blank and paths ending in its last token,
+    so that repeated tokens separated by a blank are told apart from a held token.
+    """
+    log_probs = np.asarray(log_probs, dtype=np.float64)
+    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}  # prefix -> (p_blank, p_token)
+    log_prune = math.log(token_prune) if token_prune > 0 else -math.inf
+    for frame in log_probs:
+        candidates = [v for v in np.flatnonzero(frame >= log_prune)] or [int(frame.argmax())]
+        nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-math.inf, -math.inf])
+        for prefix, (pb, pt) in beams.items():
+            total = _logsumexp(pb, pt)
+            for v in candidates:
+                p = frame[v]
+                if v == BLANK_ID:
+                    e = nxt[prefix]
+                    e[0] = _logsumexp(e[0], total + p)
+                    continue
+                last = prefix[-1] if prefix else None
+                ext = prefix + (int(v),)
+                e = nxt[ext]
+                if v == last:
+                    e[1] = _logsumexp(e[1], pb + p)  # a repeat needs a blank in between
+                    same = nxt[prefix]
+                    same[1] = _logsumexp(same[1], pt + p)  # held token: prefix unchanged
+                else:
+                    e[1] = _logsumexp(e[1], total + p)
+        ranked = sorted(nxt.items(), key=lambda kv: _logsumexp(*kv[1]), reverse=True)[:beam_size]
+        beams = {k: (v[0], v[1]) for k, v in ranked}
+    best = max(beams.items(), key=lambda kv: _logsumexp(*kv[1]))
+    return list(best[0])
+
+
+def decode(logits: torch.Tensor, lens: torch.Tensor, options: DecodingOptions = DecodingOptions()) -> list[list[int]]:
+    """Batch entry point: ``(B, T, V)`` logits -> token ids per utterance."""
+    log_probs = logits.float().log_softmax(-1)
+    if options.method == "greedy":
+        return greedy_decode(log_probs, lens)
+    lp = log_probs.cpu().numpy()
+    return [prefix_beam_search(lp[b, : int(lens[b])], options.beam_size, options.token_prune) for b in range(lp.shape[0])]

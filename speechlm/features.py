@@ -1,0 +1,222 @@
+"""Audio constants and the only feature code in speechlm.
+
+Training, evaluation and inference all call :func:`compute_features`. Waveforms are float
+tensors at :data:`SAMPLE_RATE`; features are frame-major ``(..., T, D)`` with one frame every
+:data:`HOP_LENGTH` samples (10 ms).
+
+>>> import torch
+>>> x = log_mel_spectrogram(torch.zeros(SAMPLE_RATE))
+>>> tuple(x.shape)
+(101, 80)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import librosa
+import numpy as np
+import scipy.fft
+import torch
+import torch.nn.functional as F
+
+SAMPLE_RATE = 16000
+N_FFT = 400  # 25 ms window
+HOP_LENGTH = 160  # 10 ms hop
+N_MELS = 80
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100
+LOG_FLOOR = 1e-10  # power floor before the log: -100 dB
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureConfig:
+    kind: str = "logmel"  # "logmel", "mfcc" or "lpc"
+    n_mels: int = N_MELS  # mel bands (log-mel, and the bands MFCCs are taken from)
+    n_mfcc: int = 40  # cepstral coefficients kept when kind == "mfcc"
+    lpc_order: int = 16  # predictor order when kind == "lpc" (features: order coefficients + log gain)
+    normalize: bool = True  # per-utterance mean/variance normalization over valid frames
+
+    def __post_init__(self):
+        if self.kind not in ("logmel", "mfcc", "lpc"):
+            raise ValueError(f"features.kind must be 'logmel', 'mfcc' or 'lpc', got {self.kind!r}")
+
+    @property
+    def dim(self) -> int:
+        return {"logmel": self.n_mels, "mfcc": self.n_mfcc, "lpc": self.lpc_order + 1}[self.kind]
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filters(n_mels: int) -> torch.Tensor:
+    """Slaney-normalised mel filterbank from librosa, ``(n_mels, N_FFT // 2 + 1)``."""
+    return torch.from_numpy(librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels)).float()
+
+
+@functools.lru_cache(maxsize=8)
+def _dct_matrix(n_mels: int, n_mfcc: int) -> torch.Tensor:
+    """Orthonormal DCT-II basis, ``(n_mels, n_mfcc)``."""
+    return torch.from_numpy(scipy.fft.dct(np.eye(n_mels), type=2, norm="ortho", axis=0)[:n_mfcc].T).float()
+
+
+@functools.lru_cache(maxsize=2)
+def _window() -> torch.Tensor:
+    return torch.hann_window(N_FFT)
+
+
+def num_frames(num_samples: int | torch.Tensor) -> int | torch.Tensor:
+    """Frames produced for ``num_samples`` samples (centered STFT)."""
+    return num_samples // HOP_LENGTH + 1
+
+
+def power_spectrogram(audio: torch.Tensor) -> torch.Tensor:
+    """``(..., N)`` samples -> ``(..., T, N_FFT // 2 + 1)`` power, centered with zero padding."""
+    shape = audio.shape[:-1]
+    stft = torch.stft(
+        audio.reshape(-1, audio.shape[-1]).float(),
+        N_FFT,
+        HOP_LENGTH,
+        window=_window().to(audio.device),
+        center=True,
+        pad_mode="constant",
+        return_complex=True,
+    )  # (B, F, T)
+    power = stft.abs() ** 2
+    return power.transpose(-1, -2).reshape(*shape, power.shape[-1], power.shape[-2])
+
+
+def mel_power(audio: torch.Tensor, n_mels: int = N_MELS) -> torch.Tensor:
+    """``(..., N)`` samples -> ``(..., T, n_mels)`` mel power."""
+    return power_spectrogram(audio) @ mel_filters(n_mels).to(audio.device).T
+
+
+def log_mel_spectrogram(audio: torch.Tensor, n_mels: int = N_MELS) -> torch.Tensor:
+    """``(..., N)`` samples -> ``(..., T, n_mels)`` natural-log mel power."""
+    return torch.log(mel_power(audio, n_mels).clamp(min=LOG_FLOOR))
+
+
+def mfcc(audio: torch.Tensor, n_mfcc: int = 40, n_mels: int = N_MELS) -> torch.Tensor:
+    """``(..., N)`` samples -> ``(..., T, n_mfcc)``: DCT-II of the mel power in dB (librosa's convention)."""
+    db = 10.0 * torch.log10(mel_power(audio, n_mels).clamp(min=LOG_FLOOR))
+    return db @ _dct_matrix(n_mels, n_mfcc).to(audio.device)
+
+
+def lpc(audio: torch.Tensor, order: int = 16) -> torch.Tensor:
+    """``(..., N)`` samples -> ``(..., T, order + 1)``: LPC coefficients a_1..a_p and log gain.
+
+    Autocorrelation method on Hann-windowed frames (the framing of :func:`power_spectrogram`),
+    solved by Levinson-Durbin. The predictor is ``x[n] ~ -sum_k a_k x[n - k]``.
+    """
+    shape = audio.shape[:-1]
+    x = F.pad(audio.reshape(-1, audio.shape[-1]).float(), (N_FFT // 2, N_FFT // 2))
+    frames = x.unfold(-1, N_FFT, HOP_LENGTH) * _window().to(audio.device)  # (B, T, N_FFT)
+    # autocorrelation lags 0..order through the FFT: O(N log N) per frame
+    spec = torch.fft.rfft(frames, n=2 * N_FFT)
+    r = torch.fft.irfft(spec.abs() ** 2, n=2 * N_FFT)[..., : order + 1]  # (B, T, order + 1)
+    r = r.double()
+    r[..., 0] = r[..., 0] * (1 + 1e-9) + 1e-12  # white-noise correction keeps silent frames stable
+    a = torch.zeros(*r.shape[:-1], order + 1, dtype=r.dtype, device=r.device)
+    a[..., 0] = 1.0
+    err = r[..., 0].clone()
+    for i in range(1, order + 1):
+        acc = (a[..., :i] * r[..., 1 : i + 1].flip(-1)).sum(-1)
+        k = -acc / err
+        a_prev = a.clone()
+        a[..., 1:i] = a_prev[..., 1:i] + k.unsqueeze(-1) * a_prev[..., 1:i].flip(-1)
+        a[..., i] = k
+        err = err * (1 - k * k)
+    gain = torch.log(err.clamp(min=LOG_FLOOR))
+    out = torch.cat([a[..., 1:], gain.unsqueeze(-1)], dim=-1).float()
+    return out.reshape(*shape, out.shape[-2], out.shape[-1])
+
+
+def normalize(feats: torch.Tensor, lens: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
+    """Per-utterance, per-dimension mean/variance normalization over the valid frames.
+
+    feats: ``(B, T, D)``; lens: ``(B,)`` valid frames. Padded frames are set to zero.
+    """
+    B, T, _ = feats.shape
+    if lens is None:
+        lens = torch.full((B,), T, device=feats.device)
+    mask = (torch.arange(T, device=feats.device)[None, :] < lens[:, None]).unsqueeze(-1)  # (B, T, 1)
+    n = lens.clamp(min=1).to(feats.dtype)[:, None, None]
+    mean = (feats * mask).sum(1, keepdim=True) / n
+    var = (((feats - mean) * mask) ** 2).sum(1, keepdim=True) / n
+    return ((feats - mean) / torch.sqrt(var + eps)) * mask
+
+
+def compute_features(
+    audio: torch.Tensor, audio_lens: torch.Tensor | None, cfg: FeatureConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The single feature entry point.
+
+    audio: ``(B, N)`` float samples at :data:`SAMPLE_RATE`, zero-padded; audio_lens: ``(B,)`` samples.
+    Returns ``(feats, feat_lens)``: ``(B, T, cfg.dim)`` and ``(B,)`` frames.
+    """
+    if audio_lens is None:
+        audio_lens = torch.full((audio.shape[0],), audio.shape[-1], device=audio.device)
+    if cfg.kind == "logmel":
+        feats = log_mel_spectrogram(audio, cfg.n_mels)
+    elif cfg.kind == "mfcc":
+        feats = mfcc(audio, cfg.n_mfcc, cfg.n_mels)
+    else:
+        feats = lpc(audio, cfg.lpc_order)
+    feat_lens = torch.clamp(num_frames(audio_lens), max=feats.shape[1])
+    if cfg.normalize:
+        feats = normalize(feats, feat_lens)
+    return feats, feat_lens
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecAugmentConfig:
+    freq_masks: int = 2  # number of frequency masks per utterance
+    freq_width: int = 15  # maximum width of a frequency mask, in feature bins
+    time_masks: int = 5  # maximum number of time masks per utterance (scaled down for short ones)
+    time_width: float = 0.05  # maximum width of a time mask, as a fraction of the utterance
+    warp: float = 0.1  # max relative stretch of the frequency axis (VTLP-style voice variety); 0 = off
+
+
+class SpecAugment(torch.nn.Module):
+    """SpecAugment (Park et al., 2019) masks plus a random frequency-axis warp.
+
+    The warp rescales the feature axis by a factor in ``[1 - warp, 1 + warp]`` per utterance,
+    which mimics a different vocal-tract length: cheap voice variety for synthetic corpora.
+    Active only in training mode. Input and output ``(B, T, D)``; masked values are zero, the
+    mean of normalized features.
+    """
+
+    def __init__(self, cfg: SpecAugmentConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def forward(self, feats: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return feats
+        cfg = self.cfg
+        B, T, D = feats.shape
+        out = feats.clone()
+        if cfg.warp > 0:
+            out = self._warp(out)
+        for b in range(B):
+            for _ in range(cfg.freq_masks):
+                w = int(torch.randint(0, cfg.freq_width + 1, ()))
+                f0 = int(torch.randint(0, max(1, D - w), ()))
+                out[b, :, f0 : f0 + w] = 0
+            n = int(lens[b])
+            max_w = int(cfg.time_width * n)
+            n_masks = min(cfg.time_masks, max(1, n // 100))  # about one mask per second
+            for _ in range(n_masks if max_w > 0 else 0):
+                w = int(torch.randint(0, max_w + 1, ()))
+                t0 = int(torch.randint(0, max(1, n - w), ()))
+                out[b, t0 : t0 + w, :] = 0
+        return out
+
+    def _warp(self, feats: torch.Tensor) -> torch.Tensor:
+        B, T, D = feats.shape
+        alpha = 1 + (torch.rand(B, device=feats.device) * 2 - 1) * self.cfg.warp  # (B,)
+        src = torch.arange(D, device=feats.device, dtype=feats.dtype)[None, :] / alpha[:, None]  # (B, D)
+        src = src.clamp(0, D - 1)
+        lo = src.floor().long()
+        hi = (lo + 1).clamp(max=D - 1)
+        frac = (src - lo.to(src.dtype))[:, None, :]  # (B, 1, D)
+        gather = lambda idx: torch.gather(feats, 2, idx[:, None, :].expand(B, T, D))  # noqa: E731
+        return gather(lo) * (1 - frac) + gather(hi) * frac

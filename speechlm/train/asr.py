@@ -1,0 +1,104 @@
+"""Train a CTC speech recognizer from a manifest: the recipe behind ``speechlm train``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from speechlm.config import ASRConfig, format_config, save_config
+from speechlm.data.batching import SpeechDataset
+from speechlm.data.manifest import Utterance, read_manifest
+from speechlm.data.tokenizer import load_tokenizer, train_tokenizer
+from speechlm.errors import SpeechLMError
+from speechlm.models.asr import SpeechRecognizer, count_parameters
+from speechlm.objectives.ctc import ctc_loss
+from speechlm.train.checkpoint import MODEL_FILE, latest_checkpoint, load_weights, save_weights, write_atomic_dir
+from speechlm.train.loop import TrainResult, train
+
+CONFIG_FILE = "config.json"
+
+
+def filter_by_duration(utts: list[Utterance], cfg: ASRConfig) -> tuple[list[Utterance], dict[str, int]]:
+    """Keep utterances with a transcript and a duration within the configured bounds; count the rest."""
+    skipped = {"too_short": 0, "too_long": 0, "no_transcript": 0}
+    keep = []
+    for u in utts:
+        if not u.text.strip():
+            skipped["no_transcript"] += 1
+        elif u.duration < cfg.data.min_duration:
+            skipped["too_short"] += 1
+        elif u.duration > cfg.data.max_duration:
+            skipped["too_long"] += 1
+        else:
+            keep.append(u)
+    return keep, skipped
+
+
+def build_model(cfg: ASRConfig, vocab_size: int) -> SpeechRecognizer:
+    return SpeechRecognizer(cfg.features, cfg.spec_augment, cfg.encoder, vocab_size)
+
+
+def train_asr(cfg: ASRConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train on ``cfg.data.train_manifest``; the final model directory is ``run_dir/model``."""
+    run_dir = Path(run_dir)
+    if not cfg.data.train_manifest:
+        raise SpeechLMError("data.train_manifest is not set (pass --train-manifest or data.train_manifest=PATH)")
+    utts, skipped = filter_by_duration(read_manifest(cfg.data.train_manifest, require_text=True), cfg)
+    if any(skipped.values()):
+        print(f"skipped utterances: {skipped}")
+    if not utts:
+        raise SpeechLMError(f"{cfg.data.train_manifest}: no usable utterances (skipped: {skipped})")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if ckpt is not None:
+        tokenizer = load_tokenizer(ckpt)  # the vocabulary must not change under a resumed model
+    else:
+        tokenizer = train_tokenizer(cfg.tokenizer, [u.text for u in utts])
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg, tokenizer.vocab_size)
+    print(format_config(cfg))
+    print(f"model: {count_parameters(model) / 1e6:.2f} M parameters, vocabulary {tokenizer.vocab_size}, {len(utts)} utterances")
+    save_config(cfg, run_dir / CONFIG_FILE)
+    dataset = SpeechDataset(utts, tokenizer, cfg.augment, seed=cfg.train.seed, progress=progress)
+    print(f"training audio: {dataset.durations.sum() / 3600:.2f} h")
+
+    def loss_fn(model, batch):
+        out = model(batch.audio, batch.audio_lens)
+        return ctc_loss(out.logits, out.lens, batch.tokens, batch.token_lens)
+
+    def save_extras(d: Path) -> None:
+        save_config(cfg, d / CONFIG_FILE)
+        tokenizer.save(d)
+
+    result = train(model, dataset, cfg.train, run_dir, loss_fn, save_extras, resume=resume, progress=progress)
+
+    def write_model(d: Path) -> None:
+        save_weights(model, d)
+        save_extras(d)
+        (d / "training.json").write_text(json.dumps({"steps": result.steps, "final_loss": result.final_loss}) + "\n")
+
+    write_atomic_dir(run_dir / "model", write_model)
+    return result
+
+
+def load_model_dir(model_dir: str | Path):
+    """(config, model in eval mode, tokenizer) from a model directory or a run directory."""
+    from speechlm.config import ConfigError, from_dict
+
+    d = Path(model_dir)
+    if not (d / MODEL_FILE).is_file() and (d / "model" / MODEL_FILE).is_file():
+        d = d / "model"
+    path = d / CONFIG_FILE
+    if not path.is_file():
+        raise SpeechLMError(f"{model_dir}: not a model directory (no {CONFIG_FILE})")
+    try:
+        cfg = from_dict(ASRConfig, json.loads(path.read_text()), str(path))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    tokenizer = load_tokenizer(d)
+    model = build_model(cfg, tokenizer.vocab_size)
+    load_weights(model, d)
+    model.eval()
+    return cfg, model, tokenizer

@@ -1,0 +1,203 @@
+"""The training loop: AdamW, warmup + cosine decay, clipping, bf16 autocast, checkpoints, resume.
+
+The loop knows nothing about the task: it takes a model, a dataset with ``collate`` and
+``durations``, and a ``loss_fn(model, batch) -> LossOutput``. It is device-agnostic and keeps
+no global state, so the same code runs on a CPU, a GPU, or under a DDP wrapper.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from speechlm.data.batching import bucket_batches
+from speechlm.features import SAMPLE_RATE
+from speechlm.train.checkpoint import (
+    LATEST_FILE,
+    STATE_FILE,
+    latest_checkpoint,
+    load_weights,
+    save_weights,
+    write_atomic_dir,
+    write_atomic_text,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    max_steps: int = 3000  # optimizer steps; the learning-rate schedule ends here
+    max_minutes: float = 0.0  # also stop (and end the schedule) after this much training time; 0 = no limit
+    batch_seconds: float = 100.0  # audio seconds per batch, padding included
+    max_batch_size: int = 64  # utterances per batch at most
+    lr: float = 1e-3  # peak learning rate
+    warmup_steps: int = 300  # linear warmup from 0 to lr
+    min_lr_ratio: float = 0.05  # the cosine decay ends at lr * min_lr_ratio
+    weight_decay: float = 0.01  # AdamW decoupled weight decay (not on biases and norms)
+    grad_clip: float = 5.0  # max global gradient norm
+    precision: str = "auto"  # "bf16", "fp32", or "auto": bf16 where the hardware has bf16 matrix units
+    seed: int = 0  # model init, batch order, augmentation
+    log_every: int = 25  # steps between log lines / TensorBoard points
+    checkpoint_every: int = 500  # steps between checkpoints (one is always written at the end)
+    keep_checkpoints: int = 2  # older checkpoints are deleted
+
+    def __post_init__(self):
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"train.precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
+        if self.max_steps < 1:
+            raise ValueError(f"train.max_steps must be >= 1, got {self.max_steps}")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    steps: int
+    final_loss: float  # mean loss over the last log interval
+    audio_seconds: float  # audio processed, all epochs
+    train_seconds: float  # wall time spent in training steps
+    history: list[dict]  # one record per log interval
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+            fn = getattr(torch.cpu, probe, None)
+            if fn is not None and fn():
+                return True
+    return False
+
+
+def lr_factor(step: int, progress: float, cfg: TrainConfig) -> float:
+    """Linear warmup over ``warmup_steps``, then cosine decay over training progress in [0, 1]."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    cos = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cos
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-8)
+
+
+def train(
+    model: torch.nn.Module,
+    dataset,
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    loss_fn: Callable,
+    save_extras: Callable[[Path], None],
+    resume: bool = False,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` on ``dataset`` and write checkpoints under ``run_dir/checkpoints``.
+
+    save_extras(dir) writes what a model directory needs besides weights (config, tokenizer).
+    With ``resume``, training continues from the latest checkpoint exactly where it stopped.
+    """
+    run_dir = Path(run_dir)
+    device = torch.device(device)
+    model.to(device)
+    opt = make_optimizer(model, cfg)
+    bf16 = use_bf16(cfg.precision, device)
+    torch.manual_seed(cfg.seed)
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed": 0.0, "audio_seconds": 0.0, "history": []}
+    if resume:
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None:
+            raise FileNotFoundError(f"{run_dir}: --resume given but no checkpoint found under {run_dir / 'checkpoints'}")
+        load_weights(model, ckpt)
+        saved = torch.load(ckpt / STATE_FILE, weights_only=False)
+        opt.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["torch_rng"])
+        state = saved["loop"]
+        print(f"resumed from {ckpt} at step {state['step']}")
+    writer = SummaryWriter(str(run_dir / "tensorboard"))
+    print(f"TensorBoard logs: {run_dir / 'tensorboard'}  (view: tensorboard --logdir {run_dir})")
+    durations = dataset.durations
+    max_seconds = cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
+    bar = tqdm(total=cfg.max_steps, initial=state["step"], desc="train", unit="step", disable=not progress)
+    window: list[float] = []
+    model.train()
+
+    def checkpoint() -> None:
+        name = f"step-{state['step']:07d}"
+
+        def write(d: Path) -> None:
+            save_weights(model, d)
+            save_extras(d)
+            torch.save({"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(), "loop": state}, d / STATE_FILE)
+
+        write_atomic_dir(run_dir / "checkpoints" / name, write)
+        write_atomic_text(run_dir / "checkpoints" / LATEST_FILE, name)
+        old = sorted(p for p in (run_dir / "checkpoints").glob("step-*") if p.is_dir())[: -cfg.keep_checkpoints]
+        for p in old:
+            shutil.rmtree(p, ignore_errors=True)
+
+    done = state["step"] >= cfg.max_steps or state["elapsed"] >= max_seconds
+    while not done:
+        dataset.epoch = state["epoch"]
+        batches = bucket_batches(durations, cfg.batch_seconds, cfg.max_batch_size, cfg.seed, state["epoch"])
+        for indices in batches[state["batch_in_epoch"] :]:
+            t0 = time.perf_counter()
+            batch = dataset.collate(indices).to(device)
+            progress_frac = max(state["step"] / cfg.max_steps, state["elapsed"] / max_seconds)
+            lr = cfg.lr * lr_factor(state["step"], progress_frac, cfg)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = loss_fn(model, batch)
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            state["step"] += 1
+            state["batch_in_epoch"] += 1
+            state["elapsed"] += time.perf_counter() - t0
+            state["audio_seconds"] += float(batch.audio_lens.sum()) / SAMPLE_RATE
+            window.append(out.loss.item())
+            bar.update(1)
+            if state["step"] % cfg.log_every == 0 or state["step"] == cfg.max_steps:
+                rec = {
+                    "step": state["step"],
+                    "loss": sum(window) / len(window),
+                    "lr": lr,
+                    "grad_norm": float(grad_norm),
+                    "audio_seconds": state["audio_seconds"],
+                    "elapsed": state["elapsed"],
+                }
+                state["history"].append(rec)
+                window = []
+                for k in ("loss", "lr", "grad_norm"):
+                    writer.add_scalar(f"train/{k}", rec[k], state["step"])
+                writer.add_scalar("train/audio_seconds_per_second", rec["audio_seconds"] / max(rec["elapsed"], 1e-9), state["step"])
+                bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{lr:.2e}")
+            done = state["step"] >= cfg.max_steps or state["elapsed"] >= max_seconds
+            if done or state["step"] % cfg.checkpoint_every == 0:
+                checkpoint()
+            if done:
+                break
+        else:
+            state["epoch"] += 1
+            state["batch_in_epoch"] = 0
+    bar.close()
+    writer.close()
+    if latest_checkpoint(run_dir) is None or not (run_dir / "checkpoints" / f"step-{state['step']:07d}").is_dir():
+        checkpoint()
+    (run_dir / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in state["history"]))
+    last = state["history"][-1]["loss"] if state["history"] else float("nan")
+    return TrainResult(state["step"], last, state["audio_seconds"], state["elapsed"], state["history"])
