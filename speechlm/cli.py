@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (SpeechLMError, ConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, whatever the library said
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

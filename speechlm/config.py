@@ -136,7 +136,9 @@ def apply_overrides(data: dict, overrides: typing.Iterable[str]) -> dict:
         keys, value = parse_override(text)
         node = data
         for k in keys[:-1]:
-            if not isinstance(node.get(k), dict):
+            if k not in node:
+                raise ConfigError(f"override {text!r}: unknown field {k!r}; known: {sorted(node)}")
+            if not isinstance(node[k], dict):
                 raise ConfigError(f"override {text!r}: {k!r} is not a config section")
             node = node[k]
         if keys[-1] not in node:

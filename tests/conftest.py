@@ -1,0 +1,77 @@
+"""Shared fixtures: a deterministic tone corpus (numpy only) and a small synthesized speech corpus."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from speechlm.config import ASRConfig, load_config
+from speechlm.data.audio import write_audio
+from speechlm.data.manifest import Utterance, write_manifest
+from speechlm.features import SAMPLE_RATE
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TONES = {c: 300.0 + 170.0 * i for i, c in enumerate("abcdefgh")}
+
+
+def tone_utterance(text: str, rng: np.random.Generator) -> np.ndarray:
+    """Each letter is a 0.12 s tone, words are separated by 0.08 s of silence."""
+    parts = []
+    for word in text.split():
+        for c in word:
+            t = np.arange(int(0.12 * SAMPLE_RATE)) / SAMPLE_RATE
+            parts.append(0.3 * np.sin(2 * np.pi * TONES[c] * t) * np.hanning(t.size))
+        parts.append(np.zeros(int(0.08 * SAMPLE_RATE)))
+    audio = np.concatenate(parts)
+    return (audio + 0.003 * rng.standard_normal(audio.size)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def tone_corpus(tmp_path_factory) -> Path:
+    """24 utterances of 2-3 'words' of tone letters; returns the manifest path."""
+    root = tmp_path_factory.mktemp("tones")
+    rng = np.random.default_rng(0)
+    utts = []
+    for i in range(24):
+        words = ["".join(rng.choice(list(TONES), size=rng.integers(1, 4))) for _ in range(rng.integers(2, 4))]
+        text = " ".join(words)
+        audio = tone_utterance(text, rng)
+        path = root / f"utt{i:02d}.wav"
+        write_audio(path, audio)
+        utts.append(Utterance(str(path), audio.size / SAMPLE_RATE, text, speaker="tone"))
+    write_manifest(root / "manifest.jsonl", utts)
+    return root / "manifest.jsonl"
+
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+
+@pytest.fixture(scope="session")
+def speech_corpus(tmp_path_factory) -> Path:
+    """~20 espeak-ng utterances of built-in sentences; returns the manifest path."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    from speechlm.data import sentences
+    from speechlm.data.synth import plan_jobs, select_voices, synthesize_corpus
+
+    root = tmp_path_factory.mktemp("speech")
+    items = [(s.text, s.intent) for s in sentences.generate(20, seed=3)]
+    jobs = plan_jobs(items, select_voices("espeak-ng")[:4], root, seed=0)
+    synthesize_corpus(jobs, root, num_workers=2)
+    return root / "manifest.jsonl"
+
+
+def tiny_asr_config(manifest, **train) -> ASRConfig:
+    """A 0.2 M-parameter conformer in fp32 with small batches: recipe tests in seconds."""
+    return load_config(
+        ASRConfig,
+        overrides=[
+            f"data.train_manifest={manifest}",
+            "encoder.d_model=48", "encoder.n_layers=2", "encoder.n_heads=2", "encoder.conv_kernel=7",
+            "train.precision=fp32", "train.batch_seconds=8", "train.warmup_steps=4", "train.lr=3e-3", "train.log_every=4",
+            *[f"train.{k}={v}" for k, v in train.items()],
+        ],
+    )  # fmt: skip

@@ -1,0 +1,109 @@
+import librosa
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from speechlm.features import (
+    FeatureConfig,
+    SpecAugment,
+    SpecAugmentConfig,
+    compute_features,
+    log_mel_spectrogram,
+    lpc,
+    mfcc,
+    normalize,
+    power_spectrogram,
+)
+
+
+@pytest.fixture
+def audio():
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    x = 0.5 * np.sin(2 * np.pi * 440 * t) + 0.1 * rng.standard_normal(t.size)
+    return x.astype(np.float32)
+
+
+def test_log_mel_matches_librosa(audio):
+    ref = librosa.feature.melspectrogram(y=audio, sr=16000, n_fft=400, hop_length=160, n_mels=80, center=True, pad_mode="constant")
+    ours = log_mel_spectrogram(torch.from_numpy(audio)).numpy().T  # (n_mels, T)
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, np.log(np.maximum(ref, 1e-10)), atol=2e-3, rtol=1e-3)
+
+
+def test_mfcc_matches_librosa(audio):
+    mel = librosa.feature.melspectrogram(y=audio, sr=16000, n_fft=400, hop_length=160, n_mels=80, center=True, pad_mode="constant")
+    ref = librosa.feature.mfcc(S=librosa.power_to_db(mel, top_db=None), n_mfcc=13)
+    ours = mfcc(torch.from_numpy(audio), n_mfcc=13).numpy().T
+    np.testing.assert_allclose(ours, ref, atol=2e-2, rtol=1e-3)
+
+
+def test_lpc_matches_toeplitz_solution(audio):
+    order = 12
+    ours = lpc(torch.from_numpy(audio), order).numpy()  # (T, order + 1)
+    padded = np.pad(audio.astype(np.float64), 200)
+    for frame_index in (10, 50, 90):
+        window = torch.hann_window(400).double().numpy()  # periodic Hann, as in the STFT
+        frame = padded[frame_index * 160 : frame_index * 160 + 400] * window
+        r = np.array([np.dot(frame[: 400 - k], frame[k:]) for k in range(order + 1)])
+        a = scipy.linalg.solve_toeplitz(r[:order], -r[1 : order + 1])
+        np.testing.assert_allclose(ours[frame_index, :order], a, atol=1e-3, rtol=1e-3)
+        err = r[0] + np.dot(a, r[1 : order + 1])
+        np.testing.assert_allclose(ours[frame_index, order], np.log(err), atol=1e-3)
+
+
+def test_lpc_recovers_an_ar_process():
+    rng = np.random.default_rng(1)
+    true = np.array([-1.2, 0.5])  # x[n] = 1.2 x[n-1] - 0.5 x[n-2] + e[n]
+    x = np.zeros(16000)
+    e = rng.standard_normal(16000)
+    for n in range(2, x.size):
+        x[n] = -true[0] * x[n - 1] - true[1] * x[n - 2] + e[n]
+    est = lpc(torch.from_numpy(x.astype(np.float32)), 2).numpy()[5:-5, :2].mean(0)
+    np.testing.assert_allclose(est, true, atol=0.05)
+
+
+@pytest.mark.parametrize("kind, dim", [("logmel", 80), ("mfcc", 40), ("lpc", 17)])
+def test_compute_features_shapes_and_lengths(kind, dim):
+    cfg = FeatureConfig(kind=kind)
+    audio = torch.randn(2, 8000)
+    lens = torch.tensor([8000, 4000])
+    feats, feat_lens = compute_features(audio, lens, cfg)
+    assert feats.shape == (2, 51, dim) and cfg.dim == dim
+    assert feat_lens.tolist() == [51, 26]
+    assert torch.all(feats[1, 26:] == 0)  # padding stays zero after normalization
+    valid = feats[0]
+    assert torch.allclose(valid.mean(0), torch.zeros(dim), atol=1e-4)
+
+
+def test_normalize_ignores_padding():
+    x = torch.randn(1, 30, 4) * 3 + 2
+    padded = torch.cat([x, torch.full((1, 20, 4), 100.0)], dim=1)
+    a = normalize(x, torch.tensor([30]))
+    b = normalize(padded, torch.tensor([30]))
+    assert torch.allclose(a, b[:, :30], atol=1e-5)
+
+
+def test_power_spectrogram_peak_at_tone_frequency():
+    t = torch.arange(16000) / 16000
+    spec = power_spectrogram(torch.sin(2 * torch.pi * 1000 * t))
+    assert int(spec[50].argmax()) == round(1000 / (16000 / 400))
+
+
+def test_spec_augment_train_only_and_masks():
+    torch.manual_seed(0)
+    aug = SpecAugment(SpecAugmentConfig(freq_masks=2, freq_width=10, time_masks=3, time_width=0.1, warp=0.0))
+    x = torch.randn(2, 300, 80)
+    lens = torch.tensor([300, 200])
+    aug.eval()
+    assert torch.equal(aug(x, lens), x)
+    aug.train()
+    y = aug(x, lens)
+    assert y.shape == x.shape and (y == 0).sum() > 0 and not torch.equal(y, x)
+
+
+def test_frequency_warp_is_identity_at_factor_one():
+    aug = SpecAugment(SpecAugmentConfig(warp=0.0))
+    x = torch.randn(2, 10, 80)
+    assert torch.allclose(aug._warp(x), x)

@@ -1,0 +1,26 @@
+import jiwer
+import pytest
+
+from speechlm.metrics import error_rates, utterance_errors
+
+REFS = ["set an alarm for seven", "what is the weather in paris", "call mom"]
+HYPS = ["set alarm for seven thirty", "what is whether in paris", "call mom"]
+
+
+def test_matches_jiwer():
+    r = error_rates(REFS, HYPS)
+    assert r.wer == pytest.approx(jiwer.wer(REFS, HYPS))
+    assert r.cer == pytest.approx(jiwer.cer(REFS, HYPS))
+    assert r.words == 13 and r.word_errors == round(jiwer.wer(REFS, HYPS) * 13)
+
+
+def test_normalizes_case_and_punctuation():
+    assert error_rates(["Call Mom!"], ["call mom"]).wer == 0.0
+
+
+def test_utterance_errors_and_bad_input():
+    assert utterance_errors("a b c", "a x c d") == (2, 3)
+    with pytest.raises(ValueError, match="every reference is empty"):
+        error_rates([""], ["x"])
+    with pytest.raises(ValueError, match="2 references but 1"):
+        error_rates(["a", "b"], ["a"])
