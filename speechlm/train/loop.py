@@ -36,7 +36,7 @@ from speechlm.train.checkpoint import (
 class TrainConfig:
     max_steps: int = 3000  # optimizer steps; the learning-rate schedule ends here
     max_minutes: float = 0.0  # also stop (and end the schedule) after this much training time; 0 = no limit
-    batch_seconds: float = 100.0  # audio seconds per batch, padding included
+    batch_seconds: float = 60.0  # audio seconds per batch, padding included
     max_batch_size: int = 64  # utterances per batch at most
     lr: float = 1e-3  # peak learning rate
     warmup_steps: int = 300  # linear warmup from 0 to lr
@@ -130,7 +130,9 @@ def train(
     print(f"TensorBoard logs: {run_dir / 'tensorboard'}  (view: tensorboard --logdir {run_dir})")
     durations = dataset.durations
     max_seconds = cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
-    bar = tqdm(total=cfg.max_steps, initial=state["step"], desc="train", unit="step", disable=not progress)
+    # a time-limited run stops by the clock, so its bar counts steps without a misleading total
+    total = cfg.max_steps if cfg.max_minutes <= 0 else None
+    bar = tqdm(total=total, initial=state["step"], desc="train", unit="step", disable=not progress)
     window: list[float] = []
     model.train()
 

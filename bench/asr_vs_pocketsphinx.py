@@ -1,0 +1,128 @@
+"""speechlm's recognizer vs pocketsphinx on the same files, per TTS engine and on real speech.
+
+Usage:
+    .venv/bin/python bench/asr_vs_pocketsphinx.py --model runs/demo/model --test data/demo/test/manifest.jsonl
+
+The synthesized test set holds sentences and voices never used in training. pocketsphinx
+(a real HMM recognizer with its own US English acoustic model, dictionary and general language
+model) recognizes espeak-ng's formant voices badly, so the headline WER is computed over the
+audio that is not espeak-ng: unseen flite and festival voices plus real human recordings (the
+FSDD spoken digits test split, when ../shared/data is present). Both systems see the same 16 kHz
+samples; RTF is compute time over audio time on this machine, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import SHARED_DATA, markdown_table, write_results  # noqa: E402
+
+from speechlm.data.audio import load_audio  # noqa: E402
+from speechlm.data.manifest import read_manifest  # noqa: E402
+from speechlm.data.sentences import ONES  # noqa: E402
+from speechlm.decode.transcribe import Recognizer  # noqa: E402
+from speechlm.features import SAMPLE_RATE  # noqa: E402
+from speechlm.metrics import error_rates  # noqa: E402
+
+
+def fsdd_test_set(limit: int) -> list[tuple[str, str, str]]:
+    """(path, reference words, group) for FSDD's official test split (file index 0-4)."""
+    root = SHARED_DATA / "fsdd" / "recordings"
+    if not root.is_dir():
+        return []
+    out = []
+    for p in sorted(root.glob("*.wav")):
+        digit, speaker, index = p.stem.split("_")
+        if int(index) <= 4:
+            out.append((str(p), ONES[int(digit)], "human (fsdd)"))
+    return out[:limit]
+
+
+def pocketsphinx_transcribe(audios: list[np.ndarray]) -> tuple[list[str], float]:
+    from pocketsphinx import Decoder
+
+    decoder = Decoder(loglevel="FATAL")
+    hyps = []
+    t0 = time.perf_counter()
+    for a in tqdm(audios, desc="pocketsphinx", unit="utt", leave=False):
+        decoder.start_utt()
+        decoder.process_raw((np.clip(a, -1, 1) * 32767).astype(np.int16).tobytes(), full_utt=True)
+        decoder.end_utt()
+        hyp = decoder.hyp()
+        hyps.append(hyp.hypstr if hyp else "")
+    return hyps, time.perf_counter() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="runs/demo/model")
+    p.add_argument("--test", default="data/demo/test/manifest.jsonl")
+    p.add_argument("--fsdd-limit", type=int, default=300, help="FSDD test files to include (0 = none)")
+    args = p.parse_args()
+
+    items = [(u.audio_filepath, u.text, u.speaker.split("-")[0] if u.speaker else "?") for u in read_manifest(args.test)]
+    items += fsdd_test_set(args.fsdd_limit)
+    audios = [load_audio(path) for path, _, _ in tqdm(items, desc="load audio", leave=False)]
+    groups = collections.defaultdict(list)
+    for i, (_, _, g) in enumerate(items):
+        groups[g].append(i)
+
+    rec = Recognizer.load(args.model)
+    rec.transcribe(audios[:4])  # warm-up
+    ours, ours_time = {}, {}
+    for g, idx in groups.items():
+        t0 = time.perf_counter()
+        hyps = rec.transcribe([audios[i] for i in idx])
+        ours_time[g] = time.perf_counter() - t0
+        ours.update(zip(idx, hyps))
+    theirs, theirs_time = {}, {}
+    for g, idx in groups.items():
+        hyps, seconds = pocketsphinx_transcribe([audios[i] for i in idx])
+        theirs_time[g] = seconds
+        theirs.update(zip(idx, hyps))
+
+    rows, per_group = [], {}
+    for g, idx in sorted(groups.items()):
+        refs = [items[i][1] for i in idx]
+        secs = sum(audios[i].size for i in idx) / SAMPLE_RATE
+        a, b = error_rates(refs, [ours[i] for i in idx]), error_rates(refs, [theirs[i] for i in idx])
+        per_group[g] = {
+            "utterances": len(idx), "audio_seconds": secs, "speechlm_wer": a.wer, "pocketsphinx_wer": b.wer,
+            "speechlm_rtf": ours_time[g] / secs, "pocketsphinx_rtf": theirs_time[g] / secs,
+        }  # fmt: skip
+        rows.append([g, len(idx), a.wer, b.wer, ours_time[g] / secs, theirs_time[g] / secs])
+
+    fair = [i for g, idx in groups.items() if g != "espeak" for i in idx]
+    fair_secs = sum(audios[i].size for i in fair) / SAMPLE_RATE
+    refs = [items[i][1] for i in fair]
+    headline = {
+        "speechlm_wer": error_rates(refs, [ours[i] for i in fair]).wer,
+        "speechlm_rtf": sum(ours_time[g] for g in groups if g != "espeak") / fair_secs,
+        "pocketsphinx_wer": error_rates(refs, [theirs[i] for i in fair]).wer,
+        "pocketsphinx_rtf": sum(theirs_time[g] for g in groups if g != "espeak") / fair_secs,
+    }
+    rows.append(["**all but espeak-ng (headline)**", len(fair), headline["speechlm_wer"], headline["pocketsphinx_wer"],
+                 headline["speechlm_rtf"], headline["pocketsphinx_rtf"]])  # fmt: skip
+    examples = [[items[i][2], items[i][1], ours[i], theirs[i]] for idx in groups.values() for i in idx[:2]]
+    body = (
+        markdown_table(["test audio", "utts", "speechlm WER", "pocketsphinx WER", "speechlm RTF", "pocketsphinx RTF"], rows)
+        + "\n\nRTF ratio (pocketsphinx / speechlm) on the headline set: "
+        + f"{headline['pocketsphinx_rtf'] / headline['speechlm_rtf']:.1f}x\n\n"
+        + markdown_table(["audio", "reference", "speechlm", "pocketsphinx"], examples)
+    )
+    write_results(
+        "asr_vs_pocketsphinx", "speechlm vs pocketsphinx: unseen voices and real speech", headline, body,
+        {"groups": per_group, "model": args.model, "test": args.test},
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
