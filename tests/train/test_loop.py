@@ -13,7 +13,7 @@ from speechlm.train.loop import TrainConfig, lr_factor
 
 # fp32, seed 0, tiny conformer on the tone corpus: the mean loss of steps 1-4, 5-8, 9-12.
 # A change here means the recipe (init, batching, features, loss or optimizer) changed.
-GOLDEN = [3.2318, 2.4016, 2.3413]
+GOLDEN = [3.2118, 2.3798, 2.2997]
 
 
 def test_golden_losses(tone_corpus, tmp_path):
