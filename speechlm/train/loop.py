@@ -36,10 +36,10 @@ from speechlm.train.checkpoint import (
 class TrainConfig:
     max_steps: int = 3000  # optimizer steps; the learning-rate schedule ends here
     max_minutes: float = 0.0  # also stop (and end the schedule) after this much training time; 0 = no limit
-    batch_seconds: float = 60.0  # audio seconds per batch, padding included
+    batch_seconds: float = 40.0  # audio seconds per batch, padding included
     max_batch_size: int = 64  # utterances per batch at most
-    lr: float = 1e-3  # peak learning rate
-    warmup_steps: int = 300  # linear warmup from 0 to lr
+    lr: float = 2e-3  # peak learning rate
+    warmup_steps: int = 200  # linear warmup from 0 to lr
     min_lr_ratio: float = 0.05  # the cosine decay ends at lr * min_lr_ratio
     weight_decay: float = 0.01  # AdamW decoupled weight decay (not on biases and norms)
     grad_clip: float = 5.0  # max global gradient norm
