@@ -1,0 +1,120 @@
+"""Datasets, duration-bucketed batching and collation for speech with transcripts.
+
+Batches are lists of utterance indices whose padded audio stays within a budget of seconds.
+The batch order of epoch ``e`` depends only on ``(seed, e)`` and augmentation draws only on
+``(seed, e, index)``, so a resumed run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from speechlm.data.audio import load_audio
+from speechlm.data.augment import AugmentConfig, augment
+from speechlm.data.manifest import Utterance
+from speechlm.data.tokenizer import Tokenizer
+from speechlm.features import SAMPLE_RATE
+
+
+@dataclasses.dataclass
+class Batch:
+    audio: torch.Tensor  # (B, N) float samples, zero-padded
+    audio_lens: torch.Tensor  # (B,) samples
+    tokens: torch.Tensor  # (B, L) token ids, zero-padded
+    token_lens: torch.Tensor  # (B,)
+    indices: list[int]  # dataset indices of the rows
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return dataclasses.replace(
+            self,
+            audio=self.audio.to(device),
+            audio_lens=self.audio_lens.to(device),
+            tokens=self.tokens.to(device),
+            token_lens=self.token_lens.to(device),
+        )
+
+
+class SpeechDataset:
+    """Utterances with token ids; audio is read once and kept in memory as int16."""
+
+    def __init__(
+        self,
+        utts: Sequence[Utterance],
+        tokenizer: Tokenizer | None = None,
+        augment_cfg: AugmentConfig | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ):
+        self.utts = list(utts)
+        self.tokenizer = tokenizer
+        self.augment_cfg = augment_cfg
+        self.seed = seed
+        self.epoch = 0
+        self._audio = [
+            (load_audio(u.audio_filepath) * 32767).astype(np.int16)
+            for u in tqdm(self.utts, desc="load audio", unit="utt", disable=not progress, leave=False)
+        ]
+        self._tokens = [tokenizer.encode(u.text) if tokenizer else [] for u in self.utts]
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    @property
+    def durations(self) -> np.ndarray:
+        return np.array([a.size / SAMPLE_RATE for a in self._audio])
+
+    def audio(self, i: int) -> np.ndarray:
+        audio = self._audio[i].astype(np.float32) / 32767
+        if self.augment_cfg is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            audio = augment(audio, self.augment_cfg, rng)
+        return audio
+
+    def collate(self, indices: Sequence[int]) -> Batch:
+        audios = [self.audio(i) for i in indices]
+        tokens = [self._tokens[i] for i in indices]
+        B = len(indices)
+        audio = torch.zeros(B, max(a.size for a in audios))
+        tok = torch.zeros(B, max(1, max(len(t) for t in tokens)), dtype=torch.long)
+        for b, (a, t) in enumerate(zip(audios, tokens)):
+            audio[b, : a.size] = torch.from_numpy(a)
+            tok[b, : len(t)] = torch.tensor(t, dtype=torch.long)
+        return Batch(
+            audio,
+            torch.tensor([a.size for a in audios]),
+            tok,
+            torch.tensor([len(t) for t in tokens]),
+            list(indices),
+        )
+
+
+def bucket_batches(
+    durations: Sequence[float], batch_seconds: float, max_batch_size: int, seed: int, epoch: int, shuffle: bool = True
+) -> list[list[int]]:
+    """Group utterances of similar duration so that ``max_duration * batch_size <= batch_seconds``.
+
+    Sorting by duration with a little random jitter keeps padding low while letting batch
+    composition change between epochs.
+    """
+    durations = np.asarray(durations, dtype=np.float64)
+    rng = np.random.default_rng([seed, epoch])
+    keys = durations * (1 + (rng.uniform(-0.1, 0.1, durations.size) if shuffle else 0))
+    order = np.argsort(keys, kind="stable")
+    batches, current, longest = [], [], 0.0
+    for i in order:
+        d = durations[i]
+        if current and (max(longest, d) * (len(current) + 1) > batch_seconds or len(current) >= max_batch_size):
+            batches.append(current)
+            current, longest = [], 0.0
+        current.append(int(i))
+        longest = max(longest, d)
+    if current:
+        batches.append(current)
+    if shuffle:
+        rng.shuffle(batches)
+    return batches

@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speechlm.data.audio import load_audio, resample
+from speechlm.data.augment import AugmentConfig, add_noise, augment, speed_perturb
+from speechlm.errors import AudioError
+
+
+def dominant_frequency(x: np.ndarray, sr: int) -> float:
+    spec = np.abs(np.fft.rfft(x * np.hanning(x.size)))
+    return float(np.fft.rfftfreq(x.size, 1 / sr)[spec.argmax()])
+
+
+def test_resample_8k_tone_keeps_frequency_and_length(tmp_path):
+    t = np.arange(8000) / 8000
+    sf.write(tmp_path / "tone.wav", 0.5 * np.sin(2 * np.pi * 440 * t), 8000)
+    x = load_audio(tmp_path / "tone.wav")
+    assert x.dtype == np.float32 and abs(x.size - 16000) <= 1
+    assert abs(dominant_frequency(x, 16000) - 440) < 2
+    # no energy appears above the original Nyquist frequency
+    spec = np.abs(np.fft.rfft(x))
+    freqs = np.fft.rfftfreq(x.size, 1 / 16000)
+    assert spec[freqs > 4200].max() < 1e-2 * spec.max()
+
+
+def test_downsample_44k1_and_stereo_mixdown(tmp_path):
+    t = np.arange(44100) / 44100
+    left = np.sin(2 * np.pi * 1000 * t)
+    sf.write(tmp_path / "st.flac", np.stack([left, np.zeros_like(left)], 1) * 0.5, 44100)
+    x = load_audio(tmp_path / "st.flac")
+    assert abs(x.size - 16000) <= 1
+    assert abs(np.abs(x[1000:-1000]).max() - 0.25) < 0.01  # mean of the two channels
+    assert abs(dominant_frequency(x, 16000) - 1000) < 2
+
+
+def test_ogg_reads(tmp_path):
+    t = np.arange(16000) / 16000
+    sf.write(tmp_path / "a.ogg", 0.3 * np.sin(2 * np.pi * 300 * t), 16000, format="OGG", subtype="VORBIS")
+    assert abs(load_audio(tmp_path / "a.ogg").size - 16000) < 200
+
+
+def test_trim_removes_silence(tmp_path):
+    x = np.concatenate([np.zeros(8000), 0.5 * np.sin(np.arange(8000) / 5), np.zeros(8000)])
+    sf.write(tmp_path / "s.wav", x, 16000)
+    assert load_audio(tmp_path / "s.wav", trim_db=40).size < 10000
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_bytes(b""), "not a readable audio file"),
+        (lambda p: p.write_text("hello, I am text"), "not a readable audio file"),
+        (lambda p: sf.write(p, np.zeros(0), 16000), "contains no samples"),
+        (lambda p: sf.write(p, np.array([0.1, np.nan, 0.2] * 100), 16000, subtype="FLOAT"), "NaN or infinite"),
+        (lambda p: sf.write(p, np.zeros(100), 999_999), "implausible sample rate"),
+    ],
+)
+def test_bad_audio_errors_name_the_file(tmp_path, make, message):
+    path = tmp_path / "bad.wav"
+    make(path)
+    with pytest.raises(AudioError, match=message) as err:
+        load_audio(path)
+    assert "bad.wav" in str(err.value)
+
+
+def test_truncated_wav(tmp_path):
+    sf.write(tmp_path / "ok.wav", np.zeros(16000), 16000)
+    data = (tmp_path / "ok.wav").read_bytes()
+    (tmp_path / "trunc.wav").write_bytes(data[:30])
+    with pytest.raises(AudioError, match="trunc.wav"):
+        load_audio(tmp_path / "trunc.wav")
+
+
+def test_missing_file():
+    with pytest.raises(AudioError, match="no such file"):
+        load_audio("/nonexistent/x.wav")
+
+
+def test_speed_perturb_and_noise():
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    x = (0.5 * np.sin(2 * np.pi * 500 * t)).astype(np.float32)
+    fast = speed_perturb(x, 1.1)
+    assert abs(fast.size - 16000 / 1.1) < 2
+    assert abs(dominant_frequency(fast, 16000) - 550) < 3
+    noisy = add_noise(x, 10.0, rng)
+    snr = 10 * np.log10(np.mean(x**2) / np.mean((noisy - x) ** 2))
+    assert abs(snr - 10.0) < 0.1
+    out = augment(x, AugmentConfig(speed_factors=(1.0,), noise_prob=0.0), rng)
+    assert np.array_equal(out, x)
+
+
+def test_resample_identity():
+    x = np.ones(10, dtype=np.float32)
+    assert resample(x, 16000, 16000) is x
