@@ -48,6 +48,7 @@ class TrainConfig:
     log_every: int = 25  # steps between log lines / TensorBoard points
     checkpoint_every: int = 500  # steps between checkpoints (one is always written at the end)
     keep_checkpoints: int = 2  # older checkpoints are deleted
+    num_workers: int = 1  # processes that read, augment and collate batches ahead of the model; 0 = inline
 
     def __post_init__(self):
         if self.precision not in ("auto", "bf16", "fp32"):
@@ -91,6 +92,38 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-8)
+
+
+class _Batches(torch.utils.data.Dataset):
+    """The batches of one epoch, collated by ``dataset.collate`` (in a worker when num_workers > 0)."""
+
+    def __init__(self, dataset, batches: list[list[int]]):
+        self.dataset, self.batches = dataset, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int):
+        return self.dataset.collate(self.batches[i])
+
+
+def _prefetch(dataset, batches: list[list[int]], num_workers: int):
+    """Collated batches in order; workers fork with the dataset (audio shared copy-on-write).
+
+    Augmentation draws depend only on (seed, epoch, index), so the batches are the same
+    whether they are made here or in a worker.
+    """
+    if num_workers <= 0 or not batches:
+        return (dataset.collate(b) for b in batches)
+    return torch.utils.data.DataLoader(
+        _Batches(dataset, batches), batch_size=None, shuffle=False, num_workers=num_workers, prefetch_factor=4,
+        multiprocessing_context="fork", worker_init_fn=_single_thread,
+        generator=torch.Generator(),  # its own seed draw: the global RNG (dropout, SpecAugment) stays untouched
+    )  # fmt: skip
+
+
+def _single_thread(_: int) -> None:
+    torch.set_num_threads(1)
 
 
 def train(
@@ -154,9 +187,9 @@ def train(
     while not done:
         dataset.epoch = state["epoch"]
         batches = bucket_batches(durations, cfg.batch_seconds, cfg.max_batch_size, cfg.seed, state["epoch"])
-        for indices in batches[state["batch_in_epoch"] :]:
-            t0 = time.perf_counter()
-            batch = dataset.collate(indices).to(device)
+        t0 = time.perf_counter()
+        for batch in _prefetch(dataset, batches[state["batch_in_epoch"] :], cfg.num_workers):
+            batch = batch.to(device)
             progress_frac = max(state["step"] / cfg.max_steps, state["elapsed"] / max_seconds)
             lr = cfg.lr * lr_factor(state["step"], progress_frac, cfg)
             for g in opt.param_groups:
@@ -169,7 +202,9 @@ def train(
             opt.step()
             state["step"] += 1
             state["batch_in_epoch"] += 1
-            state["elapsed"] += time.perf_counter() - t0
+            now = time.perf_counter()
+            state["elapsed"] += now - t0
+            t0 = now
             state["audio_seconds"] += float(batch.audio_lens.sum()) / SAMPLE_RATE
             window.append(out.loss.item())
             bar.update(1)
