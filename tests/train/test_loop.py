@@ -71,3 +71,23 @@ def test_learning_rate_schedule():
 def test_bf16_training_step_runs(tone_corpus, tmp_path):
     result = asr.train_asr(tiny_asr_config(tone_corpus, max_steps=2, precision="bf16"), tmp_path / "bf16", progress=False)
     assert result.steps == 2 and torch.isfinite(torch.tensor(result.final_loss))
+
+
+def test_worker_batches_equal_inline_batches(tone_corpus):
+    from speechlm.config import ASRConfig
+    from speechlm.data.batching import SpeechDataset, bucket_batches
+    from speechlm.data.manifest import read_manifest
+    from speechlm.data.tokenizer import CharTokenizer
+    from speechlm.train.loop import _prefetch
+
+    utts = read_manifest(tone_corpus)
+    ds = SpeechDataset(utts, CharTokenizer.train([u.text for u in utts]), ASRConfig().augment, seed=1, progress=False)
+    ds.epoch = 3
+    batches = bucket_batches(ds.durations, 6.0, 64, seed=1, epoch=3)
+    rng_before = torch.get_rng_state()
+    inline = list(_prefetch(ds, batches, num_workers=0))
+    worker = list(_prefetch(ds, batches, num_workers=1))
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the loader does not draw from the global RNG
+    assert len(inline) == len(worker) == len(batches)
+    for a, b in zip(inline, worker):
+        assert a.indices == b.indices and torch.equal(a.audio, b.audio) and torch.equal(a.tokens, b.tokens)
