@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+import soundfile as sf
 from tqdm import tqdm
 
 from speechlm.data.audio import load_audio, write_audio
@@ -198,8 +199,6 @@ def synthesize_corpus(jobs: Sequence[SynthJob], out_dir: str | Path, num_workers
     results: dict[str, Utterance] = {}
     failures: list[str] = []
     for path, job in done.items():
-        import soundfile as sf
-
         results[path] = Utterance(path, round(sf.info(path).duration, 3), job.text, job.label, job.voice.name, "en")
     if todo:
         with ProcessPoolExecutor(num_workers) as pool:

@@ -60,7 +60,7 @@ def prefix_beam_search(log_probs: np.ndarray, beam_size: int = 8, token_prune: f
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}  # prefix -> (p_blank, p_token)
     log_prune = math.log(token_prune) if token_prune > 0 else -math.inf
     for frame in log_probs:
-        candidates = [v for v in np.flatnonzero(frame >= log_prune)] or [int(frame.argmax())]
+        candidates = list(np.flatnonzero(frame >= log_prune)) or [int(frame.argmax())]
         nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-math.inf, -math.inf])
         for prefix, (pb, pt) in beams.items():
             total = _logsumexp(pb, pt)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from speechlm.config import ASRConfig, format_config, save_config
+from speechlm.config import ASRConfig, ConfigError, format_config, from_dict, save_config
 from speechlm.data.batching import SpeechDataset
 from speechlm.data.manifest import Utterance, read_manifest
 from speechlm.data.tokenizer import load_tokenizer, train_tokenizer
@@ -85,8 +85,6 @@ def train_asr(cfg: ASRConfig, run_dir: str | Path, resume: bool = False, progres
 
 def load_model_dir(model_dir: str | Path):
     """(config, model in eval mode, tokenizer) from a model directory or a run directory."""
-    from speechlm.config import ConfigError, from_dict
-
     d = Path(model_dir)
     if not (d / MODEL_FILE).is_file() and (d / "model" / MODEL_FILE).is_file():
         d = d / "model"
