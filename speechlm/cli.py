@@ -82,6 +82,9 @@ def _asr_config(args: argparse.Namespace):
     from speechlm.models.encoders import PRESETS
 
     base = ASRConfig()
+    saved = Path(args.run_dir) / "config.json"
+    if args.resume and saved.is_file():
+        base = load_config(ASRConfig, saved)  # a resumed run keeps its own config unless told otherwise
     if args.preset or args.arch:
         enc = PRESETS[args.preset or "small"](args.arch or "conformer")
         base = dataclasses.replace(base, encoder=enc)

@@ -85,3 +85,12 @@ def test_transcribe_corrupt_audio_is_a_clear_error(tmp_path, capsys, tone_corpus
     assert main(["transcribe", str(tmp_path / "run"), str(tmp_path / "corrupt.wav")]) == 2
     err = capsys.readouterr().err
     assert "corrupt.wav: not a readable audio file" in err and "Traceback" not in err
+
+
+def test_resume_from_the_command_line_uses_the_saved_config(tmp_path, tone_corpus):
+    from speechlm.train.asr import train_asr
+    from speechlm.train.checkpoint import latest_checkpoint
+
+    train_asr(tiny_asr_config(tone_corpus, max_steps=2), tmp_path / "run", progress=False)
+    assert main(["train", str(tmp_path / "run"), "--resume", "train.max_steps=4"]) == 0
+    assert latest_checkpoint(tmp_path / "run").name == "step-0000004"
