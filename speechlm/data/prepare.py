@@ -87,16 +87,14 @@ def scan_table(table: Path, label_from: str | None, speaker_from: str | None) ->
         rows = list(csv.reader(table.read_text(encoding="utf-8").splitlines(), delimiter=delim))
     except UnicodeDecodeError:
         raise SpeechLMError(f"{table}: not UTF-8 text") from None
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "text"]:
-        rows = rows[1:]
-        start = 2
-    else:
-        start = 1
+    has_header = bool(rows) and [c.strip().lower() for c in rows[0][:2]] == ["path", "text"]
+    start = 2 if has_header else 1
+    rows = rows[1:] if has_header else rows
     out = []
     for n, row in enumerate(rows, start):
         if not row or not "".join(row).strip():
             continue
-        if len(row) < 1 or not row[0].strip():
+        if not row[0].strip():
             raise SpeechLMError(f"{table}:{n}: missing audio path")
         p = Path(row[0].strip())
         p = p if p.is_absolute() else table.parent / p
