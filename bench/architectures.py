@@ -58,7 +58,7 @@ def main() -> None:
         params = count_parameters(rec.model)
         data[arch] = {
             "params": params, "steps": result.steps, "train_minutes": result.train_seconds / 60,
-            "audio_s_per_s": result.audio_seconds / result.train_seconds, "final_loss": result.final_loss,
+            "audio_s_per_s": result.throughput, "final_loss": result.final_loss,
             **ev.summary(), "encoder": dataclasses.asdict(cfg.encoder),
         }  # fmt: skip
         rows.append([arch, f"{params / 1e6:.2f} M", result.steps, data[arch]["audio_s_per_s"], result.final_loss, ev.rates.wer, ev.rates.cer, ev.rtf])

@@ -99,7 +99,7 @@ def main() -> None:
         "wer_by_engine": engine_wer,
         "train_steps": result.steps,
         "train_audio_hours": sum(u.duration for u in read_manifest(cfg.data.train_manifest)) / 3600,
-        "train_throughput_audio_s_per_s": result.audio_seconds / max(result.train_seconds, 1e-9),
+        "train_throughput_audio_s_per_s": result.throughput,
         "train_minutes": result.train_seconds / 60,
         "total_minutes": (time.time() - t_start) / 60,
         "test_voices": sorted({u.speaker for u in test}),

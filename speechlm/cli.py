@@ -105,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     result = train_asr(cfg, args.run_dir, resume=args.resume)
     print(
         f"done: {result.steps} steps, final loss {result.final_loss:.4f}, "
-        f"{result.audio_seconds / max(result.train_seconds, 1e-9):.1f} audio-s/s; model -> {Path(args.run_dir) / 'model'}"
+        f"{result.throughput:.1f} audio-s/s; model -> {Path(args.run_dir) / 'model'}"
     )
 
 

@@ -29,6 +29,11 @@ class Batch:
     token_lens: torch.Tensor  # (B,)
     indices: list[int]  # dataset indices of the rows
 
+    @property
+    def amount(self) -> float:
+        """Audio seconds in the batch (padding excluded): the training loop's throughput unit."""
+        return float(self.audio_lens.sum()) / SAMPLE_RATE
+
     def to(self, device: torch.device | str) -> "Batch":
         return dataclasses.replace(
             self,
@@ -41,6 +46,8 @@ class Batch:
 
 class SpeechDataset:
     """Utterances with token ids; audio is read once and kept in memory as int16."""
+
+    unit = "audio_seconds"
 
     def __init__(
         self,
@@ -67,6 +74,10 @@ class SpeechDataset:
     @property
     def durations(self) -> np.ndarray:
         return np.array([a.size / SAMPLE_RATE for a in self._audio])
+
+    def make_batches(self, cfg, epoch: int) -> list[list[int]]:
+        """The batches of ``epoch`` under a :class:`~speechlm.train.loop.TrainConfig`."""
+        return bucket_batches(self.durations, cfg.batch_seconds, cfg.max_batch_size, cfg.seed, epoch)
 
     def audio(self, i: int) -> np.ndarray:
         audio = self._audio[i].astype(np.float32) / 32767

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.nn.functional as F
 
 from speechlm.data.tokenizer import BLANK_ID
-
-
-@dataclasses.dataclass
-class LossOutput:
-    loss: torch.Tensor  # scalar to minimize
-    num_tokens: int  # target tokens the loss is averaged over
+from speechlm.objectives import LossOutput
 
 
 def ctc_loss(logits: torch.Tensor, lens: torch.Tensor, targets: torch.Tensor, target_lens: torch.Tensor) -> LossOutput:
