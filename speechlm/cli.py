@@ -4,6 +4,11 @@ Usage:
     speechlm synth data/train --builtin 3000 --split train --voices train
     speechlm prepare AUDIO_DIR data/mine.jsonl --label-from folder
     speechlm train runs/asr --train-manifest data/train/manifest.jsonl --preset small train.max_steps=2000
+    speechlm pretrain speech runs/ssl --train-manifest data/unlabeled/manifest.jsonl train.max_minutes=60
+    speechlm finetune runs/ft --init runs/ssl --train-manifest data/train/manifest.jsonl --labeled-fraction 0.1
+    speechlm pretrain text runs/lm --text book.txt other.txt lm.arch=causal
+    speechlm generate runs/lm --prompt "set an alarm" --temperature 0.8 --top-p 0.9
+    speechlm perplexity runs/lm held_out.txt
     speechlm transcribe runs/asr clip.wav other.flac
     speechlm evaluate runs/asr data/test/manifest.jsonl
 """
@@ -77,36 +82,119 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         print(f"skipped {len(report.skipped)}: {report.counts()} (each listed in {args.manifest}.report.json)")
 
 
-def _asr_config(args: argparse.Namespace):
-    from speechlm.config import ASRConfig, load_config
+def _run_config(cls, args: argparse.Namespace, overrides: list[str] = ()):
+    """Defaults (or the saved config of a resumed run), a preset, the config file, then overrides."""
+    from speechlm.config import load_config
     from speechlm.models.encoders import PRESETS
 
-    base = ASRConfig()
+    base = cls()
     saved = Path(args.run_dir) / "config.json"
     if args.resume and saved.is_file():
-        base = load_config(ASRConfig, saved)  # a resumed run keeps its own config unless told otherwise
-    if args.preset or args.arch:
+        base = load_config(cls, saved)  # a resumed run keeps its own config unless told otherwise
+    if getattr(args, "init", None) and not args.resume:
+        from speechlm.train.finetune import config_from_pretrained
+
+        base = config_from_pretrained(base, args.init)  # the encoder is the pretrained one
+    if getattr(args, "preset", None) or getattr(args, "arch", None):
         enc = PRESETS[args.preset or "small"](args.arch or "conformer")
         base = dataclasses.replace(base, encoder=enc)
-    overrides = list(args.overrides)
-    if args.train_manifest:
+    overrides = [*overrides, *args.overrides]
+    if getattr(args, "train_manifest", None):
         overrides.append(f"data.train_manifest={args.train_manifest}")
-    return load_config(ASRConfig, args.config, overrides, base=base)
+    return load_config(cls, args.config, overrides, base=base)
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    from speechlm.train.asr import train_asr
-
+def _set_threads(args: argparse.Namespace) -> None:
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    cfg = _asr_config(args)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from speechlm.config import ASRConfig
+    from speechlm.train.asr import train_asr
+
+    _set_threads(args)
+    overrides = []
+    for flag, key in (("labeled_fraction", "labeled_fraction"), ("labeled_minutes", "labeled_minutes"),
+                      ("freeze_encoder_steps", "freeze_encoder_steps"), ("layer_decay", "layer_decay")):  # fmt: skip
+        if getattr(args, flag, None) is not None:
+            overrides.append(f"finetune.{key}={getattr(args, flag)}")
+    cfg = _run_config(ASRConfig, args, overrides)
     result = train_asr(cfg, args.run_dir, resume=args.resume)
     print(
         f"done: {result.steps} steps, final loss {result.final_loss:.4f}, "
         f"{result.throughput:.1f} audio-s/s; model -> {Path(args.run_dir) / 'model'}"
     )
+
+
+def cmd_pretrain_speech(args: argparse.Namespace) -> None:
+    from speechlm.config import SpeechPretrainConfig
+    from speechlm.train.pretrain import pretrain_speech
+
+    _set_threads(args)
+    cfg = _run_config(SpeechPretrainConfig, args, [f"ssl.target={args.target}"] if args.target else [])
+    result = pretrain_speech(cfg, args.run_dir, resume=args.resume)
+    acc = result.history[-1].get("masked_acc", float("nan")) if result.history else float("nan")
+    print(
+        f"done: {result.steps} steps, final loss {result.final_loss:.4f}, masked-prediction accuracy {acc:.1%}, "
+        f"{result.throughput:.1f} audio-s/s; encoder -> {Path(args.run_dir) / 'model'} (fine-tune with --init)"
+    )
+
+
+def cmd_pretrain_text(args: argparse.Namespace) -> None:
+    from speechlm.config import TextPretrainConfig
+    from speechlm.train.text import pretrain_text
+
+    _set_threads(args)
+    overrides = []
+    if args.text:
+        overrides.append(f"data.train_files={json.dumps(args.text)}")
+    if args.builtin:
+        overrides.append(f"data.builtin_sentences={args.builtin}")
+    if args.valid_text:
+        overrides.append(f"data.valid_files={json.dumps(args.valid_text)}")
+    if args.lm_arch:
+        overrides.append(f"lm.arch={args.lm_arch}")
+    cfg = _run_config(TextPretrainConfig, args, overrides)
+    result = pretrain_text(cfg, args.run_dir, resume=args.resume)
+    print(f"done: {result.steps} steps, final loss {result.final_loss:.4f}, {result.throughput:.0f} tokens/s; model -> {Path(args.run_dir) / 'model'}")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from speechlm.decode.generate import GenerationOptions, generate
+    from speechlm.train.text import load_lm_dir
+
+    _, model, tokenizer, special = load_lm_dir(args.model_dir)
+    opts = GenerationOptions(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed)
+    for i in range(args.num):
+        ids = generate(model, tokenizer.encode(args.prompt), special, dataclasses.replace(opts, seed=args.seed + i))
+        print(" ".join(x for x in (tokenizer.decode(tokenizer.encode(args.prompt)), tokenizer.decode(ids)) if x))
+
+
+def cmd_perplexity(args: argparse.Namespace) -> None:
+    from speechlm.data.text import read_text_lines, token_stream
+    from speechlm.train.text import evaluate_lm, load_lm_dir
+
+    cfg, model, tokenizer, special = load_lm_dir(args.model_dir)
+    stream = token_stream(read_text_lines(args.files), tokenizer.encode, special.bos, special.eos)
+    res = evaluate_lm(model, stream, special)
+    kind = "masked-token perplexity" if cfg.lm.arch == "mlm" else f"perplexity (sliding window, context {cfg.lm.context})"
+    print(f"{kind}: {res.perplexity:.3f} over {res.tokens} tokens (nll {res.nll:.4f} nats/token)")
+
+
+def cmd_label_efficiency(args: argparse.Namespace) -> None:
+    from speechlm import label_efficiency as le
+    from speechlm.config import ASRConfig
+
+    _set_threads(args)
+    base = _run_config(ASRConfig, argparse.Namespace(**{**vars(args), "init": None, "run_dir": args.out, "resume": False}))
+    fractions = [float(f) for f in args.fractions.split(",")]
+    rows = le.run_grid(args.out, base, args.test_manifest, args.init, fractions, args.seeds, jobs=args.jobs)
+    summary = le.report(args.out, rows)
+    print(le.markdown(summary))
+    print(f"plot -> {Path(args.out) / 'wer_vs_labels.png'}, rows -> {Path(args.out) / 'rows.json'}")
 
 
 def _decoding(args: argparse.Namespace):
@@ -175,16 +263,80 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-duration", type=float, default=60.0, help="seconds")
     s.set_defaults(func=cmd_prepare)
 
-    s = sub.add_parser("train", help="train a CTC speech recognizer", formatter_class=DEFAULTS)
-    s.add_argument("run_dir", help="output folder: checkpoints/, tensorboard/, model/")
-    s.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. train.lr=1e-3 encoder.n_layers=8")
-    s.add_argument("--config", default=None, help="YAML or JSON config file (values only)")
-    s.add_argument("--train-manifest", default=None, help="shortcut for data.train_manifest=PATH")
-    s.add_argument("--preset", choices=["tiny", "small", "base"], default=None, help="encoder size preset (default: small)")
-    s.add_argument("--arch", choices=["conformer", "transformer", "lstm", "cnn"], default=None, help="encoder architecture")
-    s.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in run_dir")
-    s.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    def run_args(s: argparse.ArgumentParser, speech: bool = True) -> None:
+        s.add_argument("run_dir", help="output folder: checkpoints/, tensorboard/, model/")
+        s.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. train.lr=1e-3 encoder.n_layers=8")
+        s.add_argument("--config", default=None, help="YAML or JSON config file (values only)")
+        if speech:
+            s.add_argument("--train-manifest", default=None, help="shortcut for data.train_manifest=PATH")
+            s.add_argument("--preset", choices=["tiny", "small", "base"], default=None, help="encoder size preset (default: small)")
+            s.add_argument("--arch", choices=["conformer", "transformer", "lstm", "cnn"], default=None, help="encoder architecture")
+        s.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in run_dir")
+        s.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+
+    s = sub.add_parser("train", help="train a CTC speech recognizer from scratch", formatter_class=DEFAULTS)
+    run_args(s)
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser(
+        "finetune", formatter_class=DEFAULTS,
+        help="train a CTC speech recognizer from a pretrained encoder (--init) or from scratch, on all or some labels",
+    )  # fmt: skip
+    run_args(s)
+    s.add_argument("--init", default=None, help="pretrained model directory (speechlm pretrain speech); absent = from scratch")
+    s.add_argument("--labeled-fraction", type=float, default=None, help="use this fraction of the labeled utterances")
+    s.add_argument("--labeled-minutes", type=float, default=None, help="use this many minutes of labeled audio")
+    s.add_argument("--freeze-encoder-steps", type=int, default=None, help="encoder frozen for N steps (-1: throughout)")
+    s.add_argument("--layer-decay", type=float, default=None, help="layer-wise learning-rate decay (1 = none)")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("pretrain", help="self-supervised pretraining of a speech encoder or a text language model")
+    kinds = s.add_subparsers(dest="kind", required=True)
+    s = kinds.add_parser("speech", help="masked prediction on unlabeled audio (BEST-RQ or k-means targets)", formatter_class=DEFAULTS)
+    run_args(s)
+    s.add_argument("--target", choices=["best-rq", "kmeans"], default=None, help="shortcut for ssl.target")
+    s.set_defaults(func=cmd_pretrain_speech)
+    s = kinds.add_parser("text", help="causal, masked or LSTM language model on plain text", formatter_class=DEFAULTS)
+    run_args(s, speech=False)
+    s.add_argument("--text", nargs="+", default=None, help="UTF-8 text files (one sentence or paragraph per line)")
+    s.add_argument("--valid-text", nargs="+", default=None, help="held-out text files (default: 2%% of the lines)")
+    s.add_argument("--builtin", type=int, default=0, help="train on this many built-in generator sentences")
+    s.add_argument("--lm-arch", choices=["causal", "mlm", "lstm"], default=None, help="shortcut for lm.arch")
+    s.set_defaults(func=cmd_pretrain_text)
+
+    s = sub.add_parser(
+        "label-efficiency", formatter_class=DEFAULTS,
+        help="WER vs amount of labels, fine-tuned from a pretrained encoder and from scratch at equal compute (table + plot)",
+    )  # fmt: skip
+    s.add_argument("out", help="output folder: runs/, rows.json, summary.json, table.md, wer_vs_labels.png")
+    s.add_argument("overrides", nargs="*", help="fine-tuning config overrides key=value (e.g. train.max_steps=400)")
+    s.add_argument("--train-manifest", required=True, help="labeled training manifest (subsets are drawn from it)")
+    s.add_argument("--test-manifest", required=True, help="labeled test manifest")
+    s.add_argument("--init", default=None, help="pretrained model directory; absent = scratch curve only")
+    s.add_argument("--fractions", default="0.01,0.05,0.1,1", help="labeled fractions")
+    s.add_argument("--seeds", type=int, default=2, help="subset/initialisation seeds for fractions below 1")
+    s.add_argument("--jobs", type=int, default=1, help="runs at a time (1 torch thread each when > 1)")
+    s.add_argument("--config", default=None, help="YAML or JSON fine-tuning config file")
+    s.add_argument("--preset", choices=["tiny", "small", "base"], default=None, help="encoder preset for the scratch runs")
+    s.add_argument("--arch", choices=["conformer", "transformer", "lstm", "cnn"], default=None)
+    s.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    s.set_defaults(func=cmd_label_efficiency)
+
+    s = sub.add_parser("generate", help="continue a prompt with a causal or LSTM language model", formatter_class=DEFAULTS)
+    s.add_argument("model_dir", help="language model directory (speechlm pretrain text)")
+    s.add_argument("--prompt", default="", help="text to continue")
+    s.add_argument("--max-new-tokens", type=int, default=40)
+    s.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    s.add_argument("--top-k", type=int, default=0, help="0 = no top-k filter")
+    s.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--num", type=int, default=1, help="continuations to print (seeds seed, seed+1, ...)")
+    s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("perplexity", help="held-out perplexity of a language model on text files", formatter_class=DEFAULTS)
+    s.add_argument("model_dir", help="language model directory")
+    s.add_argument("files", nargs="+", help="UTF-8 text files")
+    s.set_defaults(func=cmd_perplexity)
 
     for name, helptext in (("transcribe", "print transcripts of audio files"), ("evaluate", "WER/CER/RTF on a manifest")):
         s = sub.add_parser(name, help=helptext, formatter_class=DEFAULTS)

@@ -25,6 +25,8 @@ from speechlm.data.augment import AugmentConfig
 from speechlm.data.tokenizer import TokenizerConfig
 from speechlm.features import FeatureConfig, SpecAugmentConfig
 from speechlm.models.encoders import EncoderConfig
+from speechlm.models.lm import LMConfig
+from speechlm.models.speech_ssl import SSLConfig
 from speechlm.train.loop import TrainConfig
 
 T = TypeVar("T")
@@ -43,6 +45,22 @@ class DataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    init: str = ""  # pretrained model directory whose encoder initializes this model ("" = from scratch)
+    labeled_fraction: float = 1.0  # train on this fraction of the labeled utterances (a deterministic subset)
+    labeled_minutes: float = 0.0  # or on this many minutes of labeled audio (0 = use labeled_fraction)
+    subset_seed: int = 0  # which subset; smaller subsets are prefixes of larger ones with the same seed
+    freeze_encoder_steps: int = 0  # encoder learning rate is 0 for this many steps; -1 = frozen throughout
+    layer_decay: float = 1.0  # encoder block i of L trains at lr * layer_decay ** (L - i); 1 = uniform
+
+    def __post_init__(self):
+        if not 0 < self.labeled_fraction <= 1:
+            raise ValueError(f"finetune.labeled_fraction must be in (0, 1], got {self.labeled_fraction}")
+        if not 0 < self.layer_decay <= 1:
+            raise ValueError(f"finetune.layer_decay must be in (0, 1], got {self.layer_decay}")
+
+
+@dataclasses.dataclass(frozen=True)
 class ASRConfig:
     """Everything needed to rebuild and retrain a CTC speech recognizer."""
 
@@ -52,7 +70,20 @@ class ASRConfig:
     augment: AugmentConfig = AugmentConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     encoder: EncoderConfig = EncoderConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
     train: TrainConfig = TrainConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechPretrainConfig:
+    """Self-supervised speech pretraining: an encoder learns from unlabeled audio (transcripts ignored)."""
+
+    data: DataConfig = DataConfig(max_duration=30.0)
+    features: FeatureConfig = FeatureConfig()
+    augment: AugmentConfig = AugmentConfig()  # speed and noise perturbation of the unlabeled audio
+    encoder: EncoderConfig = EncoderConfig()
+    ssl: SSLConfig = SSLConfig()
+    train: TrainConfig = TrainConfig(lr=1e-3, warmup_steps=300)
 
 
 def to_dict(cfg: Any) -> dict:
@@ -192,3 +223,21 @@ def save_config(cfg: Any, path: str | Path) -> None:
 def format_config(cfg: Any) -> str:
     """Indented YAML of the config, for printing at the start of a run."""
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None).rstrip()
+
+
+@dataclasses.dataclass(frozen=True)
+class TextDataConfig:
+    train_files: tuple[str, ...] = ()  # UTF-8 text files, one sentence or paragraph per line
+    valid_files: tuple[str, ...] = ()  # held-out text for perplexity (default: valid_fraction of the lines)
+    valid_fraction: float = 0.02  # lines held out when valid_files is empty
+    builtin_sentences: int = 0  # use this many built-in generator sentences (training split) instead of files
+
+
+@dataclasses.dataclass(frozen=True)
+class TextPretrainConfig:
+    """A text language model (causal, masked or LSTM) trained on plain text."""
+
+    data: TextDataConfig = TextDataConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig(kind="unigram", vocab_size=512)
+    lm: LMConfig = LMConfig()
+    train: TrainConfig = TrainConfig(lr=1e-3, warmup_steps=200, max_batch_size=32, max_steps=2000)

@@ -7,6 +7,7 @@ The batch order of epoch ``e`` depends only on ``(seed, e)`` and augmentation dr
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Sequence
 
@@ -71,6 +72,18 @@ class SpeechDataset:
     def __len__(self) -> int:
         return len(self.utts)
 
+    def select(self, keep: Sequence[int]) -> "SpeechDataset":
+        """The utterances ``keep`` (in that order) as a new dataset sharing the loaded audio."""
+        sub = copy.copy(self)
+        sub.utts = [self.utts[i] for i in keep]
+        sub._audio = [self._audio[i] for i in keep]
+        sub._tokens = [self._tokens[i] for i in keep]
+        return sub
+
+    def silent(self, threshold: float = 1e-4) -> list[int]:
+        """Indices of utterances whose RMS is below ``threshold`` (digital silence, blank recordings)."""
+        return [i for i, a in enumerate(self._audio) if a.size == 0 or np.sqrt(np.mean((a / 32767.0) ** 2)) < threshold]
+
     @property
     def durations(self) -> np.ndarray:
         return np.array([a.size / SAMPLE_RATE for a in self._audio])
@@ -79,8 +92,12 @@ class SpeechDataset:
         """The batches of ``epoch`` under a :class:`~speechlm.train.loop.TrainConfig`."""
         return bucket_batches(self.durations, cfg.batch_seconds, cfg.max_batch_size, cfg.seed, epoch)
 
+    def clean_audio(self, i: int) -> np.ndarray:
+        """Float samples of utterance ``i`` as read, without augmentation."""
+        return self._audio[i].astype(np.float32) / 32767
+
     def audio(self, i: int) -> np.ndarray:
-        audio = self._audio[i].astype(np.float32) / 32767
+        audio = self.clean_audio(i)
         if self.augment_cfg is not None:
             rng = np.random.default_rng([self.seed, self.epoch, i])
             audio = augment(audio, self.augment_cfg, rng)

@@ -94,11 +94,12 @@ class ConvSubsampling(nn.Module):
         return x, self.output_lengths(x_lens).clamp(min=0)
 
 
-def rotary(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
-    """Rotary position embedding (Su et al., 2021) of ``(B, H, T, Dh)`` queries or keys."""
+def rotary(x: torch.Tensor, offset: int = 0, base: float = 10000.0) -> torch.Tensor:
+    """Rotary position embedding (Su et al., 2021) of ``(B, H, T, Dh)`` queries or keys at positions ``offset + t``."""
     T, Dh = x.shape[-2], x.shape[-1]
     inv = base ** (-torch.arange(0, Dh, 2, device=x.device, dtype=torch.float32) / Dh)
-    ang = torch.arange(T, device=x.device, dtype=torch.float32)[:, None] * inv[None, :]  # (T, Dh/2)
+    pos = torch.arange(offset, offset + T, device=x.device, dtype=torch.float32)
+    ang = pos[:, None] * inv[None, :]  # (T, Dh/2)
     cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)

@@ -7,17 +7,24 @@ from pathlib import Path
 
 import torch
 
-from speechlm.config import ASRConfig, ConfigError, format_config, from_dict, save_config
+from speechlm.config import ASRConfig, format_config, from_dict, save_config
 from speechlm.data.batching import SpeechDataset
 from speechlm.data.manifest import Utterance, read_manifest
 from speechlm.data.tokenizer import load_tokenizer, train_tokenizer
-from speechlm.errors import SpeechLMError
+from speechlm.errors import CheckpointError, SpeechLMError
 from speechlm.models.asr import SpeechRecognizer, count_parameters
 from speechlm.objectives.ctc import ctc_loss
-from speechlm.train.checkpoint import MODEL_FILE, latest_checkpoint, load_weights, save_weights, write_atomic_dir
-from speechlm.train.loop import TrainResult, train
-
-CONFIG_FILE = "config.json"
+from speechlm.train.checkpoint import (
+    CONFIG_FILE,
+    latest_checkpoint,
+    load_weights,
+    read_config_json,
+    resolve_model_dir,
+    save_weights,
+    write_atomic_dir,
+)
+from speechlm.train.finetune import encoder_param_groups, labeled_subset, load_pretrained_encoder
+from speechlm.train.loop import TrainResult, is_main_process, train
 
 
 def filter_by_duration(utts: list[Utterance], cfg: ASRConfig) -> tuple[list[Utterance], dict[str, int]]:
@@ -50,6 +57,11 @@ def train_asr(cfg: ASRConfig, run_dir: str | Path, resume: bool = False, progres
         print(f"skipped utterances: {skipped}")
     if not utts:
         raise SpeechLMError(f"{cfg.data.train_manifest}: no usable utterances (skipped: {skipped})")
+    ft = cfg.finetune
+    if ft.labeled_fraction < 1 or ft.labeled_minutes > 0:
+        n_all, minutes_all = len(utts), sum(u.duration for u in utts) / 60
+        utts = labeled_subset(utts, ft)
+        print(f"labeled subset: {len(utts)} of {n_all} utterances, {sum(u.duration for u in utts) / 60:.1f} of {minutes_all:.1f} minutes")
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = latest_checkpoint(run_dir) if resume else None
     if ckpt is not None:
@@ -59,7 +71,13 @@ def train_asr(cfg: ASRConfig, run_dir: str | Path, resume: bool = False, progres
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, tokenizer.vocab_size)
     print(format_config(cfg))
-    print(f"model: {count_parameters(model) / 1e6:.2f} M parameters, vocabulary {tokenizer.vocab_size}, {len(utts)} utterances")
+    if ft.init and ckpt is None:
+        print(f"init from {ft.init}: {load_pretrained_encoder(model, cfg)}")
+    groups = encoder_param_groups(model, ft)
+    print(
+        f"model: {count_parameters(model) / 1e6:.2f} M parameters ({count_parameters(model, trainable_only=True) / 1e6:.2f} M trainable), "
+        f"vocabulary {tokenizer.vocab_size}, {len(utts)} utterances"
+    )
     save_config(cfg, run_dir / CONFIG_FILE)
     dataset = SpeechDataset(utts, tokenizer, cfg.augment, seed=cfg.train.seed, progress=progress)
     print(f"training audio: {dataset.durations.sum() / 3600:.2f} h")
@@ -72,7 +90,9 @@ def train_asr(cfg: ASRConfig, run_dir: str | Path, resume: bool = False, progres
         save_config(cfg, d / CONFIG_FILE)
         tokenizer.save(d)
 
-    result = train(model, dataset, cfg.train, run_dir, loss_fn, save_extras, resume=resume, progress=progress)
+    result = train(model, dataset, cfg.train, run_dir, loss_fn, save_extras, resume=resume, progress=progress, param_groups=groups)
+    if not is_main_process():
+        return result
 
     def write_model(d: Path) -> None:
         save_weights(model, d)
@@ -85,16 +105,11 @@ def train_asr(cfg: ASRConfig, run_dir: str | Path, resume: bool = False, progres
 
 def load_model_dir(model_dir: str | Path):
     """(config, model in eval mode, tokenizer) from a model directory or a run directory."""
-    d = Path(model_dir)
-    if not (d / MODEL_FILE).is_file() and (d / "model" / MODEL_FILE).is_file():
-        d = d / "model"
-    path = d / CONFIG_FILE
-    if not path.is_file():
-        raise SpeechLMError(f"{model_dir}: not a model directory (no {CONFIG_FILE})")
-    try:
-        cfg = from_dict(ASRConfig, json.loads(path.read_text()), str(path))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    d = resolve_model_dir(model_dir)
+    data = read_config_json(d)
+    if "tokenizer" not in data:
+        raise CheckpointError(f"{model_dir}: not a speech recognizer (its config has no tokenizer; a pretrained encoder is fine-tuned with `speechlm finetune --init`)")
+    cfg = from_dict(ASRConfig, data, str(d / CONFIG_FILE))
     tokenizer = load_tokenizer(d)
     model = build_model(cfg, tokenizer.vocab_size)
     load_weights(model, d)

@@ -8,6 +8,7 @@ never half of one.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -18,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from speechlm.errors import CheckpointError
 
+CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.pt"
 LATEST_FILE = "latest"
@@ -51,20 +53,28 @@ def write_atomic_text(path: str | Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def tied_aliases(model: torch.nn.Module) -> set[str]:
+    """State-dict names that share storage with an earlier name (tied embeddings): saved once."""
+    seen, aliases = set(), set()
+    for name, t in model.state_dict().items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if key in seen:
+            aliases.add(name)
+        seen.add(key)
+    return aliases
+
+
 def save_weights(model: torch.nn.Module, directory: Path) -> None:
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    skip = tied_aliases(model)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in skip}
     save_file(state, str(directory / MODEL_FILE))
 
 
 def load_weights(model: torch.nn.Module, directory: str | Path) -> None:
     path = Path(directory, MODEL_FILE)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing model weights")
-    try:
-        state = load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise CheckpointError(f"{path}: cannot read weights ({e})") from None
+    state = read_weights(Path(directory))
     missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in tied_aliases(model)]
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
 
@@ -75,3 +85,34 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
         return None
     path = Path(run_dir, "checkpoints", ptr.read_text().strip())
     return path if path.is_dir() else None
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A model directory, given it or the run directory holding it as ``model/``."""
+    d = Path(path)
+    if not (d / MODEL_FILE).is_file() and (d / "model" / MODEL_FILE).is_file():
+        d = d / "model"
+    if not (d / CONFIG_FILE).is_file():
+        raise CheckpointError(f"{path}: not a model directory (no {CONFIG_FILE})")
+    return d
+
+
+def read_config_json(model_dir: Path) -> dict:
+    path = model_dir / CONFIG_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot read model config ({e})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
+def read_weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    path = model_dir / MODEL_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing model weights")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"{path}: cannot read weights ({e})") from None

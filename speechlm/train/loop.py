@@ -97,6 +97,11 @@ class Distributed:
         return self.rank == 0
 
 
+def is_main_process() -> bool:
+    """False on every torchrun rank but 0 (which alone writes model directories and reports)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def init_distributed(device: torch.device) -> Distributed:
     """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1); a no-op otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
