@@ -91,6 +91,10 @@ def run_grid(
     """Run every point (``jobs`` at a time, 1 torch thread each when jobs > 1) and return the rows."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if init_dir is not None:  # scratch runs use the pretrained encoder's architecture and features
+        from speechlm.train.finetune import config_from_pretrained
+
+        base = dataclasses.replace(config_from_pretrained(base, init_dir), finetune=base.finetune)
     points = grid(fractions, seeds, init_dir is not None)
     cfgs = {p: point_config(base, p, init_dir) for p in points}
     threads = 1 if jobs > 1 else 0
