@@ -35,6 +35,25 @@ from speechlm.train.checkpoint import MODEL_FILE  # noqa: E402
 from speechlm.train.pretrain import pretrain_speech  # noqa: E402
 
 
+def plot_pretraining(log: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = [r["step"] for r in log]
+    ax.plot(steps, [r["loss"] for r in log], color="C0")
+    ax.set(xlabel="step", ylabel="masked-prediction loss (nats)", title="BEST-RQ pretraining, small Conformer")
+    ax2 = ax.twinx()
+    ax2.plot(steps, [100 * r["masked_acc"] for r in log], color="C1")
+    ax2.set_ylabel("masked-prediction accuracy (%)", color="C1")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train-manifest", default="data/demo/train/manifest.jsonl")
@@ -45,23 +64,28 @@ def main() -> None:
     p.add_argument("--fractions", default="0.01,0.05,0.1,1")
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--jobs", type=int, default=2, help="fine-tuning runs at a time (1 thread each)")
+    p.add_argument("--report-only", action="store_true", help="rewrite the results from OUT/rows.json without running anything")
     args = p.parse_args()
     out = Path(args.out)
     t0 = time.time()
 
     pre_cfg = load_config(SpeechPretrainConfig, overrides=[f"data.train_manifest={args.train_manifest}", f"train.max_steps={args.pretrain_steps}"])
     pre_dir = out / "pretrain"
-    if not (pre_dir / "model" / MODEL_FILE).is_file():
+    if not args.report_only and not (pre_dir / "model" / MODEL_FILE).is_file():
         print(f"== pretraining {args.pretrain_steps} steps on {args.train_manifest} (transcripts ignored)")
         resume = (pre_dir / "checkpoints" / "latest").is_file()
         pretrain_speech(pre_cfg, pre_dir, resume=resume)
     pre_log = [json.loads(line) for line in (pre_dir / "train_log.jsonl").read_text().splitlines()]
     shutil.copy(pre_dir / "train_log.jsonl", RESULTS / "label_efficiency_pretrain_log.jsonl")
+    plot_pretraining(pre_log, RESULTS / "label_efficiency_pretrain.png")
 
     base = load_config(ASRConfig, overrides=[f"data.train_manifest={args.train_manifest}", f"train.max_steps={args.steps}", "train.checkpoint_every=100000"])
     fractions = [float(f) for f in args.fractions.split(",")]
     print(f"== fine-tuning grid: fractions {fractions}, {args.seeds} seeds, {args.steps} steps each")
-    rows = le.run_grid(out, base, args.test_manifest, str(pre_dir), fractions, args.seeds, jobs=args.jobs)
+    if args.report_only:
+        rows = json.loads((out / "rows.json").read_text())
+    else:
+        rows = le.run_grid(out, base, args.test_manifest, str(pre_dir), fractions, args.seeds, jobs=args.jobs)
     summary = le.report(out, rows, title="CTC ASR: WER on unseen voices vs labeled audio")
     shutil.copy(out / "wer_vs_labels.png", RESULTS / "label_efficiency.png")
 
@@ -86,6 +110,10 @@ def main() -> None:
         f"Target 2: WER(pretrained @ 10 %) within 1.3 x WER(scratch @ 100 %): ratio {within:.2f} -> {'met' if within <= 1.3 else 'not met'}.",
         "",
         "![WER vs labeled minutes](label_efficiency.png)",
+        "",
+        "Pretraining curve (the reference for `speechlm pretrain speech` defaults):",
+        "",
+        "![pretraining loss and masked-prediction accuracy](label_efficiency_pretrain.png)",
         "",
         "Every run:",
         "",

@@ -1,12 +1,15 @@
-"""The demo: synthesize the built-in corpus, train the default recognizer, evaluate on unseen voices.
+"""The demo: synthesize the built-in corpus, pretrain a speech encoder without labels, fine-tune it
+with a tenth of the labels, fine-tune the same tenth from scratch, and compare on unseen voices.
 
 Usage:
     make demo                                  # installs everything, then runs this script
     .venv/bin/python recipes/demo.py           # the same, once installed
-    .venv/bin/python recipes/demo.py --train-sentences 500 --train-minutes 2   # a quick look
+    .venv/bin/python recipes/demo.py --train-sentences 500 --pretrain-minutes 1 --finetune-minutes 1   # a quick look
 
-Writes runs/demo/: model/ (the trained recognizer), checkpoints/, tensorboard/ and report/
-(report.md, loss.png, summary.json, per-utterance results). Re-running reuses the synthesized audio.
+Writes runs/demo/: model/ (the recognizer fine-tuned from the pretrained encoder), pretrain/
+(the self-supervised encoder), scratch/ (the same labels, no pretraining), checkpoints/,
+tensorboard/ and report/ (report.md, loss.png, summary.json, per-utterance results).
+Re-running reuses the synthesized audio.
 """
 
 from __future__ import annotations
@@ -25,13 +28,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from speechlm.config import ASRConfig, to_dict  # noqa: E402
+from speechlm.config import ASRConfig, SpeechPretrainConfig, to_dict  # noqa: E402
 from speechlm.data.manifest import read_manifest  # noqa: E402
 from speechlm.decode.transcribe import Recognizer  # noqa: E402
 from speechlm.evaluate import evaluate  # noqa: E402
 from speechlm.models.encoders import small  # noqa: E402
 from speechlm.train.asr import train_asr  # noqa: E402
+from speechlm.train.finetune import config_from_pretrained  # noqa: E402
 from speechlm.train.loop import TrainConfig  # noqa: E402
+from speechlm.train.pretrain import pretrain_speech  # noqa: E402
 
 
 def synth(out: Path, n: int, split: str, voices: str, seed: int) -> None:
@@ -46,64 +51,92 @@ def engine_of(speaker: str | None) -> str:
     return (speaker or "unknown").split("-")[0]
 
 
+def wer_by_engine(rows: list[dict]) -> dict[str, float]:
+    counts = collections.defaultdict(lambda: [0, 0])
+    for r in rows:
+        counts[engine_of(r["speaker"])][0] += r["word_errors"]
+        counts[engine_of(r["speaker"])][1] += r["words"]
+    return {e: errs / max(words, 1) for e, (errs, words) in sorted(counts.items())}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="data/demo", help="where synthesized audio goes")
     p.add_argument("--run", default="runs/demo", help="run directory")
     p.add_argument("--train-sentences", type=int, default=6000)
     p.add_argument("--test-sentences", type=int, default=400)
-    p.add_argument("--train-minutes", type=float, default=14.0, help="wall-clock training budget")
+    p.add_argument("--pretrain-minutes", type=float, default=7.0, help="self-supervised pretraining budget (no labels)")
+    p.add_argument("--labeled-fraction", type=float, default=0.1, help="labels used for fine-tuning")
+    p.add_argument("--finetune-minutes", type=float, default=4.5, help="budget of each fine-tuning run (pretrained, scratch)")
     args = p.parse_args()
     t_start = time.time()
     data, run = Path(args.data), Path(args.run)
+    train_manifest = str(data / "train" / "manifest.jsonl")
 
-    print("== 1/4 synthesize the built-in corpus (training voices; test sentences and voices held out)")
+    print("== 1/5 synthesize the built-in corpus (training voices; test sentences and voices held out)")
     synth(data / "train", args.train_sentences, "train", "train", seed=1)
     synth(data / "test", args.test_sentences, "test", "test", seed=2)
 
-    print("== 2/4 train the default Conformer-CTC recognizer")
+    print(f"== 2/5 pretrain the Conformer encoder on the training audio without its transcripts ({args.pretrain_minutes:g} min)")
+    pre_cfg = SpeechPretrainConfig()
+    pre_cfg = dataclasses.replace(
+        pre_cfg,
+        data=dataclasses.replace(pre_cfg.data, train_manifest=train_manifest),
+        encoder=small(),
+        train=dataclasses.replace(pre_cfg.train, max_steps=100_000, max_minutes=args.pretrain_minutes, checkpoint_every=500),
+    )
+    pre = pretrain_speech(pre_cfg, run / "pretrain")
+
     cfg = ASRConfig()
     cfg = dataclasses.replace(
         cfg,
-        data=dataclasses.replace(cfg.data, train_manifest=str(data / "train" / "manifest.jsonl")),
+        data=dataclasses.replace(cfg.data, train_manifest=train_manifest),
         encoder=small(),
-        train=TrainConfig(max_steps=100_000, max_minutes=args.train_minutes, checkpoint_every=500),
+        finetune=dataclasses.replace(cfg.finetune, labeled_fraction=args.labeled_fraction),
+        train=TrainConfig(max_steps=100_000, max_minutes=args.finetune_minutes, checkpoint_every=500),
     )
-    result = train_asr(cfg, run)
+    print(f"== 3/5 fine-tune it with {args.labeled_fraction:.0%} of the labels ({args.finetune_minutes:g} min)")
+    result = train_asr(config_from_pretrained(cfg, run / "pretrain"), run)
+    print(f"== 4/5 the same labels and budget from scratch ({args.finetune_minutes:g} min)")
+    scratch = train_asr(cfg, run / "scratch")
 
-    print("== 3/4 evaluate on held-out sentences spoken by held-out voices")
-    rec = Recognizer.load(run / "model")
+    print("== 5/5 evaluate both on held-out sentences spoken by held-out voices")
     test = read_manifest(data / "test" / "manifest.jsonl", require_text=True)
-    ev = evaluate(rec, test)
-    by_engine = collections.defaultdict(lambda: [0, 0])
-    for r in ev.rows:
-        by_engine[engine_of(r["speaker"])][0] += r["word_errors"]
-        by_engine[engine_of(r["speaker"])][1] += r["words"]
-    engine_wer = {e: errs / max(words, 1) for e, (errs, words) in sorted(by_engine.items())}
+    ev = evaluate(Recognizer.load(run / "model"), test)
+    ev_scratch = evaluate(Recognizer.load(run / "scratch" / "model"), test)
+    engine_wer, engine_wer_scratch = wer_by_engine(ev.rows), wer_by_engine(ev_scratch.rows)
 
-    print("== 4/4 write the report")
     report = run / "report"
     report.mkdir(parents=True, exist_ok=True)
-    steps = [h["step"] for h in result.history]
-    plt.figure(figsize=(6, 3.5))
-    plt.plot(steps, [h["loss"] for h in result.history])
-    plt.yscale("log")
-    plt.xlabel("step")
-    plt.ylabel("CTC loss per token")
-    plt.title("demo training loss")
-    plt.grid(alpha=0.3)
-    plt.tight_layout()
-    plt.savefig(report / "loss.png", dpi=120)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    axes[0].plot([h["step"] for h in pre.history], [h["loss"] for h in pre.history])
+    axes[0].set(xlabel="step", ylabel="masked-prediction loss", title="pretraining (no labels)")
+    for res, name in ((result, "from pretrained encoder"), (scratch, "from scratch")):
+        axes[1].plot([h["step"] for h in res.history], [h["loss"] for h in res.history], label=name)
+    axes[1].set(xlabel="step", ylabel="CTC loss per token", yscale="log", title=f"fine-tuning on {args.labeled_fraction:.0%} of the labels")
+    axes[1].legend()
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(report / "loss.png", dpi=120)
+    labeled_minutes = sum(u.duration for u in read_manifest(train_manifest)) / 60 * args.labeled_fraction
     summary = {
         **ev.summary(),
+        "wer_scratch": ev_scratch.rates.wer,
+        "cer_scratch": ev_scratch.rates.cer,
         "wer_by_engine": engine_wer,
+        "wer_by_engine_scratch": engine_wer_scratch,
+        "labeled_fraction": args.labeled_fraction,
+        "pretrain_steps": pre.steps,
+        "pretrain_masked_acc": pre.history[-1].get("masked_acc") if pre.history else None,
         "train_steps": result.steps,
-        "train_audio_hours": sum(u.duration for u in read_manifest(cfg.data.train_manifest)) / 3600,
+        "train_steps_scratch": scratch.steps,
+        "train_audio_hours": sum(u.duration for u in read_manifest(train_manifest)) / 3600,
         "train_throughput_audio_s_per_s": result.throughput,
         "train_minutes": result.train_seconds / 60,
         "total_minutes": (time.time() - t_start) / 60,
         "test_voices": sorted({u.speaker for u in test}),
-        "config": to_dict(cfg),
+        "config": to_dict(config_from_pretrained(cfg, run / "pretrain")),
     }
     (report / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (report / "utterances.json").write_text(json.dumps(ev.rows, indent=1) + "\n")
@@ -111,16 +144,19 @@ def main() -> None:
     lines = [
         "# speechlm demo report",
         "",
-        f"Conformer-CTC ({cfg.encoder.d_model}x{cfg.encoder.n_layers}), trained {result.steps} steps "
-        f"({summary['train_minutes']:.1f} min) on {summary['train_audio_hours']:.2f} h of synthesized speech.",
+        f"Conformer ({cfg.encoder.d_model}x{cfg.encoder.n_layers}) pretrained {pre.steps} steps ({args.pretrain_minutes:g} min) on "
+        f"{summary['train_audio_hours']:.2f} h of synthesized speech without transcripts, then CTC fine-tuned on "
+        f"{args.labeled_fraction:.0%} of the labels ({labeled_minutes:.0f} min of audio) for {args.finetune_minutes:g} min; "
+        f"the same labels and budget from scratch for comparison.",
         "",
-        "| test set | WER | CER | RTF |",
+        "| held-out sentences, held-out voices | WER | CER | steps |",
         "|---|---|---|---|",
-        f"| held-out sentences, held-out voices ({len(test)} utt) | {ev.rates.wer:.2%} | {ev.rates.cer:.2%} | {ev.rtf:.4f} |",
+        f"| fine-tuned from the pretrained encoder | {ev.rates.wer:.2%} | {ev.rates.cer:.2%} | {result.steps} |",
+        f"| from scratch | {ev_scratch.rates.wer:.2%} | {ev_scratch.rates.cer:.2%} | {scratch.steps} |",
         "",
-        "| engine (unseen voices) | WER |",
-        "|---|---|",
-        *[f"| {e} | {w:.2%} |" for e, w in engine_wer.items()],
+        "| engine (unseen voices) | WER pretrained | WER scratch |",
+        "|---|---|---|",
+        *[f"| {e} | {w:.2%} | {engine_wer_scratch.get(e, float('nan')):.2%} |" for e, w in engine_wer.items()],
         "",
         "![loss](loss.png)",
         "",
@@ -132,8 +168,10 @@ def main() -> None:
     (report / "report.md").write_text("\n".join(lines))
 
     print()
-    print(f"WER {ev.rates.wer:.2%}   CER {ev.rates.cer:.2%}   RTF {ev.rtf:.4f}   ({len(test)} utterances, unseen voices)")
-    print("WER by engine: " + ", ".join(f"{e} {w:.1%}" for e, w in engine_wer.items()))
+    print(f"{args.labeled_fraction:.0%} of the labels ({labeled_minutes:.0f} min), {len(test)} test utterances by unseen voices:")
+    print(f"  WER {ev.rates.wer:.2%}  (CER {ev.rates.cer:.2%})  fine-tuned from the pretrained encoder")
+    print(f"  WER {ev_scratch.rates.wer:.2%}  (CER {ev_scratch.rates.cer:.2%})  from scratch, same labels and budget")
+    print("WER by engine (pretrained / scratch): " + ", ".join(f"{e} {w:.1%} / {engine_wer_scratch.get(e, float('nan')):.1%}" for e, w in engine_wer.items()))
     for r in examples[:4]:
         print(f"  REF: {r['reference']}\n  HYP: {r['hypothesis']}   [{r['speaker']}]")
     print(f"report: {report / 'report.md'}   model: {run / 'model'}   total {summary['total_minutes']:.1f} min")
