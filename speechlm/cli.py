@@ -148,6 +148,11 @@ def cmd_pretrain_text(args: argparse.Namespace) -> None:
     from speechlm.train.text import pretrain_text
 
     _set_threads(args)
+    for name in ("text", "valid_text"):  # key=value overrides typed after --text FILE... land in its list
+        values = getattr(args, name) or []
+        files = [v for v in values if "=" not in v or Path(v).exists()]
+        args.overrides = [*args.overrides, *[v for v in values if v not in files]]
+        setattr(args, name, files)
     overrides = []
     if args.text:
         overrides.append(f"data.train_files={json.dumps(args.text)}")

@@ -94,3 +94,48 @@ def test_resume_from_the_command_line_uses_the_saved_config(tmp_path, tone_corpu
     train_asr(tiny_asr_config(tone_corpus, max_steps=2), tmp_path / "run", progress=False)
     assert main(["train", str(tmp_path / "run"), "--resume", "train.max_steps=4"]) == 0
     assert latest_checkpoint(tmp_path / "run").name == "step-0000004"
+
+
+TINY_ENCODER = ["encoder.d_model=48", "encoder.n_layers=2", "encoder.n_heads=2", "encoder.conv_kernel=7", "train.precision=fp32",
+                "train.batch_seconds=8", "train.warmup_steps=2", "train.log_every=2"]  # fmt: skip
+
+
+def test_pretrain_finetune_and_label_efficiency_from_the_command_line(tmp_path, tone_corpus, capsys):
+    ssl = tmp_path / "ssl"
+    assert main(["pretrain", "speech", str(ssl), "--train-manifest", str(tone_corpus), *TINY_ENCODER, "train.max_steps=4", "ssl.codebook_size=16"]) == 0
+    assert "masked-prediction accuracy" in capsys.readouterr().out
+    ft = tmp_path / "ft"
+    args = ["finetune", str(ft), "--init", str(ssl), "--train-manifest", str(tone_corpus), "--labeled-fraction", "0.5",
+            "--freeze-encoder-steps", "2", "--layer-decay", "0.9", "train.max_steps=4", "train.batch_seconds=8"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "init from" in out and "newly initialised: head.1.weight" in out and "labeled subset: 12 of 24" in out
+    saved = json.loads((ft / "model" / "config.json").read_text())
+    assert saved["finetune"]["init"] == str(ssl) and saved["encoder"]["d_model"] == 48  # encoder taken from --init
+    le = tmp_path / "le"
+    assert main(["label-efficiency", str(le), "--init", str(ssl), "--train-manifest", str(tone_corpus), "--test-manifest", str(tone_corpus),
+                 "--fractions", "0.25,1", "--seeds", "2", "train.max_steps=2", "train.batch_seconds=8"]) == 0  # fmt: skip
+    rows = json.loads((le / "rows.json").read_text())
+    assert len(rows) == 2 * 2 * 1 + 2 and {r["init"] for r in rows} == {"pretrained", "scratch"}
+    assert (le / "wer_vs_labels.png").stat().st_size > 1000 and "WER pretrained" in (le / "table.md").read_text()
+    minutes = {r["fraction"]: r["labeled_minutes"] for r in rows}
+    assert minutes[0.25] < minutes[1.0]
+
+
+def test_text_lm_commands(tmp_path, capsys):
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n".join(f"the {w} sat on the mat number {i}" for i, w in enumerate(["cat", "dog", "bird", "fox"] * 30)))
+    lm = tmp_path / "lm"
+    assert main(["pretrain", "text", str(lm), "--text", str(text), "lm.d_model=32", "lm.n_layers=1", "lm.n_heads=2", "lm.context=16",
+                 "tokenizer.vocab_size=60", "train.max_steps=30", "train.log_every=10", "train.precision=fp32"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["generate", str(lm), "--prompt", "the cat", "--num", "2", "--temperature", "0.7", "--top-k", "5"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("the cat") for line in lines)
+    assert main(["perplexity", str(lm), str(text)]) == 0
+    assert "perplexity (sliding window, context 16)" in capsys.readouterr().out
+    binary = tmp_path / "b.txt"
+    binary.write_bytes(b"\x00\x01\x02")
+    assert main(["perplexity", str(lm), str(binary)]) == 2
+    assert "b.txt: looks like a binary file" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path), "--prompt", "x"]) == 2
