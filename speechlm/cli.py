@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_args(s, speech=False)
     s.add_argument("--text", nargs="+", default=None, help="UTF-8 text files (one sentence or paragraph per line)")
     s.add_argument("--valid-text", nargs="+", default=None, help="held-out text files (default: 2%% of the lines)")
-    s.add_argument("--builtin", type=int, default=0, help="train on this many built-in generator sentences")
+    s.add_argument("--builtin", type=int, default=0, help="train on this many built-in generator sentences (the default corpus: 6000)")
     s.add_argument("--lm-arch", choices=["causal", "mlm", "lstm"], default=None, help="shortcut for lm.arch")
     s.set_defaults(func=cmd_pretrain_text)
 

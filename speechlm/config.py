@@ -230,7 +230,7 @@ class TextDataConfig:
     train_files: tuple[str, ...] = ()  # UTF-8 text files, one sentence or paragraph per line
     valid_files: tuple[str, ...] = ()  # held-out text for perplexity (default: valid_fraction of the lines)
     valid_fraction: float = 0.02  # lines held out when valid_files is empty
-    builtin_sentences: int = 0  # use this many built-in generator sentences (training split) instead of files
+    builtin_sentences: int = 6000  # without train_files: this many built-in generator sentences (training split)
 
 
 @dataclasses.dataclass(frozen=True)

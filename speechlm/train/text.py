@@ -31,11 +31,12 @@ from speechlm.train.loop import TrainResult, is_main_process, train
 def corpus_lines(cfg: TextPretrainConfig) -> tuple[list[str], list[str]]:
     """(train, valid) lines from the configured files or the built-in sentence generator."""
     d = cfg.data
-    if d.builtin_sentences > 0:
+    if d.train_files:
+        lines = read_text_lines(d.train_files)
+    elif d.builtin_sentences > 0:
         train, _ = sentences.split(sentences.generate(max(d.builtin_sentences * 2, 2000), seed=0))
         lines = [s.text for s in train[: d.builtin_sentences]]
-    elif d.train_files:
-        lines = read_text_lines(d.train_files)
+        print(f"training text: {len(lines)} built-in generator sentences (pass --text FILE... for your own)")
     else:
         raise SpeechLMError("no training text: pass --text FILE... (data.train_files) or --builtin N (data.builtin_sentences)")
     if d.valid_files:

@@ -98,3 +98,24 @@ def test_every_ssl_field_changes_the_model(field, value):
         return shapes, out.mask.sum().item(), out.logits.sum().item()
 
     assert signature(base) != signature(changed)
+
+
+@pytest.mark.parametrize("arch", ["conformer", "transformer", "lstm", "cnn"])
+def test_every_encoder_pretrains_and_fine_tunes(arch):
+    from speechlm.config import FinetuneConfig
+    from speechlm.features import SpecAugmentConfig
+    from speechlm.models.asr import SpeechRecognizer
+    from speechlm.objectives.masked_prediction import masked_prediction_loss
+    from speechlm.train.finetune import encoder_param_groups
+
+    torch.manual_seed(0)
+    enc = dataclasses.replace(tiny(arch), d_model=32, n_layers=2, n_heads=2)
+    model = SpeechPretrainer(FeatureConfig(), enc, SSLConfig(codebook_size=16))
+    out = masked_prediction_loss(model(torch.randn(2, 8000), torch.tensor([8000, 6000])))
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.encoder.parameters())
+    asr = SpeechRecognizer(FeatureConfig(), SpecAugmentConfig(), enc, vocab_size=10)
+    assert asr.encoder.load_state_dict(model.encoder.state_dict()) is not None  # same names and shapes
+    groups = encoder_param_groups(asr, FinetuneConfig(layer_decay=0.5))
+    grouped = [id(p) for g in groups for p in g.params]
+    assert sorted(grouped) == sorted(id(p) for p in asr.parameters())  # every parameter in exactly one group
