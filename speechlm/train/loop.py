@@ -150,6 +150,10 @@ def make_optimizer(
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-8)
 
 
+# a worker is forked per epoch; on tiny datasets (a few batches per epoch) the fork costs more than it saves
+MIN_BATCHES_FOR_WORKERS = 16
+
+
 class _Batches(torch.utils.data.Dataset):
     """The batches of one epoch, collated by ``dataset.collate`` (in a worker when num_workers > 0)."""
 
@@ -169,7 +173,7 @@ def _prefetch(dataset, batches: list[list[int]], num_workers: int):
     Augmentation draws depend only on (seed, epoch, index), so the batches are the same
     whether they are made here or in a worker.
     """
-    if num_workers <= 0 or not batches:
+    if num_workers <= 0 or len(batches) < MIN_BATCHES_FOR_WORKERS:
         return (dataset.collate(b) for b in batches)
     return torch.utils.data.DataLoader(
         _Batches(dataset, batches), batch_size=None, shuffle=False, num_workers=num_workers, prefetch_factor=4,

@@ -73,12 +73,15 @@ def test_bf16_training_step_runs(tone_corpus, tmp_path):
     assert result.steps == 2 and torch.isfinite(torch.tensor(result.final_loss))
 
 
-def test_worker_batches_equal_inline_batches(tone_corpus):
+def test_worker_batches_equal_inline_batches(tone_corpus, monkeypatch):
     from speechlm.config import ASRConfig
     from speechlm.data.batching import SpeechDataset, bucket_batches
     from speechlm.data.manifest import read_manifest
     from speechlm.data.tokenizer import CharTokenizer
+    import speechlm.train.loop as loop
     from speechlm.train.loop import _prefetch
+
+    monkeypatch.setattr(loop, "MIN_BATCHES_FOR_WORKERS", 0)  # use the worker even for this small corpus
 
     utts = read_manifest(tone_corpus)
     ds = SpeechDataset(utts, CharTokenizer.train([u.text for u in utts]), ASRConfig().augment, seed=1, progress=False)
