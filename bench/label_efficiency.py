@@ -60,7 +60,7 @@ def main() -> None:
     p.add_argument("--test-manifest", default="data/demo/test/manifest.jsonl")
     p.add_argument("--out", default="runs/label_efficiency")
     p.add_argument("--pretrain-steps", type=int, default=1500)
-    p.add_argument("--steps", type=int, default=400, help="fine-tuning steps per point")
+    p.add_argument("--steps", type=int, default=500, help="fine-tuning steps per point")
     p.add_argument("--fractions", default="0.01,0.05,0.1,1")
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--jobs", type=int, default=2, help="fine-tuning runs at a time (1 thread each)")
