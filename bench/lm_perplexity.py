@@ -1,7 +1,7 @@
 """Causal Transformer LM vs LSTM LM at equal parameters and equal training tokens: held-out perplexity.
 
 Usage:
-    .venv/bin/python bench/lm_perplexity.py                 # ~12 min on 2 cores
+    .venv/bin/python bench/lm_perplexity.py                 # ~11 min on 2 cores
     .venv/bin/python bench/lm_perplexity.py --steps 50      # a quick look
 
 Corpus: ../shared/data/books (public-domain Shakespeare, modern spelling); three plays are held
@@ -37,7 +37,7 @@ MODELS = {
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--books", default=str(SHARED_DATA / "books" / "shakespeare_modern"))
-    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--steps", type=int, default=600)
     p.add_argument("--out", default="runs/lm_perplexity")
     args = p.parse_args()
     books = sorted(Path(args.books).glob("*.txt"))
