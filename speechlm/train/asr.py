@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -20,8 +19,7 @@ from speechlm.train.checkpoint import (
     load_weights,
     read_config_json,
     resolve_model_dir,
-    save_weights,
-    write_atomic_dir,
+    save_model_dir,
 )
 from speechlm.train.finetune import encoder_param_groups, labeled_subset, load_pretrained_encoder
 from speechlm.train.loop import TrainResult, is_main_process, train
@@ -94,12 +92,7 @@ def train_asr(cfg: ASRConfig, run_dir: str | Path, resume: bool = False, progres
     if not is_main_process():
         return result
 
-    def write_model(d: Path) -> None:
-        save_weights(model, d)
-        save_extras(d)
-        (d / "training.json").write_text(json.dumps({"steps": result.steps, "final_loss": result.final_loss}) + "\n")
-
-    write_atomic_dir(run_dir / "model", write_model)
+    save_model_dir(run_dir / "model", model, save_extras, {"steps": result.steps, "final_loss": result.final_loss})
     return result
 
 

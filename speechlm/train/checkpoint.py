@@ -79,6 +79,17 @@ def load_weights(model: torch.nn.Module, directory: str | Path) -> None:
         raise CheckpointError(f"{path}: weights do not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
 
 
+def save_model_dir(target: str | Path, model: torch.nn.Module, save_extras: Callable[[Path], None], summary: dict) -> Path:
+    """Write a model directory atomically: weights, ``save_extras`` (config, tokenizer) and ``training.json``."""
+
+    def write(d: Path) -> None:
+        save_weights(model, d)
+        save_extras(d)
+        (d / "training.json").write_text(json.dumps(summary) + "\n")
+
+    return write_atomic_dir(target, write)
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     ptr = Path(run_dir, "checkpoints", LATEST_FILE)
     if not ptr.is_file():

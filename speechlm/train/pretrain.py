@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -14,7 +13,7 @@ from speechlm.errors import SpeechLMError
 from speechlm.models.asr import count_parameters
 from speechlm.models.speech_ssl import SpeechPretrainer, fit_kmeans
 from speechlm.objectives.masked_prediction import masked_prediction_loss
-from speechlm.train.checkpoint import CONFIG_FILE, latest_checkpoint, load_weights, save_weights, write_atomic_dir
+from speechlm.train.checkpoint import CONFIG_FILE, latest_checkpoint, load_weights, save_model_dir
 from speechlm.train.loop import TrainResult, is_main_process, train
 
 
@@ -81,11 +80,6 @@ def pretrain_speech(cfg: SpeechPretrainConfig, run_dir: str | Path, resume: bool
     if not is_main_process():
         return result
 
-    def write_model(d: Path) -> None:
-        save_weights(model, d)
-        save_extras(d)
-        summary = {"steps": result.steps, "final_loss": result.final_loss, "history": result.history[-1:] or None}
-        (d / "training.json").write_text(json.dumps(summary) + "\n")
-
-    write_atomic_dir(run_dir / "model", write_model)
+    summary = {"steps": result.steps, "final_loss": result.final_loss, "history": result.history[-1:] or None}
+    save_model_dir(run_dir / "model", model, save_extras, summary)
     return result

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -22,8 +21,7 @@ from speechlm.train.checkpoint import (
     load_weights,
     read_config_json,
     resolve_model_dir,
-    save_weights,
-    write_atomic_dir,
+    save_model_dir,
 )
 from speechlm.train.loop import TrainResult, is_main_process, train
 
@@ -99,12 +97,7 @@ def pretrain_text(cfg: TextPretrainConfig, run_dir: str | Path, resume: bool = F
         summary.update(valid_perplexity=ev.perplexity, valid_tokens=ev.tokens)
         print(f"held-out perplexity {ev.perplexity:.2f} over {ev.tokens} tokens")
 
-    def write_model(d: Path) -> None:
-        save_weights(model, d)
-        save_extras(d)
-        (d / "training.json").write_text(json.dumps(summary) + "\n")
-
-    write_atomic_dir(run_dir / "model", write_model)
+    save_model_dir(run_dir / "model", model, save_extras, summary)
     return result
 
 
