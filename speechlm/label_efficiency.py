@@ -16,13 +16,15 @@ import dataclasses
 import json
 import math
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from multiprocessing import get_context
 from pathlib import Path
 from statistics import mean
 
 from speechlm.config import ASRConfig, save_config
-from speechlm.data.manifest import read_manifest
+from speechlm.data.manifest import filter_utterances, read_manifest
 from speechlm.train.checkpoint import MODEL_FILE
+from speechlm.train.finetune import config_from_pretrained, labeled_subset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +45,6 @@ def grid(fractions: list[float], seeds: int, with_pretrained: bool) -> list[Poin
 
 
 def point_config(base: ASRConfig, point: Point, init_dir: str | None) -> ASRConfig:
-    from speechlm.train.finetune import config_from_pretrained
-
     cfg = base
     if point.init == "pretrained":
         cfg = config_from_pretrained(cfg, init_dir)
@@ -60,7 +60,8 @@ def run_point(cfg: ASRConfig, run_dir: str, test_manifest: str, threads: int) ->
     from speechlm.evaluate import evaluate
     from speechlm.train.asr import train_asr
 
-    torch.set_num_threads(threads)
+    if threads:
+        torch.set_num_threads(threads)
     run = Path(run_dir)
     done = run / "model" / MODEL_FILE
     if not done.is_file():
@@ -70,10 +71,8 @@ def run_point(cfg: ASRConfig, run_dir: str, test_manifest: str, threads: int) ->
         info = json.loads((run / "model" / "training.json").read_text())
         steps, final_loss, seconds = info["steps"], info["final_loss"], float("nan")
     ev = evaluate(Recognizer.load(run / "model"), read_manifest(test_manifest, require_text=True), progress=False)
-    utts = read_manifest(cfg.data.train_manifest, require_text=True)
-    from speechlm.train.finetune import labeled_subset
-
-    subset = labeled_subset(utts, cfg.finetune) if cfg.finetune.labeled_fraction < 1 else utts
+    labeled, _ = filter_utterances(read_manifest(cfg.data.train_manifest, require_text=True), cfg.data.min_duration, cfg.data.max_duration, True)
+    subset = labeled_subset(labeled, cfg.finetune)  # the utterances train_asr trained on
     return {
         "labeled_utterances": len(subset),
         "labeled_minutes": sum(u.duration for u in subset) / 60,
@@ -92,25 +91,15 @@ def run_grid(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if init_dir is not None:  # scratch runs use the pretrained encoder's architecture and features
-        from speechlm.train.finetune import config_from_pretrained
-
         base = dataclasses.replace(config_from_pretrained(base, init_dir), finetune=base.finetune)
     points = grid(fractions, seeds, init_dir is not None)
-    cfgs = {p: point_config(base, p, init_dir) for p in points}
-    threads = 1 if jobs > 1 else 0
+    runs = [(point_config(base, p, init_dir), str(out / "runs" / p.name), test_manifest, 1 if jobs > 1 else 0) for p in points]
     rows = []
-    if jobs > 1:
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-            futures = {p: pool.submit(run_point, cfgs[p], str(out / "runs" / p.name), test_manifest, threads) for p in points}
-            for p, fut in futures.items():
-                rows.append({**dataclasses.asdict(p), **fut.result()})
-                print(f"{p.name}: WER {rows[-1]['wer']:.2%}", flush=True)
-    else:
-        import torch
-
-        for p in points:
-            rows.append({**dataclasses.asdict(p), **run_point(cfgs[p], str(out / "runs" / p.name), test_manifest, torch.get_num_threads())})
-            print(f"{p.name}: WER {rows[-1]['wer']:.2%}", flush=True)
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) if jobs > 1 else nullcontext() as pool:
+        results = pool.map(run_point, *zip(*runs)) if pool else (run_point(*r) for r in runs)
+        for p, res in zip(points, results):
+            rows.append({**dataclasses.asdict(p), **res})
+            print(f"{p.name}: WER {res['wer']:.2%}", flush=True)
     save_config(base, out / "base_config.json")
     return rows
 

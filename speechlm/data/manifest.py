@@ -88,3 +88,22 @@ def write_manifest(path: str | Path, utterances: Iterable[Utterance], relative_t
                 row["audio_filepath"] = os.path.relpath(row["audio_filepath"], relative_to)
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
+
+
+def filter_utterances(
+    utts: Iterable[Utterance], min_duration: float, max_duration: float, require_text: bool
+) -> tuple[list[Utterance], dict[str, int]]:
+    """Keep utterances within ``[min_duration, max_duration]`` seconds (and with a transcript if
+    ``require_text``); return them with a count of the others by reason."""
+    skipped = {"too_short": 0, "too_long": 0, **({"no_transcript": 0} if require_text else {})}
+    keep = []
+    for u in utts:
+        if require_text and not u.text.strip():
+            skipped["no_transcript"] += 1
+        elif u.duration < min_duration:
+            skipped["too_short"] += 1
+        elif u.duration > max_duration:
+            skipped["too_long"] += 1
+        else:
+            keep.append(u)
+    return keep, skipped

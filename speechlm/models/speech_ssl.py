@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechlm.features import FeatureConfig, compute_features
+from speechlm.features import HOP_LENGTH, FeatureConfig, compute_features
 from speechlm.models.encoders import EncoderConfig, build_encoder, padding_mask
 
 STACK = 4  # input frames per target frame: the encoder's subsampling factor
@@ -182,7 +182,7 @@ def fit_kmeans(model: SpeechPretrainer, dataset, seed: int = 0, progress: bool =
     frames = []
     for i in tqdm(rng.permutation(len(dataset)), desc="k-means frames", unit="utt", disable=not progress, leave=False):
         a = torch.from_numpy(dataset.clean_audio(i))[None]
-        n_out = max(1, (a.shape[1] // 160) // STACK)
+        n_out = max(1, (a.shape[1] // HOP_LENGTH) // STACK)
         x = q.stacked_mfcc(a, torch.tensor([a.shape[1]]), n_out)[0].numpy()  # (T', 4 * n_mfcc)
         frames.append(x[rng.choice(len(x), size=min(per_utt, len(x)), replace=False)])
         if sum(len(f) for f in frames) >= cfg.kmeans_frames:

@@ -8,7 +8,7 @@ import torch
 
 from speechlm.config import ASRConfig, format_config, from_dict, save_config
 from speechlm.data.batching import SpeechDataset
-from speechlm.data.manifest import Utterance, read_manifest
+from speechlm.data.manifest import filter_utterances, read_manifest
 from speechlm.data.tokenizer import load_tokenizer, train_tokenizer
 from speechlm.errors import CheckpointError, SpeechLMError
 from speechlm.models.asr import SpeechRecognizer, count_parameters
@@ -25,22 +25,6 @@ from speechlm.train.finetune import encoder_param_groups, labeled_subset, load_p
 from speechlm.train.loop import TrainResult, is_main_process, train
 
 
-def filter_by_duration(utts: list[Utterance], cfg: ASRConfig) -> tuple[list[Utterance], dict[str, int]]:
-    """Keep utterances with a transcript and a duration within the configured bounds; count the rest."""
-    skipped = {"too_short": 0, "too_long": 0, "no_transcript": 0}
-    keep = []
-    for u in utts:
-        if not u.text.strip():
-            skipped["no_transcript"] += 1
-        elif u.duration < cfg.data.min_duration:
-            skipped["too_short"] += 1
-        elif u.duration > cfg.data.max_duration:
-            skipped["too_long"] += 1
-        else:
-            keep.append(u)
-    return keep, skipped
-
-
 def build_model(cfg: ASRConfig, vocab_size: int) -> SpeechRecognizer:
     return SpeechRecognizer(cfg.features, cfg.spec_augment, cfg.encoder, vocab_size)
 
@@ -50,7 +34,8 @@ def train_asr(cfg: ASRConfig, run_dir: str | Path, resume: bool = False, progres
     run_dir = Path(run_dir)
     if not cfg.data.train_manifest:
         raise SpeechLMError("data.train_manifest is not set (pass --train-manifest or data.train_manifest=PATH)")
-    utts, skipped = filter_by_duration(read_manifest(cfg.data.train_manifest, require_text=True), cfg)
+    utts = read_manifest(cfg.data.train_manifest, require_text=True)
+    utts, skipped = filter_utterances(utts, cfg.data.min_duration, cfg.data.max_duration, require_text=True)
     if any(skipped.values()):
         print(f"skipped utterances: {skipped}")
     if not utts:

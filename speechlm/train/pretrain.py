@@ -8,7 +8,7 @@ import torch
 
 from speechlm.config import SpeechPretrainConfig, format_config, save_config
 from speechlm.data.batching import SpeechDataset
-from speechlm.data.manifest import read_manifest
+from speechlm.data.manifest import filter_utterances, read_manifest
 from speechlm.errors import SpeechLMError
 from speechlm.models.asr import count_parameters
 from speechlm.models.speech_ssl import SpeechPretrainer, fit_kmeans
@@ -26,15 +26,8 @@ def load_unlabeled(cfg: SpeechPretrainConfig, progress: bool = True) -> SpeechDa
     if not cfg.data.train_manifest:
         raise SpeechLMError("data.train_manifest is not set (pass --train-manifest or data.train_manifest=PATH)")
     utts = read_manifest(cfg.data.train_manifest)  # transcripts, if any, are ignored
-    skipped = {"too_short": 0, "too_long": 0, "silent": 0}
-    keep = []
-    for u in utts:
-        if u.duration < cfg.data.min_duration:
-            skipped["too_short"] += 1
-        elif u.duration > cfg.data.max_duration:
-            skipped["too_long"] += 1
-        else:
-            keep.append(u)
+    keep, skipped = filter_utterances(utts, cfg.data.min_duration, cfg.data.max_duration, require_text=False)
+    skipped["silent"] = 0
     dataset = SpeechDataset(keep, None, cfg.augment, seed=cfg.train.seed, progress=progress)
     silent = set(dataset.silent())
     if silent:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -57,7 +58,7 @@ def evaluate_lm(model: LanguageModel, stream, special: SpecialTokens) -> Perplex
             total += float(out.loss) * out.num_tokens
             count += out.num_tokens
     mean = total / max(count, 1)
-    return PerplexityResult(float(torch.tensor(mean).exp()), mean, count)
+    return PerplexityResult(math.exp(mean), mean, count)
 
 
 def pretrain_text(cfg: TextPretrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
