@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian packages speechlm needs (TTS engines, sox, libsndfile) when any is missing.
+# Installs the Debian packages speechlm needs (TTS engines, sox, libsndfile, chromium for the page test) when any is missing.
 # Idempotent: does nothing when every tool is already on PATH.
 set -euo pipefail
 need=()
@@ -10,6 +10,8 @@ command -v text2wave >/dev/null || need+=(festival festvox-kallpc16k)
 [ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ] || need+=(festvox-us-slt-hts)
 command -v sox >/dev/null || need+=(sox)
 ldconfig -p 2>/dev/null | grep -q libsndfile || need+=(libsndfile1)
+# the web page's browser test drives Debian's chromium with Playwright
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -11,6 +11,9 @@ Usage:
     speechlm perplexity runs/lm held_out.txt
     speechlm transcribe runs/asr clip.wav other.flac
     speechlm evaluate runs/asr data/test/manifest.jsonl
+    speechlm intent train runs/intent --data data/train/manifest.jsonl
+    speechlm intent predict runs/intent "set an alarm for seven"
+    speechlm serve runs/asr --intent-model runs/intent --port 8000
 """
 
 from __future__ import annotations
@@ -237,6 +240,60 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"per-utterance report -> {args.out}")
 
 
+def cmd_intent_train(args: argparse.Namespace) -> None:
+    import time
+
+    from speechlm.data import sentences
+    from speechlm.intent import IntentClassifier, IntentConfig, read_labeled_text
+
+    if bool(args.data) == bool(args.builtin):
+        raise SystemExit("error: give either --data FILE... or --builtin N")
+    if args.data:
+        texts, labels = read_labeled_text(args.data)
+    else:
+        train, _ = sentences.split(sentences.generate(args.builtin, seed=args.seed))
+        texts, labels = [s.text for s in train], [s.intent for s in train]
+    start = time.perf_counter()
+    clf = IntentClassifier.train(texts, labels, IntentConfig(c=args.c))
+    summary = {"examples": len(texts), "train_seconds": round(time.perf_counter() - start, 2)}
+    if args.valid:
+        vt, vl = read_labeled_text(args.valid)
+        summary["valid_accuracy"] = sum(p.intent == y for p, y in zip(clf.predict(vt), vl)) / len(vl)
+    out = clf.save(args.out_dir, summary)
+    print(f"{len(clf.labels)} intents from {len(texts)} examples in {summary['train_seconds']} s"
+          + (f"; held-out accuracy {summary['valid_accuracy']:.2%}" if args.valid else "") + f" -> {out}")
+
+
+def cmd_intent_predict(args: argparse.Namespace) -> None:
+    from speechlm.intent import IntentClassifier
+
+    clf = IntentClassifier.load(args.model_dir)
+    for text, pred in zip(args.texts, clf.predict(args.texts)):
+        print(json.dumps({"text": text, "intent": pred.intent, "confidence": round(pred.confidence, 4)}))
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import logging
+
+    import uvicorn
+
+    from speechlm.serve.app import ServeConfig, create_app
+    from speechlm.serve.assistant import Assistant
+
+    _set_threads(args)
+    key = args.api_key or os.environ.get("SPEECHLM_API_KEY", "")
+    cfg = ServeConfig(
+        key, args.max_upload_mb, args.max_audio_seconds, args.max_text_chars, args.timeout, args.max_batch, args.queue_size,
+        tuple(args.cors_origin),
+    )  # fmt: skip
+    assistant = Assistant.load(args.model_dir, args.intent_model, args.lm, args.voice, args.replies, args.reply_from)
+    app = create_app(assistant, cfg)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    print(f"serving {args.model_dir} on http://{args.host}:{args.port}/ (API docs at /docs"
+          + (", API key required" if key else "") + ")", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="speechlm", description="Speech-language pretraining toolkit", formatter_class=DEFAULTS)
     sub = p.add_subparsers(dest="command", required=True)
@@ -356,6 +413,41 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--show", type=int, default=5, help="print this many worst utterances")
             s.set_defaults(func=cmd_evaluate)
         s.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
+
+    s = sub.add_parser("intent", help="text intent classifier: train one or predict with one")
+    kinds = s.add_subparsers(dest="action", required=True)
+    s = kinds.add_parser("train", help="train on JSON Lines rows with text and label (e.g. a synth manifest)", formatter_class=DEFAULTS)
+    s.add_argument("out_dir", help="output model directory")
+    s.add_argument("--data", nargs="+", default=None, help="JSON Lines files with 'text' and 'label' (or 'intent')")
+    s.add_argument("--builtin", type=int, default=0, help="or this many built-in generator sentences (their train split)")
+    s.add_argument("--valid", nargs="+", default=None, help="held-out JSON Lines files to report accuracy on")
+    s.add_argument("--c", type=float, default=10.0, help="inverse regularization strength")
+    s.add_argument("--seed", type=int, default=0, help="built-in sentence draw")
+    s.set_defaults(func=cmd_intent_train)
+    s = kinds.add_parser("predict", help="print the intent of each text", formatter_class=DEFAULTS)
+    s.add_argument("model_dir", help="intent model directory")
+    s.add_argument("texts", nargs="+", help="texts to classify")
+    s.set_defaults(func=cmd_intent_predict)
+
+    s = sub.add_parser("serve", help="HTTP server and web page: transcribe, intent, generate, synthesize, assistant", formatter_class=DEFAULTS)
+    s.add_argument("model_dir", help="speech recognizer directory (or a run directory with model/)")
+    s.add_argument("--intent-model", default=None, help="intent classifier directory (speechlm intent train)")
+    s.add_argument("--lm", default=None, help="causal or LSTM language model directory, for /v1/generate")
+    s.add_argument("--voice", default="espeak-en-us-steph-100", help="synthesis voice (speechlm synth --list-voices)")
+    s.add_argument("--replies", default=None, help="JSON file {intent: reply template}; placeholders {transcript} {intent} {time} {date}")
+    s.add_argument("--reply-from", choices=["templates", "lm"], default="templates", help="where assistant replies come from")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for every interface)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--api-key", default=None, help="require this key on compute endpoints (or set SPEECHLM_API_KEY)")
+    s.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body")
+    s.add_argument("--max-audio-seconds", type=float, default=120.0, help="longest audio accepted")
+    s.add_argument("--max-text-chars", type=int, default=1000, help="longest text accepted")
+    s.add_argument("--timeout", type=float, default=30.0, help="seconds before a request gets 504")
+    s.add_argument("--max-batch", type=int, default=8, help="transcriptions computed together")
+    s.add_argument("--queue-size", type=int, default=16, help="requests waiting per model before 429")
+    s.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin (repeatable); default: none")
+    s.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    s.set_defaults(func=cmd_serve)
     return p
 
 

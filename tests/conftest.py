@@ -75,3 +75,39 @@ def tiny_asr_config(manifest, **train) -> ASRConfig:
             *[f"train.{k}={v}" for k, v in train.items()],
         ],
     )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_asr_dir(tone_corpus, tmp_path_factory) -> Path:
+    """A recognizer trained for 2 steps on the tone corpus: its transcripts are arbitrary but deterministic."""
+    from speechlm.train.asr import train_asr
+
+    run = tmp_path_factory.mktemp("asr")
+    train_asr(tiny_asr_config(tone_corpus, max_steps=2), run, progress=False)
+    return run / "model"
+
+
+@pytest.fixture(scope="session")
+def intent_dir(tmp_path_factory) -> Path:
+    """An intent classifier trained on 600 built-in sentences."""
+    from speechlm.data import sentences
+    from speechlm.intent import IntentClassifier
+
+    pool = sentences.generate(600, seed=1)
+    clf = IntentClassifier.train([s.text for s in pool], [s.intent for s in pool])
+    return clf.save(tmp_path_factory.mktemp("intent") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory) -> Path:
+    """A causal LM trained for 5 steps on 200 built-in sentences."""
+    from speechlm.config import TextPretrainConfig
+    from speechlm.train.text import pretrain_text
+
+    cfg = load_config(TextPretrainConfig, overrides=[
+        "data.builtin_sentences=200", "lm.d_model=32", "lm.n_layers=1", "lm.n_heads=2", "lm.context=32",
+        "tokenizer.vocab_size=120", "train.max_steps=5", "train.warmup_steps=1", "train.precision=fp32",
+    ])  # fmt: skip
+    run = tmp_path_factory.mktemp("lm")
+    pretrain_text(cfg, run, progress=False)
+    return run / "model"

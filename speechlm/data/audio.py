@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import re
 from pathlib import Path
 
 import librosa
@@ -39,6 +41,25 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, trim_db: float 
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         raise AudioError(f"{path}: not a readable audio file ({str(e).strip() or type(e).__name__})") from None
     return prepare_samples(audio, sr, str(path), sample_rate, trim_db)
+
+
+def decode_audio(data: bytes, name: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Like :func:`load_audio` for the bytes of an audio file (an upload); ``name`` labels errors."""
+    if not data:
+        raise AudioError(f"{name}: empty body, expected an audio file")
+    try:
+        audio, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        reason = re.sub(r"^Error opening <[^>]*>: ", "", str(e).strip()) or type(e).__name__
+        raise AudioError(f"{name}: not a readable audio file ({reason})") from None
+    return prepare_samples(audio, sr, name, sample_rate)
+
+
+def encode_wav(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """16-bit PCM WAV bytes of ``(N,)`` float samples (clipped to [-1, 1])."""
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+    return buf.getvalue()
 
 
 def prepare_samples(

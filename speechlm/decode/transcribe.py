@@ -18,6 +18,7 @@ from speechlm.decode.ctc import DecodingOptions, decode
 from speechlm.features import SAMPLE_RATE
 
 MAX_CHUNK_SECONDS = 30.0  # longer inputs are cut at quiet points so attention memory stays bounded
+MIN_SECONDS = 0.1  # shorter inputs are padded with silence to this length (the encoder's convolutions need frames)
 
 
 def split_long(audio: np.ndarray, max_seconds: float = MAX_CHUNK_SECONDS) -> list[np.ndarray]:
@@ -54,10 +55,14 @@ class Recognizer:
     ) -> list[str]:
         """Waveforms (float32, 16 kHz) -> transcripts, batched by duration, in input order.
 
-        Inputs longer than :data:`MAX_CHUNK_SECONDS` are transcribed in pieces and joined.
+        Inputs longer than :data:`MAX_CHUNK_SECONDS` are transcribed in pieces and joined; inputs
+        shorter than :data:`MIN_SECONDS` are padded with trailing silence.
         """
         pieces, owner = [], []
+        min_len = int(MIN_SECONDS * SAMPLE_RATE)
         for n, audio in enumerate(audios):
+            if audio.size < min_len:
+                audio = np.pad(audio, (0, min_len - audio.size))
             for piece in split_long(audio):
                 pieces.append(piece)
                 owner.append(n)

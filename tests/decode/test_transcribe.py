@@ -26,3 +26,10 @@ def test_long_input_is_transcribed_in_pieces(tone_corpus, tmp_path):
     long = np.zeros(int(75 * SAMPLE_RATE), dtype=np.float32)
     out = rec.transcribe([long, np.zeros(SAMPLE_RATE, dtype=np.float32)])
     assert len(out) == 2 and all(isinstance(t, str) for t in out)
+
+
+def test_clips_shorter_than_the_receptive_field_are_padded(tone_corpus, tmp_path):
+    train_asr(tiny_asr_config(tone_corpus, max_steps=1), tmp_path / "run", progress=False)
+    rec = Recognizer.load(tmp_path / "run")
+    out = rec.transcribe([np.zeros(n, dtype=np.float32) + 0.01 for n in (1, 50, 400)])
+    assert len(out) == 3 and all(isinstance(t, str) for t in out)

@@ -1,0 +1,423 @@
+"""The HTTP server: versioned JSON endpoints, the web page, health, readiness and Prometheus metrics.
+
+Models load once (:class:`~speechlm.serve.assistant.Assistant`); inference runs on model worker
+threads with bounded queues (:mod:`speechlm.serve.workers`), so a burst beyond capacity gets
+429 + Retry-After at once. Every error is a JSON object ``{"error": "..."}`` naming the problem;
+stack traces go to the server log only.
+
+Usage:
+    speechlm serve runs/demo --intent-model runs/intent --port 8000
+    curl -F file=@clip.wav http://127.0.0.1:8000/v1/transcribe
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import hmac
+import logging
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import APIKeyHeader
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from speechlm.data.audio import decode_audio, encode_wav
+from speechlm.data.synth import available_engines, voice_bank
+from speechlm.decode.generate import GenerationOptions
+from speechlm.errors import AudioError, SpeechLMError
+from speechlm.features import SAMPLE_RATE
+from speechlm.serve.assistant import Assistant
+from speechlm.serve.workers import BatchWorker, Overloaded
+
+log = logging.getLogger("speechlm.serve")
+STATIC = Path(__file__).parent / "static"
+API_KEY_HEADER = "X-API-Key"
+AUDIO_TYPES = ("audio/*", "application/octet-stream", "multipart/form-data")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeConfig:
+    api_key: str = ""  # when set, every /v1 compute endpoint needs it (X-API-Key or Authorization: Bearer)
+    max_upload_mb: float = 10.0  # request bodies above this are refused with 413
+    max_audio_seconds: float = 120.0  # decoded audio longer than this is refused with 413
+    max_text_chars: int = 1000  # longest text accepted by intent, generate and synthesize
+    timeout_s: float = 30.0  # a request still waiting for its result after this gets 504
+    max_batch: int = 8  # transcriptions run together in one forward pass
+    queue_size: int = 16  # requests waiting per model worker; beyond it: 429
+    cors_origins: tuple[str, ...] = ()  # origins allowed to call the API from a browser (none: same origin only)
+
+    def __post_init__(self):
+        if self.max_upload_mb <= 0 or self.timeout_s <= 0 or self.max_audio_seconds <= 0:
+            raise ValueError("max_upload_mb, max_audio_seconds and timeout_s must be positive")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class ErrorBody(StrictModel):
+    error: str = Field(description="what was wrong, naming the field, file or limit")
+
+
+class IntentRequest(StrictModel):
+    text: str = Field(min_length=1, max_length=100_000, description="an utterance's text")
+
+
+class IntentResponse(StrictModel):
+    intent: str
+    confidence: float
+    scores: dict[str, float]
+
+
+class GenerateRequest(StrictModel):
+    prompt: str = Field("", max_length=100_000, description="text to continue")
+    max_new_tokens: int = Field(40, ge=0, le=512)
+    temperature: float = Field(0.0, ge=0.0, le=10.0, description="0 = greedy")
+    top_k: int = Field(0, ge=0, le=100_000)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class GenerateResponse(StrictModel):
+    text: str
+
+
+class SynthesizeRequest(StrictModel):
+    text: str = Field(min_length=1, max_length=100_000)
+    voice: str | None = Field(None, description="a name from GET /v1/voices; default: the server's voice")
+
+
+class TranscribeResponse(StrictModel):
+    text: str
+    duration_s: float = Field(description="audio duration in seconds")
+    processing_ms: float
+
+
+class AssistantResponse(StrictModel):
+    transcript: str
+    intent: str | None = Field(description="null when the server has no intent model")
+    confidence: float | None
+    reply: str
+    reply_audio: str | None = Field(description="the reply as a base64 16 kHz 16-bit WAV; null when not spoken")
+    timings_ms: dict[str, float]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": why}
+    for code, why in {
+        400: "unreadable input", 401: "missing or wrong API key", 413: "body or audio too large",
+        415: "unsupported content type", 422: "invalid field", 429: "over capacity (see Retry-After)",
+        501: "the model for this endpoint is not loaded", 504: "timed out",
+    }.items()
+}  # fmt: skip
+AUDIO_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "audio/wav": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies above ``max_bytes`` (declared or streamed) with 413."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            response = error_response(413, f"request body exceeds the {self.max_bytes / 2**20:g} MB limit")
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise ApiError(413, f"request body exceeds the {self.max_bytes / 2**20:g} MB limit")
+            return message
+
+        return await self.app(scope, limited, send)
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAPI:
+    registry = CollectorRegistry()
+    requests_total = Counter("speechlm_requests", "HTTP requests by route and status", ["route", "status"], registry=registry)
+    latency = Histogram(
+        "speechlm_request_seconds", "request latency by route", ["route"], registry=registry,
+        buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    )  # fmt: skip
+    queue_depth = Gauge("speechlm_queue_depth", "requests waiting or running per model worker", ["worker"], registry=registry)
+
+    def run_each(fn):
+        def batch(items):
+            out = []
+            for item in items:
+                try:
+                    out.append(fn(item))
+                except SpeechLMError as e:  # this request's own problem, not the batch's
+                    out.append(e)
+            return out
+
+        return batch
+
+    workers = {
+        "asr": BatchWorker("asr", lambda items: assistant.transcribe([a for a, _ in items], [b for _, b in items]), cfg.max_batch, cfg.queue_size),
+        "text": BatchWorker("text", run_each(lambda thunk: thunk()), cfg.max_batch, cfg.queue_size),
+        "tts": BatchWorker("tts", run_each(lambda args: assistant.speak(*args)), 1, cfg.queue_size),
+    }  # fmt: skip
+    for name, w in workers.items():
+        queue_depth.labels(name).set_function(lambda w=w: w.depth)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        for w in workers.values():
+            w.close()
+
+    app = FastAPI(
+        title="speechlm", version="1", lifespan=lifespan,
+        description="Speech recognition, intent, text generation, speech synthesis and a voice assistant.",
+    )  # fmt: skip
+    app.state.workers = workers
+    if cfg.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST"], allow_headers=["*"])
+    app.add_middleware(BodyLimit, max_bytes=int(cfg.max_upload_mb * 2**20))
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        name = getattr(route, "path", "unmatched")
+        latency.labels(name).observe(time.perf_counter() - start)
+        requests_total.labels(name, str(response.status_code)).inc()
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; media-src 'self' blob: data:; img-src 'self' data:; frame-ancestors 'none'"
+        )
+        return response
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request, exc: ApiError):
+        return error_response(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException is a subclass
+    async def _http_error(request, exc: StarletteHTTPException):
+        return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request, exc: RequestValidationError):
+        return error_response(422, _describe_validation(exc))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal server error (logged on the server)")
+
+    key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="needed when the server has an API key")
+
+    def require_key(request: Request, key: str | None = Depends(key_header)) -> None:
+        if not cfg.api_key:
+            return
+        auth = request.headers.get("authorization", "")
+        given = key or (auth[7:] if auth.lower().startswith("bearer ") else "")
+        if not hmac.compare_digest(given.encode(), cfg.api_key.encode()):
+            raise ApiError(401, f"missing or wrong API key (send it as {API_KEY_HEADER} or Authorization: Bearer)", {"WWW-Authenticate": "Bearer"})
+
+    async def run(worker: str, item: Any) -> Any:
+        try:
+            result = await asyncio.wait_for(workers[worker].submit(item), cfg.timeout_s)
+        except Overloaded as e:
+            raise ApiError(429, str(e), {"Retry-After": str(e.retry_after)}) from None
+        except asyncio.TimeoutError:
+            raise ApiError(504, f"no result within {cfg.timeout_s:g} s") from None
+        if isinstance(result, SpeechLMError):
+            raise ApiError(400, str(result))
+        return result
+
+    async def read_audio(request: Request) -> tuple[Any, str]:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "multipart/form-data":
+            try:
+                form = await request.form(max_files=1, max_fields=8)
+            except ApiError:
+                raise
+            except Exception as e:  # python-multipart's parse errors, too many files or fields
+                raise ApiError(400, f"malformed multipart body ({e})") from None
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise ApiError(400, "multipart body needs the audio as a file field named 'file'")
+            data, name = await upload.read(), upload.filename or "upload"
+        elif ctype.startswith("audio/") or ctype == "application/octet-stream":
+            data, name = await request.body(), "request body"
+        else:
+            raise ApiError(415, f"content type {ctype or '(none)'!r} is not audio; send one of {', '.join(AUDIO_TYPES)}")
+        try:
+            audio = await asyncio.to_thread(decode_audio, data, name)
+        except AudioError as e:
+            raise ApiError(400, str(e)) from None
+        if audio.size > cfg.max_audio_seconds * SAMPLE_RATE:
+            raise ApiError(413, f"{name}: {audio.size / SAMPLE_RATE:.1f} s of audio exceeds the {cfg.max_audio_seconds:g} s limit")
+        return audio, name
+
+    def check_text(text: str, field: str) -> str:
+        if len(text) > cfg.max_text_chars:
+            raise ApiError(413, f"{field}: {len(text)} characters exceed the {cfg.max_text_chars} character limit")
+        return text
+
+    def speak_b64(wav) -> str:
+        return base64.b64encode(encode_wav(wav)).decode()
+
+    # -- pages and probes -------------------------------------------------------------------
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/health", summary="liveness: the process answers")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", summary="readiness: models loaded and workers running", responses={503: ERRORS[429] | {"description": "not ready"}})
+    async def ready():
+        alive = {name: w._thread.is_alive() for name, w in workers.items()}
+        if not all(alive.values()):
+            return error_response(503, f"worker(s) not running: {[n for n, ok in alive.items() if not ok]}")
+        return {"status": "ready", "workers": {n: {"depth": w.depth, "capacity": w.capacity} for n, w in workers.items()}}
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics():
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/info", summary="what this server can do and its limits")
+    async def info() -> dict[str, Any]:
+        return {
+            "version": 1,
+            "auth_required": bool(cfg.api_key),
+            "capabilities": {
+                "transcribe": True, "intent": assistant.intent is not None, "generate": assistant.lm is not None,
+                "synthesize": assistant.can_speak, "assistant": True,
+            },
+            "intents": assistant.intent.labels if assistant.intent else [],
+            "voice": assistant.voice,
+            "limits": {"max_upload_mb": cfg.max_upload_mb, "max_audio_seconds": cfg.max_audio_seconds, "max_text_chars": cfg.max_text_chars},
+        }  # fmt: skip
+
+    @app.get("/v1/voices", summary="voices the synthesize endpoint accepts")
+    async def voices() -> list[dict[str, str]]:
+        engines = available_engines()
+        return [{"name": v.name, "engine": v.engine} for v in voice_bank() if v.engine in engines]
+
+    # -- compute endpoints --------------------------------------------------------------------
+    v1 = dict(dependencies=[Depends(require_key)], responses=ERRORS)
+
+    @app.post("/v1/transcribe", summary="speech to text", openapi_extra=AUDIO_BODY, **v1)
+    async def transcribe(request: Request, beam: int = Query(1, ge=1, le=64, description="CTC beam size; 1 = greedy")) -> TranscribeResponse:
+        start = time.perf_counter()
+        audio, _ = await read_audio(request)
+        text = await run("asr", (audio, beam))
+        return TranscribeResponse(text=text, duration_s=audio.size / SAMPLE_RATE, processing_ms=1000 * (time.perf_counter() - start))
+
+    @app.post("/v1/intent", summary="the intent of a text", **v1)
+    async def intent(req: IntentRequest) -> IntentResponse:
+        if assistant.intent is None:
+            raise ApiError(501, "no intent model is loaded (start the server with --intent-model DIR)")
+        check_text(req.text, "text")
+        pred = await run("text", lambda: assistant.classify([req.text])[0])
+        return IntentResponse(intent=pred.intent, confidence=pred.confidence, scores=pred.scores)
+
+    @app.post("/v1/generate", summary="continue a text with the language model", **v1)
+    async def generate(req: GenerateRequest) -> GenerateResponse:
+        if assistant.lm is None:
+            raise ApiError(501, "no language model is loaded (start the server with --lm DIR)")
+        check_text(req.prompt, "prompt")
+        opts = GenerationOptions(req.max_new_tokens, req.temperature, req.top_k, req.top_p, req.seed)
+        return GenerateResponse(text=await run("text", lambda: assistant.continue_text(req.prompt, opts)))
+
+    @app.post(
+        "/v1/synthesize", summary="text to speech (WAV)", response_class=Response,
+        responses={**ERRORS, 200: {"content": {"audio/wav": {}}, "description": "16 kHz 16-bit mono WAV"}},
+        dependencies=[Depends(require_key)],
+    )  # fmt: skip
+    async def synthesize(req: SynthesizeRequest) -> Response:
+        if not assistant.can_speak:
+            raise ApiError(501, "no speech synthesis engine is installed on the server")
+        check_text(req.text, "text")
+        wav = await run("tts", (req.text, req.voice))
+        return Response(encode_wav(wav), media_type="audio/wav")
+
+    @app.post("/v1/assistant", summary="speech in: transcript, intent, reply and the reply spoken", openapi_extra=AUDIO_BODY, **v1)
+    async def assistant_turn(
+        request: Request, speak: bool = Query(True, description="also return the reply as audio")
+    ) -> AssistantResponse:
+        timings: dict[str, float] = {}
+        tick = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal tick
+            now = time.perf_counter()
+            timings[name] = round(1000 * (now - tick), 1)
+            tick = now
+
+        audio, _ = await read_audio(request)
+        lap("read")
+        transcript = await run("asr", (audio, 1))
+        lap("transcribe")
+        pred = None
+        if assistant.intent is not None and transcript:
+            pred = await run("text", lambda: assistant.classify([transcript])[0])
+            lap("intent")
+        reply = await run("text", lambda: assistant.reply(transcript, pred.intent if pred else None))
+        lap("reply")
+        audio_b64 = None
+        if speak and assistant.can_speak:
+            audio_b64 = speak_b64(await run("tts", (reply, None)))
+            lap("speak")
+        return AssistantResponse(
+            transcript=transcript, intent=pred.intent if pred else None, confidence=pred.confidence if pred else None,
+            reply=reply, reply_audio=audio_b64, timings_ms=timings,
+        )  # fmt: skip
+
+    return app

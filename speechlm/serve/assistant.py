@@ -1,0 +1,155 @@
+"""The voice assistant pipeline, independent of HTTP: speech -> transcript -> intent -> reply -> speech.
+
+Every stage is a model loaded once; the server calls these methods from its worker threads.
+
+>>> a = Assistant.load("runs/demo/model", intent_dir="runs/intent")   # doctest: +SKIP
+>>> a.reply("what time is it", "get_time_date")                       # doctest: +SKIP
+'It is 9:41 on Monday, November 23.'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import string
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from speechlm.data.synth import Voice, available_engines, synthesize, voice_bank
+from speechlm.decode.ctc import DecodingOptions
+from speechlm.decode.generate import GenerationOptions, generate
+from speechlm.decode.transcribe import Recognizer
+from speechlm.errors import SpeechLMError
+from speechlm.intent import IntentClassifier, IntentPrediction
+
+DEFAULT_VOICE = "espeak-en-us-steph-100"
+PLACEHOLDERS = ("transcript", "intent", "time", "date")  # what a reply template may use
+FALLBACK_REPLY = "You said: {transcript}."
+DEFAULT_REPLIES = {
+    "set_alarm": "Okay, I would set an alarm for you: {transcript}.",
+    "set_timer": "Okay, I would start a timer: {transcript}.",
+    "get_weather": "I cannot look outside yet, but you asked about the weather.",
+    "play_music": "I would play that for you now.",
+    "control_lights": "Okay, the lights.",
+    "send_message": "I would send that message.",
+    "get_time_date": "It is {time} on {date}.",
+    "calculate": "I heard a calculation: {transcript}.",
+    "reminder": "I will remind you.",
+    "general": FALLBACK_REPLY,
+}
+
+
+class ReplyError(SpeechLMError):
+    """A reply-template file is unreadable or a template uses an unknown placeholder."""
+
+
+def check_template(template: str, where: str) -> str:
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:
+        raise ReplyError(f"{where}: malformed template {template!r} ({e})") from None
+    unknown = [f for f in fields if f not in PLACEHOLDERS]
+    if unknown:
+        raise ReplyError(f"{where}: unknown placeholder(s) {unknown} in {template!r}; allowed: {list(PLACEHOLDERS)}")
+    return template
+
+
+def read_replies(path: str | Path | None) -> dict[str, str]:
+    """Reply templates by intent: the defaults, updated from a JSON object file ``{intent: template}``.
+    The key ``"*"`` replaces the fallback used for intents without a template."""
+    replies = dict(DEFAULT_REPLIES, **{"*": FALLBACK_REPLY})
+    if path is None:
+        return replies
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReplyError(f"{path}: cannot read reply templates ({e})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ReplyError(f"{path}: expected a JSON object mapping intent names to template strings")
+    replies.update({k: check_template(v, f"{path}: {k!r}") for k, v in data.items()})
+    return replies
+
+
+def find_voice(name: str) -> Voice:
+    by_name = {v.name: v for v in voice_bank() if v.engine in available_engines()}
+    if name not in by_name:
+        raise SpeechLMError(f"unknown or unavailable voice {name!r}; GET /v1/voices lists them")
+    return by_name[name]
+
+
+@dataclasses.dataclass
+class Assistant:
+    recognizer: Recognizer
+    intent: IntentClassifier | None = None
+    lm: tuple | None = None  # (config, model, tokenizer, special tokens) of a causal/LSTM LM
+    voice: str = DEFAULT_VOICE  # default synthesis voice
+    replies: dict[str, str] = dataclasses.field(default_factory=lambda: read_replies(None))
+    reply_source: str = "templates"  # "templates" or "lm" (continue the transcript with the LM)
+
+    def __post_init__(self):
+        if self.reply_source not in ("templates", "lm"):
+            raise SpeechLMError(f"reply source must be 'templates' or 'lm', got {self.reply_source!r}")
+        if self.reply_source == "lm" and self.lm is None:
+            raise SpeechLMError("replies from the LM need a language model (--lm DIR)")
+        if self.can_speak:
+            find_voice(self.voice)
+
+    @classmethod
+    def load(
+        cls, asr_dir: str | Path, intent_dir: str | Path | None = None, lm_dir: str | Path | None = None,
+        voice: str = DEFAULT_VOICE, replies: str | Path | None = None, reply_source: str = "templates",
+    ) -> "Assistant":  # fmt: skip
+        from speechlm.train.text import load_lm_dir
+
+        return cls(
+            Recognizer.load(asr_dir),
+            IntentClassifier.load(intent_dir) if intent_dir else None,
+            load_lm_dir(lm_dir) if lm_dir else None,
+            voice,
+            read_replies(replies),
+            reply_source,
+        )  # fmt: skip
+
+    @property
+    def can_speak(self) -> bool:
+        return bool(available_engines())
+
+    def transcribe(self, audios: Sequence[np.ndarray], beams: Sequence[int]) -> list[str]:
+        """Waveforms with each one's beam size (1 = greedy) -> transcripts; one batch per beam size."""
+        out: list[str] = [""] * len(audios)
+        for beam in sorted(set(beams)):
+            idx = [i for i, b in enumerate(beams) if b == beam]
+            opts = DecodingOptions("beam" if beam > 1 else "greedy", max(1, beam))
+            for i, text in zip(idx, self.recognizer.transcribe([audios[i] for i in idx], opts)):
+                out[i] = text
+        return out
+
+    def classify(self, texts: Sequence[str]) -> list[IntentPrediction]:
+        if self.intent is None:
+            raise SpeechLMError("no intent model is loaded")
+        return self.intent.predict(texts)
+
+    def continue_text(self, prompt: str, opts: GenerationOptions) -> str:
+        if self.lm is None:
+            raise SpeechLMError("no language model is loaded")
+        _, model, tokenizer, special = self.lm
+        return tokenizer.decode(generate(model, tokenizer.encode(prompt), special, opts))
+
+    def reply(self, transcript: str, intent: str | None, now: datetime.datetime | None = None) -> str:
+        if self.reply_source == "lm":
+            return self.continue_text(transcript, GenerationOptions(max_new_tokens=30)) or FALLBACK_REPLY.format(transcript=transcript)
+        if not transcript.strip():
+            return "Sorry, I did not hear anything."
+        now = now or datetime.datetime.now()
+        template = self.replies.get(intent or "", self.replies["*"])
+        return template.format(
+            transcript=transcript, intent=intent or "unknown",
+            time=f"{now.hour}:{now.minute:02d}", date=f"{now:%A}, {now:%B} {now.day}",
+        )  # fmt: skip
+
+    def speak(self, text: str, voice: str | None = None) -> np.ndarray:
+        """Text -> float32 samples at 16 kHz with a bank voice (espeak-ng, flite or festival)."""
+        return synthesize(text, find_voice(voice or self.voice))
