@@ -41,6 +41,28 @@ def greedy_decode(log_probs: torch.Tensor, lens: torch.Tensor) -> list[list[int]
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class AlignedToken:
+    token: int  # token id (never blank)
+    first_frame: int  # first output frame where the best path emits it
+    last_frame: int  # last frame of that run
+
+
+def greedy_alignment(log_probs: torch.Tensor) -> list[AlignedToken]:
+    """One utterance's ``(T, V)`` scores -> the best path's tokens with the frames each one spans."""
+    best = log_probs.argmax(-1).cpu().tolist()
+    out: list[AlignedToken] = []
+    prev = BLANK_ID
+    for t, tok in enumerate(best):
+        if tok != BLANK_ID:
+            if tok == prev:
+                out[-1] = dataclasses.replace(out[-1], last_frame=t)
+            else:
+                out.append(AlignedToken(tok, t, t))
+        prev = tok
+    return out
+
+
 def _logsumexp(a: float, b: float) -> float:
     if a == -math.inf:
         return b

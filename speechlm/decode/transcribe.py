@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Sequence
 
@@ -14,11 +15,47 @@ import numpy as np
 import torch
 
 from speechlm.data.batching import bucket_batches
-from speechlm.decode.ctc import DecodingOptions, decode
-from speechlm.features import SAMPLE_RATE
+from speechlm.decode.ctc import DecodingOptions, decode, greedy_alignment
+from speechlm.features import HOP_LENGTH, SAMPLE_RATE
+from speechlm.models.encoders import SUBSAMPLING
 
 MAX_CHUNK_SECONDS = 30.0  # longer inputs are cut at quiet points so attention memory stays bounded
 MIN_SECONDS = 0.1  # shorter inputs are padded with silence to this length (the encoder's convolutions need frames)
+
+
+FRAME_SECONDS = SUBSAMPLING * HOP_LENGTH / SAMPLE_RATE  # one encoder output frame: 40 ms
+
+
+@dataclasses.dataclass(frozen=True)
+class Word:
+    word: str
+    start: float  # seconds from the start of the audio (CTC spikes: about one frame, 40 ms, of precision)
+    end: float  # seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class Transcript:
+    text: str
+    words: list[Word]  # greedy (best-path) alignment of the same text
+
+
+def words_from_alignment(tokens, tokenizer, offset_seconds: float = 0.0) -> list[Word]:
+    """Group aligned tokens into words by decoding growing prefixes, so character and
+    SentencePiece tokenizers work alike; ``(start, end)`` span the frames of each word's tokens."""
+    ids = [a.token for a in tokens]
+    words: list[list] = []  # [text, first_frame, last_frame]
+    for k, a in enumerate(tokens):
+        if not tokenizer.decode([a.token]).strip():
+            continue  # a word separator
+        current = tokenizer.decode(ids[: k + 1]).split()
+        if len(current) > len(words):
+            words.append([current[-1], a.first_frame, a.last_frame])
+        elif words:
+            words[-1][0], words[-1][2] = current[-1], a.last_frame
+    return [
+        Word(w, round(offset_seconds + first * FRAME_SECONDS, 3), round(offset_seconds + (last + 1) * FRAME_SECONDS, 3))
+        for w, first, last in words
+    ]
 
 
 def split_long(audio: np.ndarray, max_seconds: float = MAX_CHUNK_SECONDS) -> list[np.ndarray]:
@@ -49,7 +86,6 @@ class Recognizer:
 
         return cls(*load_model_dir(model_dir))
 
-    @torch.inference_mode()
     def transcribe(
         self, audios: Sequence[np.ndarray], options: DecodingOptions = DecodingOptions(), batch_seconds: float = 200.0
     ) -> list[str]:
@@ -58,26 +94,41 @@ class Recognizer:
         Inputs longer than :data:`MAX_CHUNK_SECONDS` are transcribed in pieces and joined; inputs
         shorter than :data:`MIN_SECONDS` are padded with trailing silence.
         """
-        pieces, owner = [], []
+        return [t.text for t in self._run(audios, options, batch_seconds, with_words=False)]
+
+    def transcribe_words(self, audios: Sequence[np.ndarray], batch_seconds: float = 200.0) -> list[Transcript]:
+        """Greedy transcripts with each word's start and end time (seconds)."""
+        return self._run(audios, DecodingOptions("greedy"), batch_seconds, with_words=True)
+
+    @torch.inference_mode()
+    def _run(self, audios: Sequence[np.ndarray], options: DecodingOptions, batch_seconds: float, with_words: bool) -> list[Transcript]:
+        pieces, owner, offsets = [], [], []
         min_len = int(MIN_SECONDS * SAMPLE_RATE)
         for n, audio in enumerate(audios):
             if audio.size < min_len:
                 audio = np.pad(audio, (0, min_len - audio.size))
+            start = 0
             for piece in split_long(audio):
                 pieces.append(piece)
                 owner.append(n)
+                offsets.append(start / SAMPLE_RATE)
+                start += piece.size
         durations = [a.size / SAMPLE_RATE for a in pieces]
-        texts: list[str] = [""] * len(pieces)
+        results: list[Transcript] = [Transcript("", [])] * len(pieces)
         for idx in bucket_batches(durations, batch_seconds, 256, seed=0, epoch=0, shuffle=False):
             lens = torch.tensor([pieces[i].size for i in idx])
             batch = torch.zeros(len(idx), int(lens.max()))
             for b, i in enumerate(idx):
                 batch[b, : pieces[i].size] = torch.from_numpy(pieces[i])
             res = self.model(batch, lens)
-            for i, ids in zip(idx, decode(res.logits, res.lens, options)):
-                texts[i] = self.tokenizer.decode(ids)
-        out: list[list[str]] = [[] for _ in audios]
-        for n, text in zip(owner, texts):
-            if text:
-                out[n].append(text)
-        return [" ".join(t) for t in out]
+            for b, (i, ids) in enumerate(zip(idx, decode(res.logits, res.lens, options))):
+                words = []
+                if with_words:
+                    aligned = greedy_alignment(res.logits[b, : int(res.lens[b])].float())
+                    words = words_from_alignment(aligned, self.tokenizer, offsets[i])
+                results[i] = Transcript(self.tokenizer.decode(ids), words)
+        out: list[list[Transcript]] = [[] for _ in audios]
+        for n, t in zip(owner, results):
+            if t.text:
+                out[n].append(t)
+        return [Transcript(" ".join(t.text for t in ts), [w for t in ts for w in t.words]) for ts in out]

@@ -72,8 +72,11 @@ def padding_mask(lens: torch.Tensor, max_len: int) -> torch.Tensor:
     return torch.arange(max_len, device=lens.device)[None, :] < lens[:, None]
 
 
+SUBSAMPLING = 4  # every encoder emits one frame per 4 feature frames (40 ms)
+
+
 class ConvSubsampling(nn.Module):
-    """Two stride-2 convolutions over time (kernel 3): 4x fewer frames.
+    """Two stride-2 convolutions over time (kernel 3): :data:`SUBSAMPLING` x fewer frames.
 
     1-D convolutions over the feature axis cost a few percent of the encoder on a CPU, where
     the 2-D (time x frequency) variant costs more than all the blocks together.

@@ -105,8 +105,15 @@ class SynthesizeRequest(StrictModel):
     voice: str | None = Field(None, description="a name from GET /v1/voices; default: the server's voice")
 
 
+class WordTiming(StrictModel):
+    word: str
+    start: float = Field(description="seconds from the start of the audio")
+    end: float
+
+
 class TranscribeResponse(StrictModel):
     text: str
+    words: list[WordTiming] | None = Field(None, description="word times, when asked for with timestamps=true")
     duration_s: float = Field(description="audio duration in seconds")
     processing_ms: float
 
@@ -202,7 +209,7 @@ def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAP
         return batch
 
     workers = {
-        "asr": BatchWorker("asr", lambda items: assistant.transcribe([a for a, _ in items], [b for _, b in items]), cfg.max_batch, cfg.queue_size),
+        "asr": BatchWorker("asr", lambda items: assistant.transcribe(*zip(*items)), cfg.max_batch, cfg.queue_size),
         "text": BatchWorker("text", run_each(lambda thunk: thunk()), cfg.max_batch, cfg.queue_size),
         "tts": BatchWorker("tts", run_each(lambda args: assistant.speak(*args)), 1, cfg.queue_size),
     }  # fmt: skip
@@ -354,11 +361,20 @@ def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAP
     v1 = dict(dependencies=[Depends(require_key)], responses=ERRORS)
 
     @app.post("/v1/transcribe", summary="speech to text", openapi_extra=AUDIO_BODY, **v1)
-    async def transcribe(request: Request, beam: int = Query(1, ge=1, le=64, description="CTC beam size; 1 = greedy")) -> TranscribeResponse:
+    async def transcribe(
+        request: Request,
+        beam: int = Query(1, ge=1, le=64, description="CTC beam size; 1 = greedy"),
+        timestamps: bool = Query(False, description="also return each word's start and end (greedy decoding only)"),
+    ) -> TranscribeResponse:
         start = time.perf_counter()
+        if timestamps and beam > 1:
+            raise ApiError(422, "timestamps: word times come from the greedy alignment; use beam=1")
         audio, _ = await read_audio(request)
-        text = await run("asr", (audio, beam))
-        return TranscribeResponse(text=text, duration_s=audio.size / SAMPLE_RATE, processing_ms=1000 * (time.perf_counter() - start))
+        result = await run("asr", (audio, beam, timestamps))
+        return TranscribeResponse(
+            text=result.text, words=[WordTiming(**dataclasses.asdict(w)) for w in result.words] if timestamps else None,
+            duration_s=audio.size / SAMPLE_RATE, processing_ms=1000 * (time.perf_counter() - start),
+        )  # fmt: skip
 
     @app.post("/v1/intent", summary="the intent of a text", **v1)
     async def intent(req: IntentRequest) -> IntentResponse:
@@ -403,7 +419,7 @@ def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAP
 
         audio, _ = await read_audio(request)
         lap("read")
-        transcript = await run("asr", (audio, 1))
+        transcript = (await run("asr", (audio, 1, False))).text
         lap("transcribe")
         pred = None
         if assistant.intent is not None and transcript:

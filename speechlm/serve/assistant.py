@@ -21,7 +21,7 @@ import numpy as np
 from speechlm.data.synth import Voice, available_engines, synthesize, voice_bank
 from speechlm.decode.ctc import DecodingOptions
 from speechlm.decode.generate import GenerationOptions, generate
-from speechlm.decode.transcribe import Recognizer
+from speechlm.decode.transcribe import Recognizer, Transcript
 from speechlm.errors import SpeechLMError
 from speechlm.intent import IntentClassifier, IntentPrediction
 
@@ -117,14 +117,21 @@ class Assistant:
     def can_speak(self) -> bool:
         return bool(available_engines())
 
-    def transcribe(self, audios: Sequence[np.ndarray], beams: Sequence[int]) -> list[str]:
-        """Waveforms with each one's beam size (1 = greedy) -> transcripts; one batch per beam size."""
-        out: list[str] = [""] * len(audios)
-        for beam in sorted(set(beams)):
-            idx = [i for i, b in enumerate(beams) if b == beam]
-            opts = DecodingOptions("beam" if beam > 1 else "greedy", max(1, beam))
-            for i, text in zip(idx, self.recognizer.transcribe([audios[i] for i in idx], opts)):
-                out[i] = text
+    def transcribe(self, audios: Sequence[np.ndarray], beams: Sequence[int], timestamps: Sequence[bool] | None = None) -> list[Transcript]:
+        """Waveforms with each one's beam size (1 = greedy) and whether it wants word times ->
+        transcripts (``words`` empty unless asked for; times come from the greedy alignment)."""
+        timestamps = timestamps or [False] * len(audios)
+        out: list[Transcript] = [Transcript("", [])] * len(audios)
+        for beam, words in sorted(set(zip(beams, timestamps))):
+            idx = [i for i, key in enumerate(zip(beams, timestamps)) if key == (beam, words)]
+            chosen = [audios[i] for i in idx]
+            if words:
+                results = self.recognizer.transcribe_words(chosen)
+            else:
+                opts = DecodingOptions("beam" if beam > 1 else "greedy", max(1, beam))
+                results = [Transcript(t, []) for t in self.recognizer.transcribe(chosen, opts)]
+            for i, t in zip(idx, results):
+                out[i] = t
         return out
 
     def classify(self, texts: Sequence[str]) -> list[IntentPrediction]:

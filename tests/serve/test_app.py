@@ -16,6 +16,7 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 
 from speechlm.data.audio import decode_audio, encode_wav
+from speechlm.decode.transcribe import Transcript
 from speechlm.serve.app import ServeConfig, create_app
 from speechlm.serve.assistant import Assistant, ReplyError, read_replies
 
@@ -73,7 +74,11 @@ def test_transcribe_multipart_and_raw_body_match_the_recognizer(client, assistan
     raw = client.post("/v1/transcribe", content=wav, headers={"content-type": "audio/wav"})
     assert raw.json()["text"] == expected
     beam = client.post("/v1/transcribe?beam=4", content=wav, headers={"content-type": "application/octet-stream"})
-    assert beam.status_code == 200 and isinstance(beam.json()["text"], str)
+    assert beam.status_code == 200 and isinstance(beam.json()["text"], str) and beam.json()["words"] is None
+    timed = client.post("/v1/transcribe?timestamps=true", content=wav, headers={"content-type": "audio/wav"}).json()
+    assert timed["text"] == expected and " ".join(w["word"] for w in timed["words"]) == expected
+    assert all(0 <= w["start"] < w["end"] <= timed["duration_s"] + 0.1 for w in timed["words"])
+    assert_json_error(client.post("/v1/transcribe?timestamps=true&beam=4", content=wav, headers={"content-type": "audio/wav"}), 422, "beam=1")
 
 
 def test_other_formats_rates_and_channels_are_read(client, assistant, clip):
@@ -234,10 +239,10 @@ class SlowAssistant:
     def __init__(self, base: Assistant, delay: float):
         self.base, self.delay, self.batches = base, delay, []
 
-    def __call__(self, audios, beams):
+    def __call__(self, audios, beams, timestamps):
         self.batches.append(len(audios))
         time.sleep(self.delay)
-        return ["ok"] * len(audios)
+        return [Transcript("ok", [])] * len(audios)
 
 
 async def _burst(app, n: int, body: bytes) -> list[httpx.Response]:
