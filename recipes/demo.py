@@ -7,7 +7,8 @@ Usage:
     .venv/bin/python recipes/demo.py --train-sentences 500 --pretrain-minutes 1 --finetune-minutes 1   # a quick look
 
 Writes runs/demo/: model/ (the recognizer fine-tuned from the pretrained encoder), pretrain/
-(the self-supervised encoder), scratch/ (the same labels, no pretraining), checkpoints/,
+(the self-supervised encoder), scratch/ (the same labels, no pretraining), intent/ (the
+assistant's text intent classifier, served by `speechlm serve`), checkpoints/,
 tensorboard/ and report/ (report.md, loss.png, summary.json, per-utterance results).
 Re-running reuses the synthesized audio.
 """
@@ -32,6 +33,7 @@ from speechlm.config import ASRConfig, SpeechPretrainConfig, to_dict  # noqa: E4
 from speechlm.data.manifest import read_manifest  # noqa: E402
 from speechlm.decode.transcribe import Recognizer  # noqa: E402
 from speechlm.evaluate import evaluate  # noqa: E402
+from speechlm.intent import IntentClassifier, read_labeled_text  # noqa: E402
 from speechlm.models.encoders import small  # noqa: E402
 from speechlm.train.asr import train_asr  # noqa: E402
 from speechlm.train.finetune import config_from_pretrained  # noqa: E402
@@ -106,6 +108,14 @@ def main() -> None:
     ev_scratch = evaluate(Recognizer.load(run / "scratch" / "model"), test)
     engine_wer, engine_wer_scratch = wer_by_engine(ev.rows), wer_by_engine(ev_scratch.rows)
 
+    # the assistant's second stage: intents from the training sentences' labels, scored on the
+    # test sentences as written and as the recognizer heard them (the pipeline `speechlm serve` runs)
+    intent = IntentClassifier.train(*read_labeled_text([train_manifest]))
+    intent.save(run / "intent")
+    labels = [u.label for u in test]
+    intent_acc_text = sum(p.intent == y for p, y in zip(intent.predict([u.text for u in test]), labels)) / len(test)
+    intent_acc_asr = sum(p.intent == y for p, y in zip(intent.predict([r["hypothesis"] for r in ev.rows]), labels)) / len(test)
+
     report = run / "report"
     report.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
@@ -129,6 +139,8 @@ def main() -> None:
         "labeled_fraction": args.labeled_fraction,
         "pretrain_steps": pre.steps,
         "pretrain_masked_acc": pre.history[-1].get("masked_acc") if pre.history else None,
+        "intent_acc_reference_text": intent_acc_text,
+        "intent_acc_transcripts": intent_acc_asr,
         "train_steps": result.steps,
         "train_steps_scratch": scratch.steps,
         "train_audio_hours": sum(u.duration for u in read_manifest(train_manifest)) / 3600,
@@ -158,6 +170,9 @@ def main() -> None:
         "|---|---|---|",
         *[f"| {e} | {w:.2%} | {engine_wer_scratch.get(e, float('nan')):.2%} |" for e, w in engine_wer.items()],
         "",
+        f"Intent of the test commands (10 intents): {intent_acc_text:.1%} from the reference text, "
+        f"{intent_acc_asr:.1%} from the fine-tuned model's transcripts (the assistant pipeline).",
+        "",
         "![loss](loss.png)",
         "",
         "| voice | reference | hypothesis |",
@@ -174,7 +189,9 @@ def main() -> None:
     print("WER by engine (pretrained / scratch): " + ", ".join(f"{e} {w:.1%} / {engine_wer_scratch.get(e, float('nan')):.1%}" for e, w in engine_wer.items()))
     for r in examples[:4]:
         print(f"  REF: {r['reference']}\n  HYP: {r['hypothesis']}   [{r['speaker']}]")
+    print(f"intent accuracy: {intent_acc_text:.1%} on the reference text, {intent_acc_asr:.1%} on the transcripts")
     print(f"report: {report / 'report.md'}   model: {run / 'model'}   total {summary['total_minutes']:.1f} min")
+    print(f"talk to it: .venv/bin/speechlm serve {run} --intent-model {run / 'intent'}   then open http://127.0.0.1:8000/")
 
 
 if __name__ == "__main__":

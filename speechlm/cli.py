@@ -217,6 +217,18 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
 
     rec = Recognizer.load(args.model_dir)
     audios = [load_audio(f) for f in args.files]
+    if args.timestamps:
+        if args.beam > 1:
+            raise SystemExit("error: --timestamps come from the greedy alignment; drop --beam")
+        for f, t in zip(args.files, rec.transcribe_words(audios)):
+            words = [dataclasses.asdict(w) for w in t.words]
+            if args.json:
+                print(json.dumps({"audio_filepath": f, "text": t.text, "words": words}))
+            else:
+                print(f"{f}\t{t.text}" if len(args.files) > 1 else t.text)
+                for w in t.words:
+                    print(f"  {w.start:7.2f} {w.end:7.2f}  {w.word}")
+        return
     texts = rec.transcribe(audios, _decoding(args))
     for f, t in zip(args.files, texts):
         print(json.dumps({"audio_filepath": f, "text": t}) if args.json else (f"{f}\t{t}" if len(args.files) > 1 else t))
@@ -406,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "transcribe":
             s.add_argument("files", nargs="+", help="audio files (wav, flac, ogg, mp3 ...)")
             s.add_argument("--json", action="store_true", help="one JSON object per line")
+            s.add_argument("--timestamps", action="store_true", help="each word's start and end in seconds (greedy decoding)")
             s.set_defaults(func=cmd_transcribe)
         else:
             s.add_argument("manifest", help="JSON Lines manifest with transcripts")

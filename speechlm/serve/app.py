@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -208,9 +209,14 @@ def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAP
 
         return batch
 
+    def torch_threads() -> None:
+        # a new thread runs torch ops on an OpenMP team of its own; without this it is not sized
+        # like the main thread's and a 5 s clip took 1.5x as long (measured: 56 vs 37 ms)
+        torch.set_num_threads(torch.get_num_threads())
+
     workers = {
-        "asr": BatchWorker("asr", lambda items: assistant.transcribe(*zip(*items)), cfg.max_batch, cfg.queue_size),
-        "text": BatchWorker("text", run_each(lambda thunk: thunk()), cfg.max_batch, cfg.queue_size),
+        "asr": BatchWorker("asr", lambda items: assistant.transcribe(*zip(*items)), cfg.max_batch, cfg.queue_size, torch_threads),
+        "text": BatchWorker("text", run_each(lambda thunk: thunk()), cfg.max_batch, cfg.queue_size, torch_threads),
         "tts": BatchWorker("tts", run_each(lambda args: assistant.speak(*args)), 1, cfg.queue_size),
     }  # fmt: skip
     for name, w in workers.items():

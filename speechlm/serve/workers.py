@@ -32,11 +32,15 @@ class BatchWorker:
     batch in progress). ``depth`` is the number of requests waiting or running.
     """
 
-    def __init__(self, name: str, fn: Callable[[Sequence[Any]], Sequence[Any]], max_batch: int = 8, queue_size: int = 16):
+    def __init__(
+        self, name: str, fn: Callable[[Sequence[Any]], Sequence[Any]], max_batch: int = 8, queue_size: int = 16,
+        initializer: Callable[[], None] | None = None,
+    ):  # fmt: skip
         if max_batch < 1 or queue_size < 1:
             raise ValueError(f"{name} worker: max_batch and queue_size must be >= 1")
         self.name = name
         self.fn = fn
+        self.initializer = initializer  # run once on the worker thread before the first batch
         self.max_batch = max_batch
         self.queue_size = queue_size
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -72,6 +76,8 @@ class BatchWorker:
         return await future
 
     def _loop(self) -> None:
+        if self.initializer is not None:
+            self.initializer()
         while True:
             first = self._queue.get()
             if first is None:
