@@ -89,7 +89,7 @@ class MemoryWatch:
 
 async def phase(url: str, body: bytes, concurrency: int, requests: int, time_limit: float) -> dict:
     """``requests`` POSTs with ``concurrency`` in flight, stopping early at ``time_limit`` seconds."""
-    latencies, codes = [], {}
+    latencies, server_ms, codes = [], [], {}
     retry_after = []
     next_index = 0
     deadline = time.perf_counter() + time_limit
@@ -106,6 +106,7 @@ async def phase(url: str, body: bytes, concurrency: int, requests: int, time_lim
                 codes[r.status_code] = codes.get(r.status_code, 0) + 1
                 if r.status_code == 200:
                     latencies.append(1000 * elapsed)
+                    server_ms.append(r.json()["processing_ms"])
                 elif r.status_code == 429:
                     retry_after.append(int(r.headers["Retry-After"]))
 
@@ -115,7 +116,7 @@ async def phase(url: str, body: bytes, concurrency: int, requests: int, time_lim
     return {
         "concurrency": concurrency, "sent": sum(codes.values()), "ok": codes.get(200, 0), "wall_s": round(wall, 2),
         "rps": codes.get(200, 0) / wall, "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
-        "p99_ms": percentile(latencies, 99), "count_429": codes.get(429, 0),
+        "p99_ms": percentile(latencies, 99), "server_p95_ms": percentile(server_ms, 95), "count_429": codes.get(429, 0),
         "count_5xx": sum(n for c, n in codes.items() if c >= 500), "codes": {str(k): v for k, v in sorted(codes.items())},
         "retry_after_s": sorted(set(retry_after)),
     }  # fmt: skip
@@ -125,16 +126,24 @@ def in_process(model: str, clip: np.ndarray, repeats: int) -> dict:
     """The peer: the same recognizer called directly (no HTTP, no queue)."""
     rec = Recognizer.load(model)
     rec.transcribe([clip] * 8)  # warm-up
-    single = []
+    single, paused = [], []
     for _ in range(repeats):
         start = time.perf_counter()
         rec.transcribe([clip])
         single.append(1000 * (time.perf_counter() - start))
+    for _ in range(repeats):  # as a server sees them: a short idle gap before each request
+        time.sleep(0.01)
+        start = time.perf_counter()
+        rec.transcribe([clip])
+        paused.append(1000 * (time.perf_counter() - start))
     start = time.perf_counter()
     for _ in range(max(1, repeats // 4)):
         rec.transcribe([clip] * 8)
     batch_rps = 8 * max(1, repeats // 4) / (time.perf_counter() - start)
-    return {"p50_ms": percentile(single, 50), "p95_ms": percentile(single, 95), "rps_batch8": batch_rps}
+    return {
+        "p50_ms": percentile(single, 50), "p95_ms": percentile(single, 95), "rps_batch8": batch_rps,
+        "p50_ms_after_idle": percentile(paused, 50), "p95_ms_after_idle": percentile(paused, 95),
+    }  # fmt: skip
 
 
 def start_server(model: str, intent: str, port: int, max_batch: int, queue_size: int) -> subprocess.Popen:
@@ -170,7 +179,7 @@ def main() -> None:
     clip = make_clip()
     body = encode_wav(clip)
     peer = in_process(args.model, clip, repeats=30)
-    print(f"in-process: p50 {peer['p50_ms']:.1f} ms, p95 {peer['p95_ms']:.1f} ms, batch-8 {peer['rps_batch8']:.1f} clips/s")
+    print(f"in-process: p50 {peer['p50_ms']:.1f} ms, p95 {peer['p95_ms']:.1f} ms (after idle {peer['p95_ms_after_idle']:.1f}), batch-8 {peer['rps_batch8']:.1f} clips/s")
 
     with tempfile.TemporaryDirectory() as tmp:
         intent = Path(tmp) / "intent"
@@ -207,8 +216,9 @@ def main() -> None:
         "count_429_overload": over["count_429"],
     }
     table = markdown_table(
-        ["phase", "in flight", "ok / sent", "req/s", "p50 ms", "p95 ms", "p99 ms", "429", "5xx", "peak RSS MB"],
-        [[k, r["concurrency"], f"{r['ok']}/{r['sent']}", round(r["rps"], 1), *(round(r[q], 1) if r[q] else "-" for q in ("p50_ms", "p95_ms", "p99_ms")),
+        ["phase", "in flight", "ok / sent", "req/s", "p50 ms", "p95 ms", "p99 ms", "server p95 ms", "429", "5xx", "peak RSS MB"],
+        [[k, r["concurrency"], f"{r['ok']}/{r['sent']}", round(r["rps"], 1),
+          *(round(r[q], 1) if r[q] else "-" for q in ("p50_ms", "p95_ms", "p99_ms", "server_p95_ms")),
           r["count_429"], r["count_5xx"], r["peak_rss_mb"]] for k, r in rows.items()],
     )  # fmt: skip
     body_md = f"""Clip: {CLIP_SECONDS} s WAV ({len(body) / 1024:.0f} KB), POST /v1/transcribe, model `{args.model}`.
@@ -216,10 +226,15 @@ Server: `speechlm serve` defaults (max batch {args.max_batch}, queue {args.queue
 
 {table}
 
-**Peer, same run: the recognizer called in-process** — batch 1: p50 {peer['p50_ms']:.1f} ms, p95 {peer['p95_ms']:.1f} ms; batches of 8: {peer['rps_batch8']:.1f} clips/s.
-- HTTP + queue overhead at concurrency 1: p95 {c1['p95_ms']:.1f} ms vs {peer['p95_ms']:.1f} ms in-process (**{c1['p95_ms'] / peer['p95_ms']:.2f}x**).
+**Peer, same run: the recognizer called in-process** — batch 1 back to back: p50 {peer['p50_ms']:.1f} ms, p95 {peer['p95_ms']:.1f} ms; batch 1 after 10 ms idle (as requests arrive at a server): p50 {peer['p50_ms_after_idle']:.1f} ms, p95 {peer['p95_ms_after_idle']:.1f} ms; batches of 8: {peer['rps_batch8']:.1f} clips/s.
+- HTTP + queue overhead at concurrency 1: p95 {c1['p95_ms']:.1f} ms vs {peer['p95_ms']:.1f} ms in-process back to back (**{c1['p95_ms'] / peer['p95_ms']:.2f}x**), {peer['p95_ms_after_idle']:.1f} ms in-process after idle (**{c1['p95_ms'] / peer['p95_ms_after_idle']:.2f}x**).
 - Throughput at concurrency 8: {c8['rps']:.1f} req/s = **{c8['rps'] / peer['rps_batch8']:.2f}x** the in-process batch-8 rate (dynamic batching).
 - Overload ({over['concurrency']} in flight = 4x capacity): {over['count_429']} answered 429 (Retry-After {over['retry_after_s']} s), {over['count_5xx']} 5xx; server RSS {idle_rss:.0f} MB idle, peak {over['peak_rss_mb']:.0f} MB, {final_rss:.0f} MB after.
+
+Latencies are measured by the client (the figures the targets refer to); "server p95" is the
+time from the request reaching the endpoint to its answer, as the server reports it in
+`processing_ms`. The load generator runs on the same 2 cores as the server: under overload its
+96 coroutines compete with the server for CPU, which inflates the client-side figures.
 
 Targets: p95 < 150 ms at concurrency 1 — **{'met' if c1['p95_ms'] < 150 else 'not met'}** ({c1['p95_ms']:.1f} ms); ≥ 20 req/s at concurrency 8 — **{'met' if c8['rps'] >= 20 else 'not met'}** ({c8['rps']:.1f}); zero 5xx — **{'met' if headline['count_5xx'] == 0 else 'not met'}**.
 """

@@ -290,6 +290,10 @@ def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAP
         return result
 
     async def read_audio(request: Request) -> tuple[Any, str]:
+        try:
+            workers["asr"].check_capacity()  # refuse before reading and decoding the upload
+        except Overloaded as e:
+            raise ApiError(429, str(e), {"Retry-After": str(e.retry_after)}) from None
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "multipart/form-data":
             try:

@@ -60,6 +60,12 @@ class BatchWorker:
     def capacity(self) -> int:
         return self.queue_size + self.max_batch
 
+    def check_capacity(self) -> None:
+        """Raise :class:`Overloaded` now if a request would not fit the queue: callers refuse
+        work before spending time reading and decoding its upload."""
+        if self._queue.full():
+            raise Overloaded(self.name, self.retry_after())
+
     def retry_after(self) -> int:
         batches_ahead = math.ceil((self._queue.qsize() + 1) / self.max_batch)
         return max(1, math.ceil(batches_ahead * self._seconds_per_batch))

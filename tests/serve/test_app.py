@@ -296,10 +296,13 @@ def test_batch_worker_orders_results_and_isolates_failures():
     async def main():
         tasks = [asyncio.create_task(worker.submit(0))]
         await asyncio.sleep(0.05)  # item 0 is running (blocked)
+        worker.check_capacity()  # room for more
         tasks += [asyncio.create_task(worker.submit(i)) for i in range(1, 5)]
         await asyncio.sleep(0.05)  # 1-4 wait: the queue is full
         with pytest.raises(Overloaded):
             await worker.submit(99)
+        with pytest.raises(Overloaded):
+            worker.check_capacity()
         gate.set()
         return await asyncio.gather(*tasks)
 
