@@ -139,3 +139,63 @@ def test_text_lm_commands(tmp_path, capsys):
     assert main(["perplexity", str(lm), str(binary)]) == 2
     assert "b.txt: looks like a binary file" in capsys.readouterr().err
     assert main(["generate", str(tmp_path), "--prompt", "x"]) == 2
+
+
+def test_intent_train_predict_and_bad_rows(tmp_path):
+    data = tmp_path / "intents.jsonl"
+    rows = [{"text": t, "label": lab} for t, lab in [("set an alarm for six", "alarm"), ("wake me at seven", "alarm"),
+            ("what's the weather in paris", "weather"), ("will it rain tomorrow", "weather")] * 3]  # fmt: skip
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    r = run_cli("intent", "train", str(tmp_path / "intent"), "--data", str(data), "--valid", str(data))
+    assert r.returncode == 0, r.stderr
+    assert "2 intents from 12 examples" in r.stdout and "held-out accuracy 100.00%" in r.stdout
+    r = run_cli("intent", "predict", str(tmp_path / "intent"), "set the alarm", "is it raining")
+    assert [json.loads(line)["intent"] for line in r.stdout.splitlines()] == ["alarm", "weather"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "hello", "label": "greet"}\n{"text": "bye"}\n')
+    r = run_cli("intent", "train", str(tmp_path / "x"), "--data", str(bad))
+    assert r.returncode == 2 and r.stderr.strip() == f"error: {bad}:2: missing 'label' (or 'intent')"
+    r = run_cli("intent", "predict", str(tmp_path))
+    assert r.returncode == 2
+
+
+def test_serve_answers_over_http_and_refuses_bad_setup(tone_corpus, tmp_path):
+    import socket
+    import time
+    import urllib.request
+
+    from speechlm.data.audio import encode_wav
+    from speechlm.train.asr import train_asr
+
+    train_asr(tiny_asr_config(tone_corpus, max_steps=1), tmp_path / "run", progress=False)
+    replies = tmp_path / "replies.json"
+    replies.write_text('{"set_alarm": "{password}"}')
+    r = run_cli("serve", str(tmp_path / "run"), "--replies", str(replies))
+    assert r.returncode == 2 and "unknown placeholder(s) ['password']" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("serve", str(tmp_path / "missing"))
+    assert r.returncode == 2 and "not a model directory" in r.stderr
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "speechlm.cli", "serve", str(tmp_path / "run"), "--port", str(port), "--api-key", "k"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                ready = json.loads(urllib.request.urlopen(url + "/ready", timeout=1).read())
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert ready["status"] == "ready"
+        req = urllib.request.Request(
+            url + "/v1/transcribe", data=encode_wav(np.zeros(8000, np.float32)), headers={"Content-Type": "audio/wav", "X-API-Key": "k"}
+        )
+        assert set(json.loads(urllib.request.urlopen(req, timeout=30).read())) >= {"text", "duration_s"}
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert f"serving {tmp_path / 'run'} on http://127.0.0.1:{port}/" in out and "API key required" in out
