@@ -21,10 +21,13 @@ from speechlm.errors import SpeechLMError
 from speechlm.models.lm import LanguageModel, SpecialTokens
 
 
+MIN_TEMPERATURE = 1e-5  # below it, sampling is greedy: float32 logits / 1e-309 is 0 / 0
+
+
 @dataclasses.dataclass(frozen=True)
 class GenerationOptions:
     max_new_tokens: int = 40  # stop after this many tokens (or at EOS, or at the model's context)
-    temperature: float = 0.0  # 0 = greedy; otherwise sample from softmax(logits / temperature)
+    temperature: float = 0.0  # 0 (or below 1e-5) = greedy; otherwise sample from softmax(logits / temperature)
     top_k: int = 0  # sample only among the k most likely tokens (0 = all)
     top_p: float = 1.0  # sample only from the smallest set of tokens whose probability reaches top_p
     seed: int = 0  # sampling generator seed
@@ -44,6 +47,7 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
         probs = sorted_logits.softmax(-1)
         # drop a token when the tokens ranked above it already reach top_p
         drop = probs.cumsum(-1) - probs >= top_p
+        drop[0] = False  # the most likely token always stays (a top_p that rounds to 0 in float32 would drop it)
         logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
     return logits
 
@@ -63,10 +67,12 @@ def generate(model: LanguageModel, prompt: list[int], special: SpecialTokens, op
     while len(new) < opts.max_new_tokens and len(ids) + len(new) < model.cfg.context:
         logits = out.logits[0, -1].float().cpu()
         logits[special.bos] = logits[special.mask] = logits[0] = float("-inf")  # never padding or specials
-        if opts.temperature == 0:
+        if opts.temperature < MIN_TEMPERATURE:
             nxt = int(logits.argmax())
         else:
-            probs = filter_logits(logits / opts.temperature, opts.top_k, opts.top_p).softmax(-1)
+            # shift by the max first: a small temperature then sends the others to -inf, not inf - inf = nan
+            scaled = (logits - logits.max()) / opts.temperature
+            probs = filter_logits(scaled, opts.top_k, opts.top_p).softmax(-1)
             nxt = int(torch.multinomial(probs, 1, generator=gen))
         if nxt == special.eos:
             break

@@ -19,6 +19,7 @@ def test_top_k_and_top_p_filters():
     assert torch.isfinite(filter_logits(logits, 0, 0.7)).tolist() == [True, True, False, False]
     assert torch.isfinite(filter_logits(logits, 0, 0.5)).tolist() == [True, False, False, False]
     assert torch.isfinite(filter_logits(logits, 0, 0.81)).tolist() == [True, True, True, False]
+    assert torch.isfinite(filter_logits(logits, 0, 5e-324)).tolist() == [True, False, False, False]  # 0 in float32
 
 
 def test_greedy_is_the_argmax_path_and_sampling_is_seeded():
@@ -47,3 +48,15 @@ def test_bad_requests_are_clear_errors():
         generate(model("mlm"), [3], SP, GenerationOptions())
     with pytest.raises(ValueError):
         GenerationOptions(top_p=0)
+
+
+@pytest.mark.parametrize("temperature", [2.2e-309, 1e-30, 1e-8, 1e-4, 1e4])
+def test_extreme_temperatures_sample_valid_tokens(temperature):
+    """Found by fuzzing the server: logits / 1e-30 overflowed to inf, and a float32 0 / 2.2e-309
+    is NaN, so softmax gave NaN."""
+    m = model()
+    greedy = generate(m, [3, 4], SP, GenerationOptions(max_new_tokens=4))
+    ids = generate(m, [3, 4], SP, GenerationOptions(max_new_tokens=4, temperature=temperature, top_k=3, top_p=0.5))
+    assert all(0 < i < SP.bos for i in ids)
+    if temperature < 1e-6:
+        assert ids == greedy  # a vanishing temperature is greedy decoding

@@ -7,6 +7,8 @@ long prompt can exceed the LM's context, so schemathesis' positive-data-acceptan
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
@@ -18,7 +20,10 @@ schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is a dev
 from schemathesis.checks import positive_data_acceptance  # noqa: E402
 from schemathesis.generation import GenerationMode  # noqa: E402
 
-EXAMPLES = 20  # per operation and mode: bounded, so the suite stays fast
+# per operation and mode: bounded and derandomized so the suite stays fast and reproducible;
+# SPEECHLM_FUZZ_EXAMPLES=500 runs a longer, randomized search
+EXAMPLES = int(os.environ.get("SPEECHLM_FUZZ_EXAMPLES", "20"))
+RANDOM = "SPEECHLM_FUZZ_EXAMPLES" in os.environ
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +42,7 @@ def test_api_never_fails_and_matches_its_schema(api_schema, mode):
     for op in operations:
 
         @given(case=op.as_strategy(generation_mode=mode))
-        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=not RANDOM)
         def check(case):
             headers = {"X-API-Key": "fuzz-key"} if case.path.startswith("/v1/") else {}
             case.call_and_validate(headers=headers, excluded_checks=[positive_data_acceptance])
