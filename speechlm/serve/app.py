@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -64,10 +64,12 @@ class ServeConfig:
             raise ValueError("max_upload_mb, max_audio_seconds and timeout_s must be positive")
 
 
-class ApiError(Exception):
+class ApiError(HTTPException):
+    """A 4xx/5xx answer with a message. An HTTPException, so FastAPI passes it through unchanged
+    even from inside its own body parsing (where the upload limit is enforced)."""
+
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
+        super().__init__(status, message, headers)
 
 
 class StrictModel(BaseModel):
@@ -250,10 +252,6 @@ def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAP
             "default-src 'self'; media-src 'self' blob: data:; img-src 'self' data:; frame-ancestors 'none'"
         )
         return response
-
-    @app.exception_handler(ApiError)
-    async def _api_error(request, exc: ApiError):
-        return error_response(exc.status, exc.message, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException is a subclass
     async def _http_error(request, exc: StarletteHTTPException):

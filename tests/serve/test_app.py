@@ -123,6 +123,9 @@ def test_size_limits(assistant, clip):
                 yield big[i : i + 8192]
 
         assert_json_error(c.post("/v1/transcribe", content=chunks(), headers={"content-type": "audio/wav"}), 413, "limit")
+        big_json = b'{"text": "' + b"a" * 60_000 + b'"}'
+        streamed = (big_json[i : i + 8192] for i in range(0, len(big_json), 8192))
+        assert_json_error(c.post("/v1/intent", content=streamed, headers={"content-type": "application/json"}), 413, "limit")
         long = encode_wav(np.zeros(int(16000 * 1.5), np.float32))  # 48 KB, but 1.5 s > 1 s
         assert_json_error(c.post("/v1/transcribe", content=long, headers={"content-type": "audio/wav"}), 413, "1.5 s")
         assert_json_error(c.post("/v1/intent", json={"text": "x" * 21}), 413, "20 character")
