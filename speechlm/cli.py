@@ -11,6 +11,8 @@ Usage:
     speechlm perplexity runs/lm held_out.txt
     speechlm transcribe runs/asr clip.wav other.flac
     speechlm evaluate runs/asr data/test/manifest.jsonl
+    speechlm finetune runs/kws --task classify --init runs/ssl --train-manifest data/kws.jsonl --peft lora
+    speechlm predict runs/kws clip.wav
     speechlm intent train runs/intent --data data/train/manifest.jsonl
     speechlm intent predict runs/intent "set an alarm for seven"
     speechlm serve runs/asr --intent-model runs/intent --port 8000
@@ -124,12 +126,63 @@ def cmd_train(args: argparse.Namespace) -> None:
                       ("freeze_encoder_steps", "freeze_encoder_steps"), ("layer_decay", "layer_decay")):  # fmt: skip
         if getattr(args, flag, None) is not None:
             overrides.append(f"finetune.{key}={getattr(args, flag)}")
+    if getattr(args, "task", "asr") == "classify":
+        from speechlm.config import ClassifyConfig
+        from speechlm.train.classify import train_classifier
+
+        for flag in ("peft", "lora_rank", "pooling"):
+            value = getattr(args, flag, None)
+            if value is not None:
+                overrides.append({"peft": "peft.method", "lora_rank": "peft.rank", "pooling": "head.pooling"}[flag] + f"={value}")
+        if getattr(args, "layer_weights", False):
+            overrides.append("head.layer_weights=true")
+        if args.valid_manifest:
+            overrides.append(f"data.valid_manifest={args.valid_manifest}")
+        cfg = _run_config(ClassifyConfig, args, overrides)
+        result = train_classifier(cfg, args.run_dir, resume=args.resume)
+        print(f"done: {result.steps} steps, final loss {result.final_loss:.4f}; model -> {Path(args.run_dir) / 'model'}")
+        if cfg.data.valid_manifest:
+            _report_classifier(Path(args.run_dir) / "model", cfg.data.valid_manifest, Path(args.run_dir) / "valid")
+        return
     cfg = _run_config(ASRConfig, args, overrides)
     result = train_asr(cfg, args.run_dir, resume=args.resume)
     print(
         f"done: {result.steps} steps, final loss {result.final_loss:.4f}, "
         f"{result.throughput:.1f} audio-s/s; model -> {Path(args.run_dir) / 'model'}"
     )
+
+
+def _report_classifier(model_dir: Path, manifest: str, out: Path | None) -> None:
+    from speechlm.train.classify import Classifier, evaluate_classifier, plot_confusion, read_labeled
+
+    clf = Classifier.load(model_dir)
+    report, rows, _ = evaluate_classifier(clf, read_labeled(manifest))
+    s = report.summary()
+    print(f"accuracy {s['accuracy']:.2%}  macro P/R/F1 {s['macro_precision']:.3f}/{s['macro_recall']:.3f}/{s['macro_f1']:.3f}  ({s['examples']} utterances)")
+    for lab, m in report.per_class.items():
+        print(f"  {lab:24s} precision {m['precision']:.3f}  recall {m['recall']:.3f}  f1 {m['f1']:.3f}  n={m['support']}")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps({"summary": s, "per_class": report.per_class, "confusion": report.confusion,
+                                                     "labels": report.labels, "utterances": rows}, indent=1))  # fmt: skip
+        plot_confusion(report, out / "confusion.png")
+        print(f"report -> {out / 'report.json'}, confusion matrix -> {out / 'confusion.png'}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from speechlm.data.audio import load_audio
+    from speechlm.train.classify import Classifier
+
+    clf = Classifier.load(args.model_dir)
+    for f, (label, conf) in zip(args.files, clf.predict([load_audio(f) for f in args.files])):
+        print(json.dumps({"audio_filepath": f, "label": label, "confidence": round(conf, 4)}) if args.json else f"{f}\t{label}\t{conf:.3f}")
+
+
+def cmd_merge_adapter(args: argparse.Namespace) -> None:
+    from speechlm.train.classify import checkpoint_bytes, merge_adapter_dir
+
+    out = merge_adapter_dir(args.model_dir, args.out_dir)
+    print(f"merged {args.model_dir} ({checkpoint_bytes(args.model_dir) / 1e6:.2f} MB) -> {out} ({checkpoint_bytes(out) / 1e6:.2f} MB, standalone)")
 
 
 def cmd_pretrain_speech(args: argparse.Namespace) -> None:
@@ -239,6 +292,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from speechlm.decode.transcribe import Recognizer
     from speechlm.evaluate import evaluate
 
+    if (Path(args.model_dir) / "labels.json").is_file() or (Path(args.model_dir) / "model" / "labels.json").is_file():
+        _report_classifier(Path(args.model_dir), args.manifest, Path(args.out).with_suffix("") if args.out else None)
+        return
     rec = Recognizer.load(args.model_dir)
     utts = read_manifest(args.manifest, require_text=True)
     res = evaluate(rec, utts, _decoding(args))
@@ -362,6 +418,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--labeled-minutes", type=float, default=None, help="use this many minutes of labeled audio")
     s.add_argument("--freeze-encoder-steps", type=int, default=None, help="encoder frozen for N steps (-1: throughout)")
     s.add_argument("--layer-decay", type=float, default=None, help="layer-wise learning-rate decay (1 = none)")
+    s.add_argument("--task", choices=["asr", "classify"], default="asr", help="CTC recognition, or utterance classification from manifest labels")
+    s.add_argument("--valid-manifest", default=None, help="classify: labeled manifest scored after training (report + confusion matrix)")
+    s.add_argument("--peft", choices=["none", "lora", "adapter"], default=None, help="classify: freeze the encoder, train LoRA or bottleneck adapters")
+    s.add_argument("--lora-rank", type=int, default=None, help="classify: LoRA rank / adapter width (peft.rank)")
+    s.add_argument("--pooling", choices=["mean", "attentive"], default=None, help="classify: pooling over frames (head.pooling)")
+    s.add_argument("--layer-weights", action="store_true", help="classify: pool a learned weighted sum of every encoder block (SUPERB)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("pretrain", help="self-supervised pretraining of a speech encoder or a text language model")
@@ -412,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("files", nargs="+", help="UTF-8 text files")
     s.set_defaults(func=cmd_perplexity)
 
-    for name, helptext in (("transcribe", "print transcripts of audio files"), ("evaluate", "WER/CER/RTF on a manifest")):
+    for name, helptext in (("transcribe", "print transcripts of audio files"), ("evaluate", "WER/CER/RTF (recognizer) or accuracy/F1/confusion (classifier) on a manifest")):
         s = sub.add_parser(name, help=helptext, formatter_class=DEFAULTS)
         s.add_argument("model_dir", help="model directory (or a run directory with model/)")
         if name == "transcribe":
@@ -426,6 +488,17 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--show", type=int, default=5, help="print this many worst utterances")
             s.set_defaults(func=cmd_evaluate)
         s.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
+
+    s = sub.add_parser("predict", help="labels of audio files from a classifier (finetune --task classify)", formatter_class=DEFAULTS)
+    s.add_argument("model_dir", help="classifier directory (or its run directory)")
+    s.add_argument("files", nargs="+", help="audio files")
+    s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("merge-adapter", help="fold a LoRA/adapter classifier into a standalone model directory", formatter_class=DEFAULTS)
+    s.add_argument("model_dir", help="adapter-only classifier directory")
+    s.add_argument("out_dir", help="output model directory (full weights)")
+    s.set_defaults(func=cmd_merge_adapter)
 
     s = sub.add_parser("intent", help="text intent classifier: train one or predict with one")
     kinds = s.add_subparsers(dest="action", required=True)

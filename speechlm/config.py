@@ -24,8 +24,10 @@ import yaml
 from speechlm.data.augment import AugmentConfig
 from speechlm.data.tokenizer import TokenizerConfig
 from speechlm.features import FeatureConfig, SpecAugmentConfig
+from speechlm.models.classifier import HeadConfig
 from speechlm.models.encoders import EncoderConfig
 from speechlm.models.lm import LMConfig
+from speechlm.models.peft import PeftConfig
 from speechlm.models.speech_ssl import SSLConfig
 from speechlm.train.loop import TrainConfig
 
@@ -72,6 +74,22 @@ class ASRConfig:
     encoder: EncoderConfig = EncoderConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     train: TrainConfig = TrainConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifyConfig:
+    """An utterance classifier (keywords, digits, spoken intent): encoder + pooling head, labels from
+    the manifest's ``label`` field."""
+
+    data: DataConfig = DataConfig(min_duration=0.05)
+    features: FeatureConfig = FeatureConfig()
+    spec_augment: SpecAugmentConfig = SpecAugmentConfig()
+    augment: AugmentConfig = AugmentConfig()
+    encoder: EncoderConfig = EncoderConfig()
+    head: HeadConfig = HeadConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    peft: PeftConfig = PeftConfig()
+    train: TrainConfig = TrainConfig(max_steps=600, lr=1e-3, warmup_steps=60, batch_seconds=30.0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Recognition metrics: word and character error rates through jiwer."""
+"""Metrics: word and character error rates (jiwer); accuracy, macro precision/recall/F1 and
+confusion matrices for classification (scikit-learn)."""
 
 from __future__ import annotations
 
@@ -46,3 +47,36 @@ def utterance_errors(reference: str, hypothesis: str) -> tuple[int, int]:
         return len(hyp.split()), 0
     w = jiwer.process_words(ref, hyp)
     return w.substitutions + w.deletions + w.insertions, len(ref.split())
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationReport:
+    labels: list[str]  # class names, the order of ``confusion``'s rows and columns
+    accuracy: float
+    macro_precision: float
+    macro_recall: float
+    macro_f1: float
+    per_class: dict[str, dict[str, float]]  # label -> precision, recall, f1, support
+    confusion: list[list[int]]  # [true][predicted] counts
+
+    def summary(self) -> dict:
+        scores = {k: getattr(self, k) for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")}
+        return scores | {"examples": int(sum(map(sum, self.confusion)))}
+
+
+def classification_report(truth: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> ClassificationReport:
+    """Accuracy, macro averages over ``labels`` (classes absent from ``truth`` count as 0 recall
+    only if predicted), per-class figures and the confusion matrix."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    if len(truth) != len(predicted):
+        raise ValueError(f"{len(truth)} true labels but {len(predicted)} predictions")
+    if not truth:
+        raise ValueError("no examples to score")
+    labels = list(labels)
+    p, r, f, n = precision_recall_fscore_support(truth, predicted, labels=labels, zero_division=0)
+    present = n > 0  # macro averages over the classes the test set contains
+    per_class = {lab: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(n[i])} for i, lab in enumerate(labels)}
+    acc = sum(t == q for t, q in zip(truth, predicted)) / len(truth)
+    cm = confusion_matrix(truth, predicted, labels=labels).tolist()
+    return ClassificationReport(labels, acc, float(p[present].mean()), float(r[present].mean()), float(f[present].mean()), per_class, cm)

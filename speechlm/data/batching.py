@@ -57,7 +57,9 @@ class SpeechDataset:
         augment_cfg: AugmentConfig | None = None,
         seed: int = 0,
         progress: bool = True,
+        label_ids: Sequence[int] | None = None,
     ):
+        """label_ids: one class id per utterance; a batch then carries them as ``tokens[:, 0]``."""
         self.utts = list(utts)
         self.tokenizer = tokenizer
         self.augment_cfg = augment_cfg
@@ -67,7 +69,10 @@ class SpeechDataset:
             (load_audio(u.audio_filepath) * 32767).astype(np.int16)
             for u in tqdm(self.utts, desc="load audio", unit="utt", disable=not progress, leave=False)
         ]
-        self._tokens = [tokenizer.encode(u.text) if tokenizer else [] for u in self.utts]
+        if label_ids is not None:
+            self._tokens = [[int(c)] for c in label_ids]
+        else:
+            self._tokens = [tokenizer.encode(u.text) if tokenizer else [] for u in self.utts]
 
     def __len__(self) -> int:
         return len(self.utts)

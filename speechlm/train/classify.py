@@ -1,0 +1,273 @@
+"""Train, load, predict with and evaluate utterance classifiers: the recipe behind
+``speechlm finetune --task classify``.
+
+A model directory holds ``config.json``, ``labels.json`` and either the full weights
+(``model.safetensors``) or, for a LoRA/adapter run, only the trained tensors
+(``adapter.safetensors``) on top of the pretrained encoder named by ``finetune.init``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from speechlm.config import ClassifyConfig, format_config, from_dict, save_config
+from speechlm.data.batching import SpeechDataset, bucket_batches
+from speechlm.data.manifest import Utterance, filter_utterances, read_manifest
+from speechlm.errors import CheckpointError, ManifestError, SpeechLMError
+from speechlm.features import SAMPLE_RATE
+from speechlm.metrics import ClassificationReport, classification_report
+from speechlm.models.asr import count_parameters
+from speechlm.models.classifier import SpeechClassifier
+from speechlm.models.peft import apply_peft, merge_lora, trainable_state
+from speechlm.objectives import LossOutput
+from speechlm.train.checkpoint import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    latest_checkpoint,
+    load_weights,
+    read_config_json,
+    read_weights,
+    resolve_model_dir,
+    save_model_dir,
+    write_atomic_dir,
+)
+from speechlm.train.finetune import encoder_param_groups, labeled_subset, load_pretrained_encoder
+from speechlm.train.loop import TrainResult, is_main_process, train
+
+LABELS_FILE = "labels.json"
+ADAPTER_FILE = "adapter.safetensors"
+MIN_SECONDS = 0.1  # shorter clips are padded with silence to this length (the encoder's convolutions need frames)
+
+
+def read_labeled(path: str | Path) -> list[Utterance]:
+    """A manifest whose every entry has a ``label``; a missing one is an error naming the line."""
+    utts = read_manifest(path)
+    missing = [i for i, u in enumerate(utts) if not u.label]
+    if missing:
+        raise ManifestError(f"{path}: {len(missing)} entries have no 'label' (first: entry {missing[0] + 1}, {utts[missing[0]].audio_filepath})")
+    return utts
+
+
+def build_classifier(cfg: ClassifyConfig, num_classes: int) -> SpeechClassifier:
+    model = SpeechClassifier(cfg.features, cfg.spec_augment, cfg.encoder, cfg.head, num_classes)
+    return model
+
+
+def class_loss(model: SpeechClassifier, batch) -> LossOutput:
+    out = model(batch.audio, batch.audio_lens)
+    labels = batch.tokens[:, 0]
+    acc = (out.logits.argmax(-1) == labels).float().mean().item()
+    return LossOutput(F.cross_entropy(out.logits.float(), labels), labels.numel(), {"acc": acc})
+
+
+def train_classifier(cfg: ClassifyConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train on ``cfg.data.train_manifest`` (entries need ``label``); the model goes to ``run_dir/model``."""
+    run_dir = Path(run_dir)
+    if not cfg.data.train_manifest:
+        raise SpeechLMError("data.train_manifest is not set (pass --train-manifest or data.train_manifest=PATH)")
+    utts, skipped = filter_utterances(read_labeled(cfg.data.train_manifest), cfg.data.min_duration, cfg.data.max_duration, False)
+    if any(skipped.values()):
+        print(f"skipped utterances: {skipped}")
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    labels = json.loads((ckpt / LABELS_FILE).read_text()) if ckpt else sorted({u.label for u in utts})
+    if len(labels) < 2:
+        raise ManifestError(f"{cfg.data.train_manifest}: a classifier needs at least 2 labels, found {labels}")
+    ft = cfg.finetune
+    if cfg.peft.method != "none" and not ft.init:
+        raise SpeechLMError(f"peft.method={cfg.peft.method} trains a few weights on a frozen pretrained encoder: pass --init DIR")
+    if ft.labeled_fraction < 1 or ft.labeled_minutes > 0:
+        n_all = len(utts)
+        utts = labeled_subset(utts, ft)
+        print(f"labeled subset: {len(utts)} of {n_all} utterances")
+    counts = {lab: 0 for lab in labels}
+    for u in utts:
+        counts[u.label] = counts.get(u.label, 0) + 1
+    empty = [lab for lab, n in counts.items() if n == 0]
+    if empty:
+        print(f"warning: no training examples for {empty}; the model will rarely predict them")
+    index = {lab: i for i, lab in enumerate(labels)}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.train.seed)
+    model = build_classifier(cfg, len(labels))
+    print(format_config(cfg))
+    if ft.init and ckpt is None:
+        print(f"init from {ft.init}: {load_pretrained_encoder(model, cfg)}")
+    if cfg.peft.method != "none":
+        total = count_parameters(model)
+        trainable = apply_peft(model, cfg.peft)
+        print(f"{cfg.peft.method}: {trainable / 1e3:.1f} k of {total / 1e6:.2f} M parameters train ({trainable / total:.2%})")
+        groups = None
+    else:
+        groups = encoder_param_groups(model, ft)
+    print(
+        f"model: {count_parameters(model) / 1e6:.2f} M parameters ({count_parameters(model, trainable_only=True) / 1e6:.3f} M trainable), "
+        f"{len(labels)} classes, {len(utts)} utterances"
+    )
+    save_config(cfg, run_dir / CONFIG_FILE)
+    dataset = SpeechDataset(utts, None, cfg.augment, seed=cfg.train.seed, progress=progress, label_ids=[index[u.label] for u in utts])
+    short = [i for i, a in enumerate(dataset.durations) if a < MIN_SECONDS]
+    if short:
+        raise SpeechLMError(f"{len(short)} clips are shorter than {MIN_SECONDS} s (e.g. {utts[short[0]].audio_filepath}); raise data.min_duration")
+
+    def save_extras(d: Path) -> None:
+        save_config(cfg, d / CONFIG_FILE)
+        (d / LABELS_FILE).write_text(json.dumps(labels) + "\n")
+
+    result = train(model, dataset, cfg.train, run_dir, class_loss, save_extras, resume=resume, progress=progress, param_groups=groups)
+    if not is_main_process():
+        return result
+    summary = {"steps": result.steps, "final_loss": result.final_loss, "labels": len(labels), "train_examples": len(utts)}
+    if cfg.peft.method != "none":
+        save_adapter_dir(run_dir / "model", model, save_extras, summary)
+    else:
+        save_model_dir(run_dir / "model", model, save_extras, summary)
+    return result
+
+
+def save_adapter_dir(target: Path, model: torch.nn.Module, save_extras, summary: dict) -> Path:
+    """Only the trained tensors (LoRA/adapters and the head), for a base encoder at ``finetune.init``."""
+
+    def write(d: Path) -> None:
+        save_file(trainable_state(model), str(d / ADAPTER_FILE))
+        save_extras(d)
+        (d / "training.json").write_text(json.dumps(summary) + "\n")
+
+    return write_atomic_dir(target, write)
+
+
+def load_classifier_dir(model_dir: str | Path) -> tuple[ClassifyConfig, SpeechClassifier, list[str]]:
+    """(config, model in eval mode, labels) from a classifier model or run directory."""
+    d = Path(model_dir)
+    if not (d / CONFIG_FILE).is_file() or not (d / LABELS_FILE).is_file():
+        d = d / "model"
+    if not (d / LABELS_FILE).is_file():
+        raise CheckpointError(f"{model_dir}: not a classifier directory (no {LABELS_FILE})")
+    data = read_config_json(d)
+    cfg = from_dict(ClassifyConfig, data, str(d / CONFIG_FILE))
+    labels = json.loads((d / LABELS_FILE).read_text())
+    model = build_classifier(cfg, len(labels))
+    if (d / ADAPTER_FILE).is_file():
+        if not cfg.finetune.init:
+            raise CheckpointError(f"{d}: adapter-only checkpoint without finetune.init naming its base encoder")
+        try:
+            load_pretrained_encoder(model, cfg)
+        except (CheckpointError, OSError) as e:
+            raise CheckpointError(f"{d}: the base encoder of this adapter checkpoint cannot be loaded ({e})") from None
+        apply_peft(model, cfg.peft)
+        try:
+            state = load_file(str(d / ADAPTER_FILE))
+        except Exception as e:  # safetensors' own error types for corrupt files
+            raise CheckpointError(f"{d / ADAPTER_FILE}: cannot read ({e})") from None
+        missing = set(trainable_state(model)) - set(state)
+        unexpected = set(state) - set(model.state_dict())
+        if missing or unexpected:
+            raise CheckpointError(f"{d / ADAPTER_FILE}: does not match the model (missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+        model.load_state_dict(state, strict=False)
+    else:
+        apply_peft(model, cfg.peft)  # a merged or full directory keeps its adapter modules, if any
+        load_weights(model, resolve_model_dir(d))
+    return cfg, model.eval(), labels
+
+
+def merge_adapter_dir(model_dir: str | Path, out_dir: str | Path) -> Path:
+    """A standalone directory with full weights: LoRA folded into the encoder's Linear layers
+    (``peft.method`` becomes ``none``); bottleneck adapters kept as modules."""
+    import dataclasses
+
+    from speechlm.models.peft import PeftConfig
+
+    cfg, model, labels = load_classifier_dir(model_dir)
+    if cfg.peft.method == "lora":
+        merge_lora(model)
+        cfg = dataclasses.replace(cfg, peft=PeftConfig())
+
+    def save_extras(d: Path) -> None:
+        save_config(cfg, d / CONFIG_FILE)
+        (d / LABELS_FILE).write_text(json.dumps(labels) + "\n")
+
+    return save_model_dir(out_dir, model, save_extras, {"merged_from": str(model_dir)})
+
+
+def checkpoint_bytes(model_dir: str | Path) -> int:
+    d = Path(model_dir)
+    d = d if (d / LABELS_FILE).is_file() else d / "model"
+    return sum(p.stat().st_size for p in d.iterdir() if p.name in (MODEL_FILE, ADAPTER_FILE))
+
+
+class Classifier:
+    """A loaded classifier: waveforms in, labels and probabilities out."""
+
+    def __init__(self, cfg: ClassifyConfig, model: SpeechClassifier, labels: list[str]):
+        self.cfg, self.model, self.labels = cfg, model.eval(), labels
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> "Classifier":
+        return cls(*load_classifier_dir(model_dir))
+
+    @torch.inference_mode()
+    def probabilities(self, audios: Sequence[np.ndarray], batch_seconds: float = 100.0) -> np.ndarray:
+        """``(N, C)`` class probabilities; clips shorter than :data:`MIN_SECONDS` are padded with silence."""
+        min_len = int(MIN_SECONDS * SAMPLE_RATE)
+        audios = [a if a.size >= min_len else np.pad(a, (0, min_len - a.size)) for a in audios]
+        out = np.zeros((len(audios), len(self.labels)), np.float32)
+        durations = [a.size / SAMPLE_RATE for a in audios]
+        for idx in bucket_batches(durations, batch_seconds, 256, seed=0, epoch=0, shuffle=False):
+            lens = torch.tensor([audios[i].size for i in idx])
+            batch = torch.zeros(len(idx), int(lens.max()))
+            for b, i in enumerate(idx):
+                batch[b, : audios[i].size] = torch.from_numpy(audios[i])
+            out[idx] = self.model(batch, lens).logits.float().softmax(-1).numpy()
+        return out
+
+    def predict(self, audios: Sequence[np.ndarray]) -> list[tuple[str, float]]:
+        probs = self.probabilities(audios)
+        return [(self.labels[int(p.argmax())], float(p.max())) for p in probs]
+
+
+def evaluate_classifier(clf: Classifier, utts: Sequence[Utterance]) -> tuple[ClassificationReport, list[dict], float]:
+    """Report, per-utterance rows and seconds of compute on labeled ``utts``; labels the model
+    does not know are an error naming them (they could never be predicted)."""
+    from speechlm.data.audio import load_audio
+
+    unknown = sorted({u.label for u in utts} - set(clf.labels))
+    if unknown:
+        raise ManifestError(f"test labels {unknown} are not among the model's {len(clf.labels)} labels")
+    audios = [load_audio(u.audio_filepath) for u in utts]
+    start = time.perf_counter()
+    preds = clf.predict(audios)
+    seconds = time.perf_counter() - start
+    rows = [{"audio_filepath": u.audio_filepath, "speaker": u.speaker, "label": u.label, "predicted": p, "confidence": c} for u, (p, c) in zip(utts, preds)]
+    return classification_report([u.label for u in utts], [p for p, _ in preds], clf.labels), rows, seconds
+
+
+def plot_confusion(report: ClassificationReport, path: str | Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(report.labels)
+    cm = np.array(report.confusion, dtype=float)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    size = max(4.0, 0.35 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), report.labels, rotation=90, fontsize=8 if n > 12 else 10)
+    ax.set_yticks(range(n), report.labels, fontsize=8 if n > 12 else 10)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                if cm[i, j]:
+                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title=title or f"accuracy {report.accuracy:.1%}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

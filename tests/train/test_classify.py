@@ -1,0 +1,179 @@
+"""Utterance classifiers: pooling heads, training, LoRA and adapters (adapter-only checkpoints,
+merging), evaluation reports, bad labels; real recordings from ../shared/data when present."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from speechlm.config import ClassifyConfig, load_config
+from speechlm.data.audio import write_audio
+from speechlm.data.manifest import Utterance, write_manifest
+from speechlm.errors import ManifestError, SpeechLMError
+from speechlm.features import FeatureConfig, SpecAugmentConfig
+from speechlm.models.classifier import HeadConfig, SpeechClassifier
+from speechlm.models.encoders import EncoderConfig
+from speechlm.train.classify import ADAPTER_FILE, Classifier, checkpoint_bytes, evaluate_classifier, merge_adapter_dir, train_classifier
+from speechlm.train.checkpoint import MODEL_FILE
+
+from conftest import SHARED_DATA
+
+PITCH = {"low": 300.0, "mid": 700.0, "high": 1400.0}
+
+
+@pytest.fixture(scope="module")
+def pitch_corpus(tmp_path_factory):
+    """36 noisy tones of 0.3-0.8 s, labelled by pitch: learnable in a few dozen steps."""
+    root = tmp_path_factory.mktemp("pitch")
+    rng = np.random.default_rng(0)
+    utts = []
+    for i in range(36):
+        label = list(PITCH)[i % 3]
+        n = int(rng.uniform(0.3, 0.8) * 16000)
+        t = np.arange(n) / 16000
+        audio = (0.3 * np.sin(2 * np.pi * PITCH[label] * t) + 0.01 * rng.standard_normal(n)).astype(np.float32)
+        write_audio(root / f"c{i}.wav", audio)
+        utts.append(Utterance(str(root / f"c{i}.wav"), n / 16000, "", label=label, speaker=f"s{i % 4}"))
+    write_manifest(root / "manifest.jsonl", utts)
+    return root / "manifest.jsonl", utts
+
+
+def tiny_cfg(manifest, *extra) -> ClassifyConfig:
+    return load_config(ClassifyConfig, overrides=[
+        f"data.train_manifest={manifest}", "encoder.d_model=48", "encoder.n_layers=2", "encoder.n_heads=2", "encoder.conv_kernel=7",
+        "head.hidden=32", "train.precision=fp32", "train.batch_seconds=8", "train.warmup_steps=4", "train.lr=3e-3",
+        "train.log_every=10", "train.max_steps=40", *extra,
+    ])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(pitch_corpus, tmp_path_factory):
+    manifest, _ = pitch_corpus
+    run = tmp_path_factory.mktemp("clf") / "full"
+    result = train_classifier(tiny_cfg(manifest), run, progress=False)
+    return run, result
+
+
+def test_every_head_field_changes_the_output():
+    torch.manual_seed(0)
+    audio, lens = torch.randn(2, 8000), torch.tensor([8000, 5000])
+    enc = EncoderConfig(d_model=32, n_layers=2, n_heads=2, conv_kernel=3, dropout=0.0)
+
+    def run(head):
+        torch.manual_seed(0)
+        m = SpeechClassifier(FeatureConfig(), SpecAugmentConfig(), enc, head, 4).eval()
+        if m.head.layer_logits is not None:
+            torch.nn.init.normal_(m.head.layer_logits)  # uniform weights would equal the mean of the layers
+        return m(audio, lens).logits
+
+    base = run(HeadConfig(dropout=0.0))
+    for change in (dict(pooling="mean"), dict(layer_weights=True), dict(hidden=0), dict(hidden=64)):
+        assert not torch.allclose(base, run(HeadConfig(dropout=0.0, **change))), change
+
+
+def test_padding_does_not_change_a_clip_s_prediction():
+    torch.manual_seed(0)
+    enc = EncoderConfig(d_model=32, n_layers=2, n_heads=2, conv_kernel=3, dropout=0.0)
+    for pooling in ("mean", "attentive"):
+        m = SpeechClassifier(FeatureConfig(), SpecAugmentConfig(), enc, HeadConfig(pooling=pooling, dropout=0.0), 3).eval()
+        clip = torch.randn(1, 6000)
+        alone = m(clip, torch.tensor([6000])).logits
+        padded = m(torch.cat([clip, torch.zeros(1, 4000)], 1).repeat(2, 1), torch.tensor([6000, 10000])).logits[:1]
+        assert torch.allclose(alone, padded, atol=1e-4)
+
+
+def test_training_learns_and_evaluation_reports(trained, pitch_corpus, tmp_path):
+    run, result = trained
+    _, utts = pitch_corpus
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    clf = Classifier.load(run)
+    assert clf.labels == sorted(PITCH)
+    report, rows, _ = evaluate_classifier(clf, utts)
+    assert report.accuracy >= 0.7  # measured: 0.81 after 40 steps (chance 0.33)
+    assert np.array(report.confusion).sum() == 36 and np.trace(report.confusion) == round(report.accuracy * 36)
+    assert set(report.per_class) == set(PITCH) and all(r["support"] == 12 for r in report.per_class.values())
+    assert rows[0]["label"] in PITCH and 0 < rows[0]["confidence"] <= 1
+    short = clf.predict([np.zeros(100, np.float32)])  # 6 ms: padded, not an error
+    assert short[0][0] in PITCH
+    with pytest.raises(ManifestError, match="'gigantic'"):
+        evaluate_classifier(clf, [Utterance(utts[0].audio_filepath, 0.5, "", label="gigantic")])
+
+
+def test_lora_and_adapters_train_few_weights_save_them_alone_and_merge(trained, pitch_corpus, tmp_path):
+    manifest, utts = pitch_corpus
+    base, _ = trained
+    from speechlm.data.audio import load_audio
+
+    audios = [load_audio(u.audio_filepath) for u in utts[:6]]
+    full_bytes = checkpoint_bytes(base)
+    for method in ("lora", "adapter"):
+        from speechlm.train.finetune import config_from_pretrained
+
+        cfg = config_from_pretrained(tiny_cfg(manifest, f"peft.method={method}", "peft.rank=4", "train.max_steps=15"), base / "model")
+        run = tmp_path / method
+        train_classifier(cfg, run, progress=False)
+        assert (run / "model" / ADAPTER_FILE).is_file() and not (run / "model" / MODEL_FILE).exists()
+        assert checkpoint_bytes(run) < full_bytes / 3  # head + low-rank weights only
+        clf = Classifier.load(run)
+        # the frozen encoder weights are the pretrained ones
+        pre = Classifier.load(base)
+        w = "encoder.subsampling.conv1.weight"
+        assert torch.equal(clf.model.state_dict()[w], pre.model.state_dict()[w])
+        probs = clf.probabilities(audios)
+        merged = merge_adapter_dir(run, tmp_path / f"{method}_merged")
+        standalone = Classifier.load(merged)
+        assert np.allclose(standalone.probabilities(audios), probs, atol=1e-5)
+        cfg_merged = json.loads((merged / "config.json").read_text())
+        assert cfg_merged["peft"]["method"] == ("none" if method == "lora" else "adapter")
+        if method == "lora":
+            assert not any("lora" in n for n in standalone.model.state_dict())
+
+
+def test_bad_labels_and_setups_are_clear_errors(pitch_corpus, tmp_path):
+    manifest, utts = pitch_corpus
+    unlabeled = tmp_path / "unlabeled.jsonl"
+    write_manifest(unlabeled, [Utterance(u.audio_filepath, u.duration, "", None) for u in utts[:4]] + utts[4:6])
+    with pytest.raises(ManifestError, match="4 entries have no 'label'"):
+        train_classifier(tiny_cfg(unlabeled), tmp_path / "a", progress=False)
+    one = tmp_path / "one.jsonl"
+    write_manifest(one, [u for u in utts if u.label == "low"])
+    with pytest.raises(ManifestError, match="at least 2 labels"):
+        train_classifier(tiny_cfg(one), tmp_path / "b", progress=False)
+    with pytest.raises(SpeechLMError, match="--init"):
+        train_classifier(tiny_cfg(manifest, "peft.method=lora"), tmp_path / "c", progress=False)
+
+
+def test_lora_targets_and_lstm_adapters_are_checked():
+    from speechlm.models.encoders import build_encoder
+    from speechlm.models.peft import PeftConfig, apply_peft
+
+    holder = torch.nn.Module()
+    holder.encoder = build_encoder(EncoderConfig(d_model=32, n_layers=2, n_heads=2, conv_kernel=3), 80)
+    with pytest.raises(SpeechLMError, match="attn.qkv"):
+        apply_peft(holder, PeftConfig(method="lora", targets=("nonexistent",)))
+    holder.encoder = build_encoder(EncoderConfig(d_model=32, n_layers=2, n_heads=2, conv_kernel=3), 80)
+    n = apply_peft(holder, PeftConfig(method="lora", rank=2, targets=("attn.qkv",)))
+    assert n == 2 * (2 * 32 + 2 * 96)  # two layers of A (2x32) and B (96x2)
+    lstm = torch.nn.Module()
+    lstm.encoder = build_encoder(EncoderConfig(arch="lstm", d_model=32, n_layers=2), 80)
+    with pytest.raises(SpeechLMError, match="LSTM"):
+        apply_peft(lstm, PeftConfig(method="adapter"))
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "fsdd").is_dir(), reason="shared FSDD data not present")
+def test_real_8khz_digits_train_and_predict(tmp_path):
+    from speechlm.data.audio import audio_duration, load_audio
+
+    rows = [line.split("\t") for line in (SHARED_DATA / "fsdd" / "manifest.tsv").read_text().splitlines()[1:]]
+    chosen = [r for digit in ("0", "1") for r in rows if r[1] == digit and r[2] == "jackson"][:10]
+    chosen += [r for r in rows if r[1] == "1" and r[2] == "jackson"][:10]
+    utts = [Utterance(str(SHARED_DATA / "fsdd" / r[0]), audio_duration(SHARED_DATA / "fsdd" / r[0]), "", r[1], r[2]) for r in chosen]
+    write_manifest(tmp_path / "fsdd.jsonl", utts)
+    train_classifier(tiny_cfg(tmp_path / "fsdd.jsonl", "train.max_steps=5"), tmp_path / "run", progress=False)
+    assert {u.label for u in utts} == {"0", "1"} and load_audio(utts[0].audio_filepath).size > 0  # 8 kHz read at 16 kHz
+    preds = Classifier.load(tmp_path / "run").predict([load_audio(u.audio_filepath) for u in utts[:3]])
+    assert all(p in ("0", "1") for p, _ in preds)
