@@ -111,3 +111,23 @@ def tiny_lm_dir(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("lm")
     pretrain_text(cfg, run, progress=False)
     return run / "model"
+
+
+PITCH = {"low": 300.0, "mid": 700.0, "high": 1400.0}
+
+
+@pytest.fixture(scope="session")
+def pitch_corpus(tmp_path_factory):
+    """36 noisy tones of 0.3-0.8 s, labelled by pitch: learnable in a few dozen steps."""
+    root = tmp_path_factory.mktemp("pitch")
+    rng = np.random.default_rng(0)
+    utts = []
+    for i in range(36):
+        label = list(PITCH)[i % 3]
+        n = int(rng.uniform(0.3, 0.8) * 16000)
+        t = np.arange(n) / 16000
+        audio = (0.3 * np.sin(2 * np.pi * PITCH[label] * t) + 0.01 * rng.standard_normal(n)).astype(np.float32)
+        write_audio(root / f"c{i}.wav", audio)
+        utts.append(Utterance(str(root / f"c{i}.wav"), n / 16000, "", label=label, speaker=f"s{i % 4}"))
+    write_manifest(root / "manifest.jsonl", utts)
+    return root / "manifest.jsonl", utts

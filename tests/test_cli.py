@@ -199,3 +199,37 @@ def test_serve_answers_over_http_and_refuses_bad_setup(tone_corpus, tmp_path):
         proc.terminate()
         out, _ = proc.communicate(timeout=20)
     assert f"serving {tmp_path / 'run'} on http://127.0.0.1:{port}/" in out and "API key required" in out
+
+
+def test_classify_finetune_predict_evaluate_and_merge(pitch_corpus, tmp_path):
+    manifest, utts = pitch_corpus
+    tiny = ["encoder.d_model=48", "encoder.n_layers=2", "encoder.n_heads=2", "encoder.conv_kernel=7", "head.hidden=32",
+            "train.precision=fp32", "train.batch_seconds=8", "train.warmup_steps=4", "train.lr=3e-3", "train.max_steps=30"]  # fmt: skip
+    run = tmp_path / "kws"
+    r = run_cli("finetune", str(run), "--task", "classify", "--train-manifest", str(manifest), "--valid-manifest", str(manifest),
+                "--pooling", "mean", "--layer-weights", *tiny)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "3 classes, 36 utterances" in r.stdout and "accuracy" in r.stdout and "macro P/R/F1" in r.stdout
+    assert (run / "valid" / "confusion.png").stat().st_size > 5000
+    report = json.loads((run / "valid" / "report.json").read_text())
+    assert report["labels"] == ["high", "low", "mid"] and len(report["utterances"]) == 36
+
+    r = run_cli("predict", str(run), utts[0].audio_filepath, "--json")
+    assert json.loads(r.stdout)["label"] in ("high", "low", "mid")
+    r = run_cli("evaluate", str(run), str(manifest))
+    assert r.returncode == 0 and "accuracy" in r.stdout
+
+    lora = tmp_path / "lora"
+    r = run_cli("finetune", str(lora), "--task", "classify", "--init", str(run), "--train-manifest", str(manifest),
+                "--peft", "lora", "--lora-rank", "2", *tiny[4:])  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "lora:" in r.stdout and "parameters train" in r.stdout
+    r = run_cli("merge-adapter", str(lora), str(tmp_path / "merged"))
+    assert r.returncode == 0 and "standalone" in r.stdout
+    same = [json.loads(run_cli("predict", str(d), utts[1].audio_filepath, "--json").stdout) for d in (lora, tmp_path / "merged")]
+    assert same[0]["label"] == same[1]["label"] and abs(same[0]["confidence"] - same[1]["confidence"]) < 1e-3
+
+    unlabeled = tmp_path / "plain.jsonl"
+    unlabeled.write_text(json.dumps({"audio_filepath": utts[0].audio_filepath, "duration": utts[0].duration, "text": "x"}) + "\n")
+    r = run_cli("finetune", str(tmp_path / "bad"), "--task", "classify", "--train-manifest", str(unlabeled))
+    assert r.returncode == 2 and "have no 'label'" in r.stderr and "Traceback" not in r.stderr
