@@ -1,0 +1,301 @@
+"""Downstream classification on real speech and real text: digits (FSDD), keywords (Speech
+Commands sample), text intent (SNIPS, CLINC150) and spoken intent (SNIPS/CLINC150 text
+synthesized with the voice bank, tested on held-out voices).
+
+Usage:
+    .venv/bin/python bench/downstream.py                              # every section (~60 min on 2 cores)
+    .venv/bin/python bench/downstream.py --only fsdd sc               # some sections; the others keep their last results
+    .venv/bin/python bench/downstream.py --init runs/ssl/model        # another pretrained encoder
+
+The pretrained encoder (default: the one `bench/label_efficiency.py` pretrains, BEST-RQ on
+4.2 h of *synthesized* speech, no human voice) is fine-tuned with `speechlm finetune --task
+classify`'s recipe; "scratch" is the same model and recipe from random weights. Every figure
+is accuracy on data the model never trained on. Real speech is read from ../shared/data
+(never copied); synthesized audio is cached under data/downstream/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS, SHARED_DATA, markdown_table, write_results  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from speechlm.config import ClassifyConfig, load_config  # noqa: E402
+from speechlm.data.audio import audio_duration, load_audio  # noqa: E402
+from speechlm.data.manifest import Utterance, read_manifest, write_manifest  # noqa: E402
+from speechlm.intent import IntentClassifier  # noqa: E402
+from speechlm.metrics import classification_report  # noqa: E402
+from speechlm.train.classify import Classifier, checkpoint_bytes, evaluate_classifier, plot_confusion, train_classifier  # noqa: E402
+from speechlm.train.finetune import config_from_pretrained  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "runs" / "downstream"
+CACHE = ROOT / "data" / "downstream"
+SECTIONS = ("fsdd", "sc", "text", "spoken")
+
+
+def finetune(name: str, train: list[Utterance], test: list[Utterance], init: str | None, steps: int, *extra: str) -> dict:
+    """Train a classifier on ``train`` (from ``init`` or scratch) and score it on ``test``."""
+    run = WORK / name
+    manifest = run.with_suffix(".train.jsonl")
+    run.parent.mkdir(parents=True, exist_ok=True)
+    write_manifest(manifest, train)
+    overrides = [f"data.train_manifest={manifest}", f"train.max_steps={steps}", "train.checkpoint_every=100000", *extra]
+    cfg = load_config(ClassifyConfig, overrides=overrides)
+    if init:
+        cfg = config_from_pretrained(cfg, init)
+    start = time.perf_counter()
+    result = train_classifier(cfg, run, progress=False)
+    minutes = (time.perf_counter() - start) / 60
+    clf = Classifier.load(run)
+    report, rows, _ = evaluate_classifier(clf, test)
+    plot_confusion(report, run / "confusion.png", name)
+    trainable = sum(p.numel() for p in clf.model.parameters() if p.requires_grad)
+    row = {
+        "name": name, "init": "pretrained" if init else "scratch", "train_examples": len(train),
+        "train_minutes_audio": round(sum(u.duration for u in train) / 60, 2), "test_examples": len(test),
+        "accuracy": report.accuracy, "macro_f1": report.macro_f1, "steps": result.steps, "train_minutes": round(minutes, 2),
+        "checkpoint_mb": round(checkpoint_bytes(run) / 1e6, 2), "trainable_params": trainable,
+    }  # fmt: skip
+    print(f"  {name}: accuracy {report.accuracy:.2%} (macro F1 {report.macro_f1:.3f}), {len(train)} train / {len(test)} test, {minutes:.1f} min")
+    return row
+
+
+# -- FSDD ----------------------------------------------------------------------------------------
+def fsdd_utts() -> list[tuple[Utterance, int]]:
+    root = SHARED_DATA / "fsdd"
+    rows = [line.split("\t") for line in (root / "manifest.tsv").read_text().splitlines()[1:]]
+    return [(Utterance(str(root / r[0]), float(r[5]), "", r[1], r[2]), int(r[3])) for r in rows]
+
+
+def k_shot(utts: list[Utterance], k: int, seed: int = 0) -> list[Utterance]:
+    """k examples of every label from every speaker (a fixed random draw)."""
+    rng = np.random.default_rng(seed)
+    groups: dict[tuple, list[Utterance]] = {}
+    for u in utts:
+        groups.setdefault((u.label, u.speaker), []).append(u)
+    out = []
+    for key in sorted(groups):
+        g = groups[key]
+        out += [g[i] for i in sorted(rng.choice(len(g), size=min(k, len(g)), replace=False))]
+    return out
+
+
+def run_fsdd(args) -> dict:
+    print("== FSDD: 6 speakers, official split (index 0-4 = test)")
+    data = fsdd_utts()
+    train = [u for u, i in data if i >= 5]
+    test = [u for u, i in data if i < 5]
+    rows = [finetune("fsdd_all_pretrained", train, test, args.init, args.steps_fsdd),
+            finetune("fsdd_all_scratch", train, test, None, args.steps_fsdd)]  # fmt: skip
+    for k in (1, 5, 10):
+        sub = k_shot(train, k)
+        rows.append(finetune(f"fsdd_k{k}_pretrained", sub, test, args.init, args.steps_kshot))
+        rows.append(finetune(f"fsdd_k{k}_scratch", sub, test, None, args.steps_kshot))
+    speakers = sorted({u.speaker for u, _ in data})
+    loso = []
+    for spk in speakers:
+        fold_train = [u for u, _ in data if u.speaker != spk]
+        fold_test = [u for u, _ in data if u.speaker == spk]
+        loso.append(finetune(f"fsdd_loso_{spk}", fold_train, fold_test, args.init, args.steps_loso))
+    return {
+        "rows": rows, "loso": loso, "loso_mean": float(np.mean([r["accuracy"] for r in loso])),
+        "test_acc": rows[0]["accuracy"], "test_acc_scratch": rows[1]["accuracy"],
+    }  # fmt: skip
+
+
+# -- Speech Commands sample ------------------------------------------------------------------------
+def run_sc(args) -> dict:
+    print("== Speech Commands sample: 30 words x 10 clips, speaker-disjoint split")
+    root = SHARED_DATA / "speech_commands_sample"
+    rows = [line.split("\t") for line in (root / "manifest.tsv").read_text().splitlines()[1:]]
+    utts = [Utterance(str(root / r[0]), float(r[3]), "", r[1], r[2]) for r in rows]
+    # a speaker is in the test set by a hash of its id: about a fifth of the speakers, never in training
+    is_test = lambda spk: int(hashlib.sha1(spk.encode()).hexdigest(), 16) % 5 == 0  # noqa: E731
+    train = [u for u in utts if not is_test(u.speaker)]
+    test = [u for u in utts if is_test(u.speaker)]
+    steps = args.steps_sc
+    out = [
+        finetune("sc_scratch", train, test, None, steps),
+        finetune("sc_pretrained_full", train, test, args.init, steps),
+        finetune("sc_pretrained_frozen", train, test, args.init, steps, "finetune.freeze_encoder_steps=-1"),
+        finetune("sc_pretrained_frozen_superb", train, test, args.init, steps, "finetune.freeze_encoder_steps=-1", "head.layer_weights=true"),
+        finetune("sc_pretrained_lora", train, test, args.init, steps, "peft.method=lora", "peft.rank=8"),
+        finetune("sc_pretrained_adapter", train, test, args.init, steps, "peft.method=adapter", "peft.rank=32"),
+    ]
+    return {
+        "rows": out, "train_speakers": len({u.speaker for u in train}), "test_speakers": len({u.speaker for u in test}),
+        "acc_pretrained": max(r["accuracy"] for r in out[1:]), "acc_scratch": out[0]["accuracy"],
+    }  # fmt: skip
+
+
+# -- text intent ------------------------------------------------------------------------------------
+def snips_split(split: str) -> list[tuple[str, str]]:
+    """(text, intent) pairs of SNIPS 2017: split "train" (train_X_full), "train300" or "test" (validate_X)."""
+    root = SHARED_DATA / "snips" / "2017-06-custom-intent-engines"
+    out = []
+    for intent_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        intent = intent_dir.name
+        name = {"train": f"train_{intent}_full.json", "train300": f"train_{intent}.json", "test": f"validate_{intent}.json"}[split]
+        raw = (intent_dir / name).read_bytes()
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            data = json.loads(raw.decode("latin-1"))
+        out += [("".join(seg["text"] for seg in ex["data"]).strip(), intent) for ex in data[intent]]
+    return out
+
+
+def clinc_split(split: str) -> list[tuple[str, str]]:
+    data = json.loads((SHARED_DATA / "clinc150" / "data" / "data_full.json").read_text())
+    return [(t, i) for t, i in data[split] + data[f"oos_{split}"]]
+
+
+def text_scores(train: list[tuple[str, str]], test: list[tuple[str, str]]) -> dict:
+    start = time.perf_counter()
+    clf = IntentClassifier.train([t for t, _ in train], [i for _, i in train])
+    preds = [p.intent for p in clf.predict([t for t, _ in test])]
+    report = classification_report([i for _, i in test], preds, clf.labels)
+    return {"accuracy": report.accuracy, "macro_f1": report.macro_f1, "train": len(train), "test": len(test),
+            "seconds": round(time.perf_counter() - start, 1), "report": report}  # fmt: skip
+
+
+def run_text(args) -> dict:
+    print("== text intent: SNIPS (7 intents) and CLINC150 (150 intents + out-of-scope)")
+    snips = text_scores(snips_split("train"), snips_split("test"))
+    clinc = text_scores(clinc_split("train"), clinc_split("test"))
+    r = clinc.pop("report")
+    in_scope = [lab for lab in r.labels if lab != "oos"]
+    n_in = sum(r.per_class[lab]["support"] for lab in in_scope)
+    clinc["in_scope_accuracy"] = sum(r.confusion[i][i] for i, lab in enumerate(r.labels) if lab != "oos") / n_in
+    clinc["oos_recall"] = r.per_class["oos"]["recall"]
+    snips.pop("report")
+    print(f"  SNIPS text {snips['accuracy']:.2%}; CLINC150 in-scope {clinc['in_scope_accuracy']:.2%}, out-of-scope recall {clinc['oos_recall']:.2%}")
+    return {"snips": snips, "clinc": clinc}
+
+
+# -- spoken intent ----------------------------------------------------------------------------------
+def synth_set(name: str, items: list[tuple[str, str]], voices: str, seed: int) -> list[Utterance]:
+    from speechlm.data.synth import plan_jobs, select_voices, synthesize_corpus
+
+    out = CACHE / name
+    if (out / "manifest.jsonl").is_file():
+        return read_manifest(out / "manifest.jsonl")
+    jobs = plan_jobs(items, select_voices(voices), out, seed=seed)
+    utts, failures = synthesize_corpus(jobs, out)
+    print(f"  synthesized {len(utts)} utterances for {name} ({len(failures)} failed)")
+    return utts
+
+
+def per_intent(items: list[tuple[str, str]], n: int, seed: int = 0) -> list[tuple[str, str]]:
+    rng = np.random.default_rng(seed)
+    by: dict[str, list] = {}
+    for t, i in items:
+        by.setdefault(i, []).append((t, i))
+    return [x for i in sorted(by) for x in (by[i] if len(by[i]) <= n else [by[i][j] for j in sorted(rng.choice(len(by[i]), n, replace=False))])]
+
+
+def spoken(name: str, train_items, test_items, args) -> dict:
+    train = [u for u in synth_set(f"{name}_train", train_items, "train", seed=1) if u.duration <= 20]
+    test = synth_set(f"{name}_test", test_items, "test", seed=2)
+    e2e = finetune(f"{name}_spoken_e2e", train, test, args.init, args.steps_spoken)
+    pipeline = None
+    if Path(args.asr).exists():
+        from speechlm.decode.transcribe import Recognizer
+
+        rec = Recognizer.load(args.asr)
+        hyps = rec.transcribe([load_audio(u.audio_filepath) for u in test])
+        clf = IntentClassifier.train([t for t, _ in train_items], [i for _, i in train_items])
+        preds = [p.intent for p in clf.predict(hyps)]
+        pipeline = sum(p == u.label for p, u in zip(preds, test)) / len(test)
+        print(f"  {name} pipeline (ASR {args.asr} -> text classifier): {pipeline:.2%}")
+    return {"e2e": e2e, "pipeline_accuracy": pipeline, "test_voices": sorted({u.speaker for u in test})}
+
+
+def run_spoken(args) -> dict:
+    print("== spoken intent: text synthesized with training voices, tested on held-out voices")
+    snips = spoken("snips", per_intent(snips_split("train300"), 300), snips_split("test"), args)
+    clinc_test = [x for x in per_intent(clinc_split("test"), args.clinc_test_per_intent) if x[1] != "oos"]
+    clinc = spoken("clinc", [x for x in per_intent(clinc_split("train"), args.clinc_train_per_intent) if x[1] != "oos"], clinc_test, args)
+    return {"snips": snips, "clinc": clinc}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    ap.add_argument("--init", default="runs/label_efficiency/pretrain/model", help="pretrained speech encoder")
+    ap.add_argument("--asr", default="runs/demo/model", help="recognizer for the spoken-intent pipeline")
+    ap.add_argument("--steps-fsdd", type=int, default=600)
+    ap.add_argument("--steps-kshot", type=int, default=300)
+    ap.add_argument("--steps-loso", type=int, default=400)
+    ap.add_argument("--steps-sc", type=int, default=300)
+    ap.add_argument("--steps-spoken", type=int, default=600)
+    ap.add_argument("--clinc-train-per-intent", type=int, default=20)
+    ap.add_argument("--clinc-test-per-intent", type=int, default=10)
+    args = ap.parse_args()
+    if not (SHARED_DATA / "fsdd").is_dir():
+        raise SystemExit(f"error: {SHARED_DATA} is missing; this benchmark needs the shared real-speech data")
+    if not Path(args.init).exists():
+        raise SystemExit(f"error: {args.init} does not exist; run bench/label_efficiency.py (it pretrains) or pass --init")
+    previous = RESULTS / "downstream.json"
+    sections = json.loads(previous.read_text()).get("sections", {}) if previous.is_file() else {}
+    runners = {"fsdd": run_fsdd, "sc": run_sc, "text": run_text, "spoken": run_spoken}
+    for name in args.only:
+        start = time.perf_counter()
+        sections[name] = runners[name](args) | {"minutes": round((time.perf_counter() - start) / 60, 1), "init": args.init}
+        write(sections)  # after every section, so a long run keeps what it measured
+
+
+def write(sections: dict) -> None:
+    f, sc, text, sp = (sections.get(k) for k in SECTIONS)
+    headline = {
+        "fsdd_test_acc": f and round(f["test_acc"], 4), "fsdd_loso_acc": f and round(f["loso_mean"], 4),
+        "speech_commands_acc_pretrained": sc and round(sc["acc_pretrained"], 4), "speech_commands_acc_scratch": sc and round(sc["acc_scratch"], 4),
+        "snips_spoken_acc": sp and round(sp["snips"]["e2e"]["accuracy"], 4), "clinc_spoken_acc": sp and round(sp["clinc"]["e2e"]["accuracy"], 4),
+        "snips_text_acc": text and round(text["snips"]["accuracy"], 4), "clinc_text_acc": text and round(text["clinc"]["in_scope_accuracy"], 4),
+    }  # fmt: skip
+    cols = ["run", "init", "train ex.", "train audio min", "test ex.", "accuracy", "macro F1", "steps", "trainable params", "checkpoint MB"]
+
+    def table(rows):
+        return markdown_table(cols, [[r["name"], r["init"], r["train_examples"], r["train_minutes_audio"], r["test_examples"],
+                                      f"{r['accuracy']:.2%}", round(r["macro_f1"], 3), r["steps"], r["trainable_params"], r["checkpoint_mb"]] for r in rows])  # fmt: skip
+
+    parts = [
+        "Pretrained encoder: BEST-RQ on synthesized speech only (0 h of human speech); every human recording a model hears is "
+        "in the fine-tuning rows below (train audio minutes). Scratch = same model and recipe from random weights.",
+    ]
+    if f:
+        parts += ["## FSDD (real, 8 kHz, 6 speakers)", f"Official test (index 0-4, speakers seen in training): **{f['test_acc']:.2%}** pretrained, "
+                  f"{f['test_acc_scratch']:.2%} scratch (target ≥ 99.5 %). Leave-one-speaker-out mean (train on 5 speakers, test on the 6th): "
+                  f"**{f['loso_mean']:.2%}** (target ≥ 95 %).", table(f["rows"]), "Leave one speaker out:", table(f["loso"])]  # fmt: skip
+    if sc:
+        parts += ["## Speech Commands sample (real, 30 words, speaker-disjoint)",
+                  f"{sc['train_speakers']} training speakers, {sc['test_speakers']} test speakers. Best pretrained **{sc['acc_pretrained']:.2%}** vs scratch "
+                  f"{sc['acc_scratch']:.2%} (target: +20 points).", table(sc["rows"])]  # fmt: skip
+    if text:
+        s, c = text["snips"], text["clinc"]
+        parts += ["## Text intent (hashed character n-grams + logistic regression, `speechlm intent train`)",
+                  markdown_table(["set", "train", "test", "accuracy", "macro F1", "notes"], [
+                      ["SNIPS (validate)", s["train"], s["test"], f"{s['accuracy']:.2%}", round(s["macro_f1"], 3), "7 intents"],
+                      ["CLINC150 (test)", c["train"], c["test"], f"{c['accuracy']:.2%}", round(c["macro_f1"], 3),
+                       f"in-scope {c['in_scope_accuracy']:.2%}, out-of-scope recall {c['oos_recall']:.2%}"]])]  # fmt: skip
+    if sp:
+        parts += ["## Spoken intent (text synthesized with training voices; tested on held-out voices)"]
+        for key in ("snips", "clinc"):
+            r = sp[key]
+            pipe = f"; pipeline (ASR -> text classifier) {r['pipeline_accuracy']:.2%}" if r["pipeline_accuracy"] is not None else ""
+            parts += [f"**{key}**: end-to-end {r['e2e']['accuracy']:.2%}{pipe}; test voices {', '.join(r['test_voices'])}.", table([r["e2e"]])]
+    write_results("downstream", "Downstream classification: digits, keywords, intent", headline, "\n\n".join(parts), {"sections": sections})
+
+
+if __name__ == "__main__":
+    main()
