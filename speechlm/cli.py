@@ -13,6 +13,8 @@ Usage:
     speechlm evaluate runs/asr data/test/manifest.jsonl
     speechlm finetune runs/kws --task classify --init runs/ssl --train-manifest data/kws.jsonl --peft lora
     speechlm predict runs/kws clip.wav
+    speechlm finetune runs/txt --task text-classify --init runs/lm --train-file labeled.csv --valid-file test.csv
+    speechlm predict runs/txt "book a table for two"
     speechlm intent train runs/intent --data data/train/manifest.jsonl
     speechlm intent predict runs/intent "set an alarm for seven"
     speechlm serve runs/asr --intent-model runs/intent --port 8000
@@ -126,6 +128,9 @@ def cmd_train(args: argparse.Namespace) -> None:
                       ("freeze_encoder_steps", "freeze_encoder_steps"), ("layer_decay", "layer_decay")):  # fmt: skip
         if getattr(args, flag, None) is not None:
             overrides.append(f"finetune.{key}={getattr(args, flag)}")
+    if getattr(args, "task", "asr") == "text-classify":
+        _train_text_classifier(args, overrides)
+        return
     if getattr(args, "task", "asr") == "classify":
         from speechlm.config import ClassifyConfig
         from speechlm.train.classify import train_classifier
@@ -152,11 +157,45 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
 
 
+def _train_text_classifier(args: argparse.Namespace, overrides: list[str]) -> None:
+    from speechlm.config import TextClassifyConfig, load_config
+    from speechlm.train.text_classify import train_text_classifier
+
+    overrides = [o for o in overrides if not o.startswith("finetune.")]
+    for flag, key in (("train_file", "data.train_file"), ("valid_file", "data.valid_file"), ("init", "finetune.init"),
+                      ("peft", "peft.method"), ("lora_rank", "peft.rank"), ("pooling", "head.pooling")):  # fmt: skip
+        if getattr(args, flag, None) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    cfg = load_config(TextClassifyConfig, args.config, [*overrides, *args.overrides])
+    result = train_text_classifier(cfg, args.run_dir)
+    print(f"done: {result.steps} steps, final loss {result.final_loss:.4f}; model -> {Path(args.run_dir) / 'model'}")
+    if cfg.data.valid_file:
+        _report_classifier(Path(args.run_dir) / "model", cfg.data.valid_file, Path(args.run_dir) / "valid")
+
+
+def _is_text_classifier(model_dir: Path) -> bool:
+    d = model_dir if (model_dir / "labels.json").is_file() else model_dir / "model"
+    try:
+        return "lm" in json.loads((d / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
 def _report_classifier(model_dir: Path, manifest: str, out: Path | None) -> None:
     from speechlm.train.classify import Classifier, evaluate_classifier, plot_confusion, read_labeled
 
-    clf = Classifier.load(model_dir)
-    report, rows, _ = evaluate_classifier(clf, read_labeled(manifest))
+    if _is_text_classifier(model_dir):
+        from speechlm.intent import read_labeled_text
+        from speechlm.train.text_classify import TextClassifierModel
+
+        model = TextClassifierModel.load(model_dir)
+        texts, truth = read_labeled_text([manifest])
+        preds = model.predict(texts)
+        report = model.evaluate(texts, truth)
+        rows = [{"text": t, "label": y, "predicted": p, "confidence": c} for t, y, (p, c) in zip(texts, truth, preds)]
+    else:
+        clf = Classifier.load(model_dir)
+        report, rows, _ = evaluate_classifier(clf, read_labeled(manifest))
     s = report.summary()
     print(f"accuracy {s['accuracy']:.2%}  macro P/R/F1 {s['macro_precision']:.3f}/{s['macro_recall']:.3f}/{s['macro_f1']:.3f}  ({s['examples']} utterances)")
     for lab, m in report.per_class.items():
@@ -173,6 +212,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from speechlm.data.audio import load_audio
     from speechlm.train.classify import Classifier
 
+    if _is_text_classifier(Path(args.model_dir)):
+        from speechlm.train.text_classify import TextClassifierModel
+
+        for text, (label, conf) in zip(args.files, TextClassifierModel.load(args.model_dir).predict(args.files)):
+            print(json.dumps({"text": text, "label": label, "confidence": round(conf, 4)}) if args.json else f"{label}\t{conf:.3f}\t{text}")
+        return
     clf = Classifier.load(args.model_dir)
     for f, (label, conf) in zip(args.files, clf.predict([load_audio(f) for f in args.files])):
         print(json.dumps({"audio_filepath": f, "label": label, "confidence": round(conf, 4)}) if args.json else f"{f}\t{label}\t{conf:.3f}")
@@ -413,12 +458,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a CTC speech recognizer from a pretrained encoder (--init) or from scratch, on all or some labels",
     )  # fmt: skip
     run_args(s)
-    s.add_argument("--init", default=None, help="pretrained model directory (speechlm pretrain speech); absent = from scratch")
+    s.add_argument("--init", default=None, help="pretrained model directory (speechlm pretrain speech; pretrain text for --task text-classify); absent = from scratch")
     s.add_argument("--labeled-fraction", type=float, default=None, help="use this fraction of the labeled utterances")
     s.add_argument("--labeled-minutes", type=float, default=None, help="use this many minutes of labeled audio")
     s.add_argument("--freeze-encoder-steps", type=int, default=None, help="encoder frozen for N steps (-1: throughout)")
     s.add_argument("--layer-decay", type=float, default=None, help="layer-wise learning-rate decay (1 = none)")
-    s.add_argument("--task", choices=["asr", "classify"], default="asr", help="CTC recognition, or utterance classification from manifest labels")
+    s.add_argument("--task", choices=["asr", "classify", "text-classify"], default="asr",
+                   help="CTC recognition, utterance classification from manifest labels, or text classification on a language model")
+    s.add_argument("--train-file", default=None, help="text-classify: CSV/TSV (text,label header) or JSON Lines with text and label")
+    s.add_argument("--valid-file", default=None, help="text-classify: held-out file scored after training")
     s.add_argument("--valid-manifest", default=None, help="classify: labeled manifest scored after training (report + confusion matrix)")
     s.add_argument("--peft", choices=["none", "lora", "adapter"], default=None, help="classify: freeze the encoder, train LoRA or bottleneck adapters")
     s.add_argument("--lora-rank", type=int, default=None, help="classify: LoRA rank / adapter width (peft.rank)")
@@ -489,9 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
             s.set_defaults(func=cmd_evaluate)
         s.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
 
-    s = sub.add_parser("predict", help="labels of audio files from a classifier (finetune --task classify)", formatter_class=DEFAULTS)
+    s = sub.add_parser("predict", help="labels of audio files (speech classifier) or of texts (text classifier)", formatter_class=DEFAULTS)
     s.add_argument("model_dir", help="classifier directory (or its run directory)")
-    s.add_argument("files", nargs="+", help="audio files")
+    s.add_argument("files", nargs="+", help="audio files, or texts for a text classifier")
     s.add_argument("--json", action="store_true", help="one JSON object per line")
     s.set_defaults(func=cmd_predict)
 

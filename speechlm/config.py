@@ -252,6 +252,25 @@ class TextDataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TextClassifyDataConfig:
+    train_file: str = ""  # CSV/TSV with a header naming 'text' and 'label' columns, or JSON Lines with "text" and "label" (or "intent")
+    valid_file: str = ""  # optional held-out file in the same format, scored after training
+
+
+@dataclasses.dataclass(frozen=True)
+class TextClassifyConfig:
+    """A text classifier: a pretrained (``finetune.init``) or fresh language model + pooling head."""
+
+    data: TextClassifyDataConfig = TextClassifyDataConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig(kind="unigram", vocab_size=512)  # from scratch only; a pretrained LM brings its own
+    lm: LMConfig = LMConfig(arch="mlm")  # from scratch only; a pretrained LM brings its own
+    head: HeadConfig = HeadConfig(pooling="mean")
+    finetune: FinetuneConfig = FinetuneConfig()
+    peft: PeftConfig = PeftConfig()
+    train: TrainConfig = TrainConfig(max_steps=600, lr=5e-4, warmup_steps=60, max_batch_size=64)
+
+
+@dataclasses.dataclass(frozen=True)
 class TextPretrainConfig:
     """A text language model (causal, masked or LSTM) trained on plain text."""
 

@@ -55,34 +55,52 @@ class IntentPrediction:
 
 def read_labeled_text(paths: Sequence[str | Path]) -> tuple[list[str], list[str]]:
     """``(texts, labels)`` from JSON Lines files whose rows hold ``text`` and ``label`` (or
-    ``intent``), such as the manifests ``speechlm synth`` writes; a bad row names file and line."""
+    ``intent``), such as the manifests ``speechlm synth`` writes, or from CSV/TSV files with a
+    header naming ``text`` and ``label`` columns; a bad row names file and line."""
     texts, labels = [], []
     for path in paths:
         path = Path(path)
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            content = path.read_text(encoding="utf-8")
         except OSError as e:
             raise ManifestError(f"{path}: cannot read ({e.strerror})") from None
         except UnicodeDecodeError:
-            raise ManifestError(f"{path}: not UTF-8 text; expected JSON Lines with 'text' and 'label'") from None
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ManifestError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            label = row.get("label", row.get("intent")) if isinstance(row, dict) else None
-            text = row.get("text") if isinstance(row, dict) else None
+            raise ManifestError(f"{path}: not UTF-8 text; expected JSON Lines or CSV with 'text' and 'label'") from None
+        for where, text, label in _labeled_rows(path, content):
             if not isinstance(text, str) or not normalize_text(text):
-                raise ManifestError(f"{path}:{n}: missing or empty 'text'")
-            if not isinstance(label, str) or not label:
-                raise ManifestError(f"{path}:{n}: missing 'label' (or 'intent')")
+                raise ManifestError(f"{where}: missing or empty 'text'")
+            if not isinstance(label, str) or not label.strip():
+                raise ManifestError(f"{where}: missing 'label' (or 'intent')")
             texts.append(text)
-            labels.append(label)
+            labels.append(label.strip())
     if not texts:
         raise ManifestError(f"{', '.join(map(str, paths))}: no labeled rows")
     return texts, labels
+
+
+def _labeled_rows(path: Path, content: str):
+    """``(where, text, label)`` per row of a JSON Lines or CSV/TSV file."""
+    if path.suffix.lower() in (".csv", ".tsv"):
+        import csv
+
+        reader = csv.DictReader(content.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        columns = {c.strip().lower(): c for c in reader.fieldnames or []}
+        label_col = columns.get("label") or columns.get("intent")
+        if "text" not in columns or label_col is None:
+            raise ManifestError(f"{path}: the header must name a 'text' and a 'label' column, got {reader.fieldnames}")
+        for n, row in enumerate(reader, 2):
+            yield f"{path}:{n}", row.get(columns["text"]), row.get(label_col)
+        return
+    for n, line in enumerate(content.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ManifestError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise ManifestError(f"{path}:{n}: expected a JSON object per line")
+        yield f"{path}:{n}", row.get("text"), row.get("label", row.get("intent"))
 
 
 class IntentClassifier:

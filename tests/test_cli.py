@@ -233,3 +233,21 @@ def test_classify_finetune_predict_evaluate_and_merge(pitch_corpus, tmp_path):
     unlabeled.write_text(json.dumps({"audio_filepath": utts[0].audio_filepath, "duration": utts[0].duration, "text": "x"}) + "\n")
     r = run_cli("finetune", str(tmp_path / "bad"), "--task", "classify", "--train-manifest", str(unlabeled))
     assert r.returncode == 2 and "have no 'label'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_text_classify_finetune_predict_evaluate(tmp_path):
+    from speechlm.data import sentences
+
+    train, test = sentences.split(sentences.generate(800, seed=5))
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": s.text, "label": s.intent}) + "\n" for s in train[:400]))
+    (tmp_path / "test.csv").write_text("text,label\n" + "".join(f"{s.text},{s.intent}\n" for s in test[:50]))
+    run = tmp_path / "txt"
+    r = run_cli("finetune", str(run), "--task", "text-classify", "--train-file", str(tmp_path / "train.jsonl"), "--valid-file",
+                str(tmp_path / "test.csv"), "lm.d_model=32", "lm.n_layers=1", "lm.n_heads=2", "lm.context=40", "tokenizer.vocab_size=200",
+                "train.max_steps=30", "train.lr=3e-3", "train.warmup_steps=3", "train.precision=fp32")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "10 classes, 400 texts" in r.stdout and "accuracy" in r.stdout and (run / "valid" / "confusion.png").is_file()
+    r = run_cli("predict", str(run), "set an alarm for seven", "--json")
+    assert json.loads(r.stdout)["label"] in {s.intent for s in train}
+    r = run_cli("finetune", str(tmp_path / "bad"), "--task", "text-classify")
+    assert r.returncode == 2 and "--train-file" in r.stderr

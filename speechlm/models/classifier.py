@@ -23,6 +23,7 @@ from torch import nn
 
 from speechlm.features import FeatureConfig, SpecAugment, SpecAugmentConfig, compute_features
 from speechlm.models.encoders import EncoderConfig, build_encoder, padding_mask
+from speechlm.models.lm import LanguageModel, LMConfig
 
 POOLINGS = ("mean", "attentive")
 
@@ -89,3 +90,19 @@ class SpeechClassifier(nn.Module):
             feats = self.spec_augment(feats, feat_lens)
         enc = self.encoder(feats, feat_lens)
         return self.head(enc.x, enc.x_lens, enc.hidden_states)
+
+
+class TextClassifier(nn.Module):
+    """A language model (masked, causal or LSTM) read as a text encoder: final hidden states ->
+    pooling over valid tokens -> MLP -> class logits (the BERT-classifier recipe)."""
+
+    def __init__(self, lm: LMConfig, vocab_size: int, head: HeadConfig, num_classes: int):
+        super().__init__()
+        if head.layer_weights:
+            raise ValueError("head.layer_weights pools encoder blocks of a speech model; a text classifier pools the LM's output")
+        self.lm = LanguageModel(lm, vocab_size)
+        self.head = PoolingHead(head, lm.d_model, lm.n_layers, num_classes)
+
+    def forward(self, tokens: torch.Tensor, lens: torch.Tensor) -> ClassifierOutput:
+        """tokens: ``(B, T)`` ids, right-padded; lens: ``(B,)`` valid tokens."""
+        return self.head(self.lm(tokens, lens).hidden, lens)

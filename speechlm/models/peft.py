@@ -57,21 +57,25 @@ class Adapter(nn.Module):
 
 
 class AdaptedBlock(nn.Module):
-    """An encoder block followed by an adapter; same ``(x, mask)`` signature."""
+    """A block followed by an adapter, with the block's own signature: an encoder block's
+    ``(x, mask) -> x`` or a language-model block's ``(x, mask, cache) -> (x, cache)``."""
 
     def __init__(self, block: nn.Module, d_model: int, width: int):
         super().__init__()
         self.block = block
         self.adapter = Adapter(d_model, width)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.adapter(self.block(x, mask))
+    def forward(self, *args):
+        out = self.block(*args)
+        if isinstance(out, tuple):
+            return (self.adapter(out[0]), *out[1:])
+        return self.adapter(out)
 
 
 def _lora_targets(encoder: nn.Module, cfg: PeftConfig) -> list[str]:
     linears = [n for n, m in encoder.named_modules() if isinstance(m, nn.Linear) and n.startswith("blocks.")]
     if not linears:
-        raise SpeechLMError("LoRA needs Linear layers in encoder blocks; this encoder has none (use the conformer, transformer or cnn)")
+        raise SpeechLMError("LoRA needs Linear layers in Transformer/Conformer/CNN blocks; an LSTM has none")
     if not cfg.targets:
         return linears
     chosen = [n for n in linears if any(n == t or n.endswith("." + t) for t in cfg.targets)]
@@ -82,12 +86,13 @@ def _lora_targets(encoder: nn.Module, cfg: PeftConfig) -> list[str]:
     return chosen
 
 
-def apply_peft(model: nn.Module, cfg: PeftConfig) -> int:
-    """Freeze ``model.encoder`` and add LoRA or adapters to it, in place; returns the number of
-    trainable parameters of the whole model afterwards. ``method="none"`` changes nothing."""
+def apply_peft(model: nn.Module, cfg: PeftConfig, part: str = "encoder") -> int:
+    """Freeze ``model.<part>`` (the speech encoder, or ``"lm"`` for a text classifier) and add LoRA
+    or adapters to it, in place; returns the number of trainable parameters of the whole model
+    afterwards. ``method="none"`` changes nothing."""
     if cfg.method == "none":
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
-    encoder = model.encoder
+    encoder = getattr(model, part)
     for p in encoder.parameters():
         p.requires_grad_(False)
     if cfg.method == "lora":
@@ -98,7 +103,7 @@ def apply_peft(model: nn.Module, cfg: PeftConfig) -> int:
     else:
         blocks = getattr(encoder, "blocks", None)
         if blocks is None:
-            raise SpeechLMError("adapters go after encoder blocks; the LSTM encoder has none (use LoRA or another arch)")
+            raise SpeechLMError("adapters go after Transformer/Conformer/CNN blocks; an LSTM has none")
         d_model = encoder.cfg.d_model
         for i, blk in enumerate(blocks):
             blocks[i] = AdaptedBlock(blk, d_model, cfg.rank)

@@ -140,7 +140,7 @@ def test_lora_targets_and_lstm_adapters_are_checked():
     assert n == 2 * (2 * 32 + 2 * 96)  # two layers of A (2x32) and B (96x2)
     lstm = torch.nn.Module()
     lstm.encoder = build_encoder(EncoderConfig(arch="lstm", d_model=32, n_layers=2), 80)
-    with pytest.raises(SpeechLMError, match="LSTM"):
+    with pytest.raises(SpeechLMError, match="an LSTM has none"):
         apply_peft(lstm, PeftConfig(method="adapter"))
 
 
