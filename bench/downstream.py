@@ -53,9 +53,15 @@ def finetune(name: str, train: list[Utterance], test: list[Utterance], init: str
     cfg = load_config(ClassifyConfig, overrides=overrides)
     if init:
         cfg = config_from_pretrained(cfg, init)
-    start = time.perf_counter()
-    result = train_classifier(cfg, run, progress=False)
-    minutes = (time.perf_counter() - start) / 60
+    done = run / "model" / "training.json"
+    if done.is_file() and json.loads(done.read_text()).get("steps") == steps and (run / "minutes.txt").is_file():
+        minutes = float((run / "minutes.txt").read_text())  # finished by an earlier (interrupted) run of this script
+        steps_done = steps
+    else:
+        start = time.perf_counter()
+        steps_done = train_classifier(cfg, run, progress=False).steps
+        minutes = (time.perf_counter() - start) / 60
+        (run / "minutes.txt").write_text(f"{minutes:.3f}")
     clf = Classifier.load(run)
     report, rows, _ = evaluate_classifier(clf, test)
     plot_confusion(report, run / "confusion.png", name)
@@ -63,7 +69,7 @@ def finetune(name: str, train: list[Utterance], test: list[Utterance], init: str
     row = {
         "name": name, "init": "pretrained" if init else "scratch", "train_examples": len(train),
         "train_minutes_audio": round(sum(u.duration for u in train) / 60, 2), "test_examples": len(test),
-        "accuracy": report.accuracy, "macro_f1": report.macro_f1, "steps": result.steps, "train_minutes": round(minutes, 2),
+        "accuracy": report.accuracy, "macro_f1": report.macro_f1, "steps": steps_done, "train_minutes": round(minutes, 2),
         "checkpoint_mb": round(checkpoint_bytes(run) / 1e6, 2), "trainable_params": trainable,
     }  # fmt: skip
     print(f"  {name}: accuracy {report.accuracy:.2%} (macro F1 {report.macro_f1:.3f}), {len(train)} train / {len(test)} test, {minutes:.1f} min")
