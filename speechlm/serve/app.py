@@ -84,6 +84,12 @@ class IntentRequest(StrictModel):
     text: str = Field(min_length=1, max_length=100_000, description="an utterance's text")
 
 
+class ClassifyResponse(StrictModel):
+    label: str
+    confidence: float
+    scores: dict[str, float]
+
+
 class IntentResponse(StrictModel):
     intent: str
     confidence: float
@@ -220,6 +226,7 @@ def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAP
         "asr": BatchWorker("asr", lambda items: assistant.transcribe(*zip(*items)), cfg.max_batch, cfg.queue_size, torch_threads),
         "text": BatchWorker("text", run_each(lambda thunk: thunk()), cfg.max_batch, cfg.queue_size, torch_threads),
         "tts": BatchWorker("tts", run_each(lambda args: assistant.speak(*args)), 1, cfg.queue_size),
+        "classify": BatchWorker("classify", assistant.classify_audio, cfg.max_batch, cfg.queue_size, torch_threads),
     }  # fmt: skip
     for name, w in workers.items():
         queue_depth.labels(name).set_function(lambda w=w: w.depth)
@@ -287,9 +294,9 @@ def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAP
             raise ApiError(400, str(result))
         return result
 
-    async def read_audio(request: Request) -> tuple[Any, str]:
+    async def read_audio(request: Request, worker: str = "asr") -> tuple[Any, str]:
         try:
-            workers["asr"].check_capacity()  # refuse before reading and decoding the upload
+            workers[worker].check_capacity()  # refuse before reading and decoding the upload
         except Overloaded as e:
             raise ApiError(429, str(e), {"Retry-After": str(e.retry_after)}) from None
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -353,7 +360,7 @@ def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAP
             "auth_required": bool(cfg.api_key),
             "capabilities": {
                 "transcribe": True, "intent": assistant.intent is not None, "generate": assistant.lm is not None,
-                "synthesize": assistant.can_speak, "assistant": True,
+                "synthesize": assistant.can_speak, "assistant": True, "classify": assistant.classifier is not None,
             },
             "intents": assistant.intent.labels if assistant.intent else [],
             "voice": assistant.voice,
@@ -383,6 +390,15 @@ def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAP
             text=result.text, words=[WordTiming(**dataclasses.asdict(w)) for w in result.words] if timestamps else None,
             duration_s=audio.size / SAMPLE_RATE, processing_ms=1000 * (time.perf_counter() - start),
         )  # fmt: skip
+
+    @app.post("/v1/classify", summary="the class of an audio clip (keyword, digit, spoken intent)", openapi_extra=AUDIO_BODY, **v1)
+    async def classify(request: Request) -> ClassifyResponse:
+        if assistant.classifier is None:
+            raise ApiError(501, "no speech classifier is loaded (start the server with --classifier DIR)")
+        audio, _ = await read_audio(request, "classify")
+        scores = await run("classify", audio)
+        best = max(scores, key=scores.get)
+        return ClassifyResponse(label=best, confidence=scores[best], scores=scores)
 
     @app.post("/v1/intent", summary="the intent of a text", **v1)
     async def intent(req: IntentRequest) -> IntentResponse:

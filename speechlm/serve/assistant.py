@@ -88,6 +88,7 @@ class Assistant:
     voice: str = DEFAULT_VOICE  # default synthesis voice
     replies: dict[str, str] = dataclasses.field(default_factory=lambda: read_replies(None))
     reply_source: str = "templates"  # "templates" or "lm" (continue the transcript with the LM)
+    classifier: object | None = None  # a speech classifier (speechlm.train.classify.Classifier): keywords, digits, spoken intent
 
     def __post_init__(self):
         if self.reply_source not in ("templates", "lm"):
@@ -101,7 +102,9 @@ class Assistant:
     def load(
         cls, asr_dir: str | Path, intent_dir: str | Path | None = None, lm_dir: str | Path | None = None,
         voice: str = DEFAULT_VOICE, replies: str | Path | None = None, reply_source: str = "templates",
+        classifier_dir: str | Path | None = None,
     ) -> "Assistant":  # fmt: skip
+        from speechlm.train.classify import Classifier
         from speechlm.train.text import load_lm_dir
 
         return cls(
@@ -111,6 +114,7 @@ class Assistant:
             voice,
             read_replies(replies),
             reply_source,
+            Classifier.load(classifier_dir) if classifier_dir else None,
         )  # fmt: skip
 
     @property
@@ -133,6 +137,13 @@ class Assistant:
             for i, t in zip(idx, results):
                 out[i] = t
         return out
+
+    def classify_audio(self, audios: Sequence[np.ndarray]) -> list[dict[str, float]]:
+        """Class probabilities of each waveform from the speech classifier."""
+        if self.classifier is None:
+            raise SpeechLMError("no speech classifier is loaded")
+        probs = self.classifier.probabilities(audios)
+        return [dict(zip(self.classifier.labels, map(float, p))) for p in probs]
 
     def classify(self, texts: Sequence[str]) -> list[IntentPrediction]:
         if self.intent is None:

@@ -52,7 +52,7 @@ def assert_json_error(r: httpx.Response, status: int, *words: str) -> None:
 def test_probes_info_metrics_and_schema(client, assistant):
     assert client.get("/health").json() == {"status": "ok"}
     ready = client.get("/ready").json()
-    assert ready["status"] == "ready" and set(ready["workers"]) == {"asr", "text", "tts"}
+    assert ready["status"] == "ready" and set(ready["workers"]) == {"asr", "text", "tts", "classify"}
     info = client.get("/v1/info").json()
     assert info["auth_required"] is False and info["capabilities"]["intent"] and info["capabilities"]["generate"]
     assert info["intents"] == assistant.intent.labels
@@ -155,6 +155,7 @@ def test_missing_models_answer_501(tiny_asr_dir, clip):
     with TestClient(create_app(Assistant.load(tiny_asr_dir))) as c:
         assert_json_error(c.post("/v1/intent", json={"text": "hello"}), 501, "--intent-model")
         assert_json_error(c.post("/v1/generate", json={"prompt": "hello"}), 501, "--lm")
+        assert_json_error(c.post("/v1/classify", content=encode_wav(clip), headers={"content-type": "audio/wav"}), 501, "--classifier")
         r = c.post("/v1/assistant?speak=false", content=encode_wav(clip), headers={"content-type": "audio/wav"})
         assert r.status_code == 200 and r.json()["intent"] is None and r.json()["reply"]
 
@@ -314,3 +315,23 @@ def test_batch_worker_orders_results_and_isolates_failures():
     assert results[:3] == [0, 10, 20] and isinstance(results[3], ValueError) and results[4] == 40
     assert seen == [[0], [1, 2, 3, 4]]
     assert worker.depth == 0
+
+
+def test_classify_endpoint_serves_a_speech_classifier(tiny_asr_dir, pitch_corpus, tmp_path):
+    from speechlm.config import ClassifyConfig, load_config
+    from speechlm.data.audio import load_audio
+    from speechlm.train.classify import train_classifier
+
+    manifest, utts = pitch_corpus
+    cfg = load_config(ClassifyConfig, overrides=[
+        f"data.train_manifest={manifest}", "encoder.d_model=32", "encoder.n_layers=1", "encoder.n_heads=2", "encoder.conv_kernel=3",
+        "head.hidden=0", "train.precision=fp32", "train.max_steps=5", "train.batch_seconds=8",
+    ])  # fmt: skip
+    train_classifier(cfg, tmp_path / "clf", progress=False)
+    a = Assistant.load(tiny_asr_dir, classifier_dir=tmp_path / "clf")
+    with TestClient(create_app(a)) as c:
+        assert c.get("/v1/info").json()["capabilities"]["classify"] is True
+        r = c.post("/v1/classify", files={"file": ("c.wav", encode_wav(load_audio(utts[0].audio_filepath)), "audio/wav")}).json()
+        assert r["label"] in ("high", "low", "mid") and sum(r["scores"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert r["scores"][r["label"]] == r["confidence"] == max(r["scores"].values())
+        assert_json_error(c.post("/v1/classify", content=b"junk", headers={"content-type": "audio/wav"}), 400, "not a readable")
