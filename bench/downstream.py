@@ -257,7 +257,9 @@ def per_intent(items: list[tuple[str, str]], n: int, seed: int = 0) -> list[tupl
 def spoken(name: str, train_items, test_items, args) -> dict:
     train = [u for u in synth_set(f"{name}_train", train_items, "train", seed=1) if u.duration <= 20]
     test = synth_set(f"{name}_test", test_items, "test", seed=2)
-    e2e = finetune(f"{name}_spoken_e2e", train, test, args.init, args.steps_spoken)
+    init = args.spoken_init or args.init
+    e2e = finetune(f"{name}_spoken_e2e" + ("_asr_init" if args.spoken_init else ""), train, test, init, args.steps_spoken)
+    e2e["encoder_from"] = init
     pipeline = None
     if Path(args.asr).exists():
         from speechlm.decode.transcribe import Recognizer
@@ -271,12 +273,17 @@ def spoken(name: str, train_items, test_items, args) -> dict:
     return {"e2e": e2e, "pipeline_accuracy": pipeline, "test_voices": sorted({u.speaker for u in test})}
 
 
-def run_spoken(args) -> dict:
+def run_spoken(args, previous: dict) -> dict:
+    """Re-runs the sets in ``--spoken-sets``; the others keep their previous results."""
     print("== spoken intent: text synthesized with training voices, tested on held-out voices")
-    snips = spoken("snips", per_intent(snips_split("train300"), 300), snips_split("test"), args)
-    clinc_test = [x for x in per_intent(clinc_split("test"), args.clinc_test_per_intent) if x[1] != "oos"]
-    clinc = spoken("clinc", [x for x in per_intent(clinc_split("train"), args.clinc_train_per_intent) if x[1] != "oos"], clinc_test, args)
-    return {"snips": snips, "clinc": clinc}
+    out = {k: v for k, v in previous.items() if k in ("snips", "clinc")}
+    if "snips" in args.spoken_sets:
+        out["snips"] = spoken("snips", per_intent(snips_split("train300"), 300), snips_split("test"), args)
+    if "clinc" in args.spoken_sets:
+        clinc_test = [x for x in per_intent(clinc_split("test"), args.clinc_test_per_intent) if x[1] != "oos"]
+        clinc_train = [x for x in per_intent(clinc_split("train"), args.clinc_train_per_intent) if x[1] != "oos"]
+        out["clinc"] = spoken("clinc", clinc_train, clinc_test, args)
+    return out
 
 
 def main() -> None:
@@ -284,6 +291,8 @@ def main() -> None:
     ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     ap.add_argument("--init", default="runs/label_efficiency/pretrain/model", help="pretrained speech encoder")
     ap.add_argument("--asr", default="runs/demo/model", help="recognizer for the spoken-intent pipeline")
+    ap.add_argument("--spoken-sets", nargs="+", choices=["snips", "clinc"], default=["snips", "clinc"])
+    ap.add_argument("--spoken-init", default=None, help="spoken intent: start from this model's encoder instead of --init (e.g. the recognizer)")
     ap.add_argument("--steps-fsdd", type=int, default=600)
     ap.add_argument("--steps-kshot", type=int, default=300)
     ap.add_argument("--steps-loso", type=int, default=400)
@@ -300,7 +309,7 @@ def main() -> None:
         raise SystemExit(f"error: {args.init} does not exist; run bench/label_efficiency.py (it pretrains) or pass --init")
     previous = RESULTS / "downstream.json"
     sections = json.loads(previous.read_text()).get("sections", {}) if previous.is_file() else {}
-    runners = {"fsdd": run_fsdd, "sc": run_sc, "text": run_text, "spoken": run_spoken}
+    runners = {"fsdd": run_fsdd, "sc": run_sc, "text": run_text, "spoken": lambda a: run_spoken(a, sections.get("spoken", {}))}
     for name in args.only:
         start = time.perf_counter()
         sections[name] = runners[name](args) | {"minutes": round((time.perf_counter() - start) / 60, 1), "init": args.init}
@@ -351,7 +360,8 @@ def write(sections: dict) -> None:
         for key in ("snips", "clinc"):
             r = sp[key]
             pipe = f"; pipeline (ASR -> text classifier) {r['pipeline_accuracy']:.2%}" if r["pipeline_accuracy"] is not None else ""
-            parts += [f"**{key}**: end-to-end {r['e2e']['accuracy']:.2%}{pipe}; test voices {', '.join(r['test_voices'])}.", table([r["e2e"]])]
+            parts += [f"**{key}**: end-to-end {r['e2e']['accuracy']:.2%} (encoder from `{r['e2e'].get('encoder_from', '-')}`){pipe}; "
+                      f"test voices {', '.join(r['test_voices'])}.", table([r["e2e"]])]
     write_results("downstream", "Downstream classification: digits, keywords, intent", headline, "\n\n".join(parts), {"sections": sections})
 
 
