@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, SHARED_DATA, markdown_table, write_results  # noqa: E402
+from common import RESULTS, SHARED_DATA, command, markdown_table, write_results  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -312,7 +312,7 @@ def main() -> None:
     runners = {"fsdd": run_fsdd, "sc": run_sc, "text": run_text, "spoken": lambda a: run_spoken(a, sections.get("spoken", {}))}
     for name in args.only:
         start = time.perf_counter()
-        sections[name] = runners[name](args) | {"minutes": round((time.perf_counter() - start) / 60, 1), "init": args.init}
+        sections[name] = runners[name](args) | {"minutes": round((time.perf_counter() - start) / 60, 1), "init": args.init, "command": command()}
         write(sections)  # after every section, so a long run keeps what it measured
 
 
@@ -334,17 +334,18 @@ def write(sections: dict) -> None:
         "Pretrained encoder: BEST-RQ on synthesized speech only (0 h of human speech); every human recording a model hears is "
         "in the fine-tuning rows below (train audio minutes). Scratch = same model and recipe from random weights.",
     ]
+    parts += ["Each section was measured by the command shown under it (sections can be run separately with `--only`)."]
     if f:
-        parts += ["## FSDD (real, 8 kHz, 6 speakers)", f"Official test (index 0-4, speakers seen in training): **{f['test_acc']:.2%}** pretrained, "
+        parts += ["## FSDD (real, 8 kHz, 6 speakers)", f"Command: `{f.get('command', '-')}`", f"Official test (index 0-4, speakers seen in training): **{f['test_acc']:.2%}** pretrained, "
                   f"{f['test_acc_scratch']:.2%} scratch (target ≥ 99.5 %). Leave-one-speaker-out mean (train on 5 speakers, test on the 6th): "
                   f"**{f['loso_mean']:.2%}** (target ≥ 95 %).", table(f["rows"]), "Leave one speaker out:", table(f["loso"])]  # fmt: skip
     if sc:
-        parts += ["## Speech Commands sample (real, 30 words, speaker-disjoint)",
+        parts += ["## Speech Commands sample (real, 30 words, speaker-disjoint)", f"Command: `{sc.get('command', '-')}`",
                   f"{sc['train_speakers']} training speakers, {sc['test_speakers']} test speakers. Best pretrained **{sc['acc_pretrained']:.2%}** vs scratch "
                   f"{sc['acc_scratch']:.2%} (target: +20 points).", table(sc["rows"])]  # fmt: skip
     if text:
         s, c = text["snips"], text["clinc"]
-        parts += ["## Text intent (hashed character n-grams + logistic regression, `speechlm intent train`)",
+        parts += ["## Text intent (hashed character n-grams + logistic regression, `speechlm intent train`)", f"Command: `{text.get('command', '-')}`",
                   markdown_table(["set", "train", "test", "accuracy", "macro F1", "notes"], [
                       ["SNIPS (validate)", s["train"], s["test"], f"{s['accuracy']:.2%}", round(s["macro_f1"], 3), "7 intents"],
                       ["CLINC150 (test)", c["train"], c["test"], f"{c['accuracy']:.2%}", round(c["macro_f1"], 3),
@@ -356,7 +357,7 @@ def write(sections: dict) -> None:
                       markdown_table(["model", "accuracy", "macro F1", "minutes"],
                                      [[k, f"{v['accuracy']:.2%}", round(v["macro_f1"], 3), v["minutes"]] for k, v in m.items()])]  # fmt: skip
     if sp:
-        parts += ["## Spoken intent (text synthesized with training voices; tested on held-out voices)"]
+        parts += ["## Spoken intent (text synthesized with training voices; tested on held-out voices)", f"Command: `{sp.get('command', '-')}`"]
         for key in ("snips", "clinc"):
             r = sp[key]
             pipe = f"; pipeline (ASR -> text classifier) {r['pipeline_accuracy']:.2%}" if r["pipeline_accuracy"] is not None else ""
