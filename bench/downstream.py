@@ -65,7 +65,8 @@ def finetune(name: str, train: list[Utterance], test: list[Utterance], init: str
     clf = Classifier.load(run)
     report, rows, _ = evaluate_classifier(clf, test)
     plot_confusion(report, run / "confusion.png", name)
-    trainable = sum(p.numel() for p in clf.model.parameters() if p.requires_grad)
+    frozen_encoder = "finetune.freeze_encoder_steps=-1" in extra  # a loaded model does not remember what was frozen
+    trainable = sum(p.numel() for n, p in clf.model.named_parameters() if p.requires_grad and not (frozen_encoder and n.startswith("encoder.")))
     row = {
         "name": name, "init": "pretrained" if init else "scratch", "train_examples": len(train),
         "train_minutes_audio": round(sum(u.duration for u in train) / 60, 2), "test_examples": len(test),
@@ -260,6 +261,9 @@ def spoken(name: str, train_items, test_items, args) -> dict:
     init = args.spoken_init or args.init
     e2e = finetune(f"{name}_spoken_e2e" + ("_asr_init" if args.spoken_init else ""), train, test, init, args.steps_spoken)
     e2e["encoder_from"] = init
+    if args.spoken_init:
+        e2e["init"] = "recognizer"  # an encoder trained with transcripts (synthesized speech), not self-supervised
+    e2e["command"] = command()
     pipeline = None
     if Path(args.asr).exists():
         from speechlm.decode.transcribe import Recognizer
@@ -278,12 +282,21 @@ def run_spoken(args, previous: dict) -> dict:
     print("== spoken intent: text synthesized with training voices, tested on held-out voices")
     out = {k: v for k, v in previous.items() if k in ("snips", "clinc")}
     if "snips" in args.spoken_sets:
-        out["snips"] = spoken("snips", per_intent(snips_split("train300"), 300), snips_split("test"), args)
+        out["snips"] = keep_other_encoders(spoken("snips", per_intent(snips_split("train300"), 300), snips_split("test"), args), out.get("snips"))
     if "clinc" in args.spoken_sets:
         clinc_test = [x for x in per_intent(clinc_split("test"), args.clinc_test_per_intent) if x[1] != "oos"]
         clinc_train = [x for x in per_intent(clinc_split("train"), args.clinc_train_per_intent) if x[1] != "oos"]
-        out["clinc"] = spoken("clinc", clinc_train, clinc_test, args)
+        out["clinc"] = keep_other_encoders(spoken("clinc", clinc_train, clinc_test, args), out.get("clinc"))
     return out
+
+
+def keep_other_encoders(result: dict, previous: dict | None) -> dict:
+    """End-to-end rows measured earlier from a different encoder stay in the report as ``other_e2e``."""
+    if not previous:
+        return result
+    earlier = [previous["e2e"], *previous.get("other_e2e", [])]
+    others = [r for r in earlier if r.get("encoder_from") != result["e2e"].get("encoder_from")]
+    return result | ({"other_e2e": others} if others else {})
 
 
 def main() -> None:
@@ -362,7 +375,8 @@ def write(sections: dict) -> None:
             r = sp[key]
             pipe = f"; pipeline (ASR -> text classifier) {r['pipeline_accuracy']:.2%}" if r["pipeline_accuracy"] is not None else ""
             parts += [f"**{key}**: end-to-end {r['e2e']['accuracy']:.2%} (encoder from `{r['e2e'].get('encoder_from', '-')}`){pipe}; "
-                      f"test voices {', '.join(r['test_voices'])}.", table([r["e2e"]])]
+                      f"test voices {', '.join(r['test_voices'])}. Command: `{r['e2e'].get('command', sp.get('command', '-'))}`",
+                      table([r["e2e"], *r.get("other_e2e", [])])]
     write_results("downstream", "Downstream classification: digits, keywords, intent", headline, "\n\n".join(parts), {"sections": sections})
 
 

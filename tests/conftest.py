@@ -131,3 +131,19 @@ def pitch_corpus(tmp_path_factory):
         utts.append(Utterance(str(root / f"c{i}.wav"), n / 16000, "", label=label, speaker=f"s{i % 4}"))
     write_manifest(root / "manifest.jsonl", utts)
     return root / "manifest.jsonl", utts
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_dir(pitch_corpus, tmp_path_factory) -> Path:
+    """A speech classifier trained for a few steps on the pitch corpus (labels high/low/mid)."""
+    from speechlm.config import ClassifyConfig, load_config
+    from speechlm.train.classify import train_classifier
+
+    manifest, _ = pitch_corpus
+    cfg = load_config(ClassifyConfig, overrides=[
+        f"data.train_manifest={manifest}", "encoder.d_model=32", "encoder.n_layers=1", "encoder.n_heads=2", "encoder.conv_kernel=3",
+        "head.hidden=0", "train.precision=fp32", "train.max_steps=5", "train.batch_seconds=8",
+    ])  # fmt: skip
+    out = tmp_path_factory.mktemp("clf") / "clf"
+    train_classifier(cfg, out, progress=False)
+    return out

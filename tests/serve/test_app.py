@@ -317,18 +317,11 @@ def test_batch_worker_orders_results_and_isolates_failures():
     assert worker.depth == 0
 
 
-def test_classify_endpoint_serves_a_speech_classifier(tiny_asr_dir, pitch_corpus, tmp_path):
-    from speechlm.config import ClassifyConfig, load_config
+def test_classify_endpoint_serves_a_speech_classifier(tiny_asr_dir, tiny_classifier_dir, pitch_corpus):
     from speechlm.data.audio import load_audio
-    from speechlm.train.classify import train_classifier
 
-    manifest, utts = pitch_corpus
-    cfg = load_config(ClassifyConfig, overrides=[
-        f"data.train_manifest={manifest}", "encoder.d_model=32", "encoder.n_layers=1", "encoder.n_heads=2", "encoder.conv_kernel=3",
-        "head.hidden=0", "train.precision=fp32", "train.max_steps=5", "train.batch_seconds=8",
-    ])  # fmt: skip
-    train_classifier(cfg, tmp_path / "clf", progress=False)
-    a = Assistant.load(tiny_asr_dir, classifier_dir=tmp_path / "clf")
+    _, utts = pitch_corpus
+    a = Assistant.load(tiny_asr_dir, classifier_dir=tiny_classifier_dir)
     with TestClient(create_app(a)) as c:
         assert c.get("/v1/info").json()["capabilities"]["classify"] is True
         r = c.post("/v1/classify", files={"file": ("c.wav", encode_wav(load_audio(utts[0].audio_filepath)), "audio/wav")}).json()
