@@ -290,6 +290,23 @@ def cmd_perplexity(args: argparse.Namespace) -> None:
     print(f"{kind}: {res.perplexity:.3f} over {res.tokens} tokens (nll {res.nll:.4f} nats/token)")
 
 
+def cmd_ngram(args: argparse.Namespace) -> None:
+    import math
+
+    from speechlm.data.text import read_text_lines
+    from speechlm.models.ngram import CharNGram, NGramConfig
+
+    lm = CharNGram.train(read_text_lines(args.text), NGramConfig(order=args.order))
+    path = lm.save(args.out)
+    print(f"{len(lm.symbols) - 1} characters, {len(lm.counts)} histories (order {args.order}) -> {path}")
+    if args.valid:
+        nll = n = 0
+        for line in read_text_lines(args.valid):
+            lp, k = lm.log_prob(line)
+            nll, n = nll - lp, n + k
+        print(f"held-out character perplexity: {math.exp(nll / max(n, 1)):.3f} over {n} characters")
+
+
 def cmd_label_efficiency(args: argparse.Namespace) -> None:
     from speechlm import label_efficiency as le
     from speechlm.config import ASRConfig
@@ -306,18 +323,19 @@ def cmd_label_efficiency(args: argparse.Namespace) -> None:
 def _decoding(args: argparse.Namespace):
     from speechlm.decode.ctc import DecodingOptions
 
-    return DecodingOptions(method="beam" if args.beam > 1 else "greedy", beam_size=max(1, args.beam))
+    beam = args.beam if args.beam > 1 or not args.lm else 8  # fusion happens in beam search
+    return DecodingOptions(method="beam" if beam > 1 else "greedy", beam_size=max(1, beam), lm_weight=args.lm_weight, lm_bonus=args.lm_bonus)
 
 
 def cmd_transcribe(args: argparse.Namespace) -> None:
     from speechlm.data.audio import load_audio
     from speechlm.decode.transcribe import Recognizer
 
-    rec = Recognizer.load(args.model_dir)
+    rec = Recognizer.load(args.model_dir, lm=args.lm)
     audios = [load_audio(f) for f in args.files]
     if args.timestamps:
-        if args.beam > 1:
-            raise SystemExit("error: --timestamps come from the greedy alignment; drop --beam")
+        if args.beam > 1 or args.lm:
+            raise SystemExit("error: --timestamps come from the greedy alignment; drop --beam and --lm")
         for f, t in zip(args.files, rec.transcribe_words(audios)):
             words = [dataclasses.asdict(w) for w in t.words]
             if args.json:
@@ -340,7 +358,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if (Path(args.model_dir) / "labels.json").is_file() or (Path(args.model_dir) / "model" / "labels.json").is_file():
         _report_classifier(Path(args.model_dir), args.manifest, Path(args.out).with_suffix("") if args.out else None)
         return
-    rec = Recognizer.load(args.model_dir)
+    rec = Recognizer.load(args.model_dir, lm=args.lm)
     utts = read_manifest(args.manifest, require_text=True)
     res = evaluate(rec, utts, _decoding(args))
     s = res.summary()
@@ -517,6 +535,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num", type=int, default=1, help="continuations to print (seeds seed, seed+1, ...)")
     s.set_defaults(func=cmd_generate)
 
+    s = sub.add_parser("ngram", help="character n-gram LM for CTC beam-search fusion (transcribe/evaluate --lm)", formatter_class=DEFAULTS)
+    s.add_argument("out", help="output directory (ngram.json.gz)")
+    s.add_argument("--text", nargs="+", required=True, help="UTF-8 text files, one sentence per line")
+    s.add_argument("--order", type=int, default=8, help="characters of history + 1")
+    s.add_argument("--valid", nargs="+", default=None, help="text files to report held-out character perplexity on")
+    s.set_defaults(func=cmd_ngram)
+
     s = sub.add_parser("perplexity", help="held-out perplexity of a language model on text files", formatter_class=DEFAULTS)
     s.add_argument("model_dir", help="language model directory")
     s.add_argument("files", nargs="+", help="UTF-8 text files")
@@ -535,7 +560,10 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--out", default=None, help="write per-utterance results as JSON here")
             s.add_argument("--show", type=int, default=5, help="print this many worst utterances")
             s.set_defaults(func=cmd_evaluate)
-        s.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
+        s.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy; 8 when --lm is given)")
+        s.add_argument("--lm", default=None, help="fuse this LM into beam search: an n-gram (speechlm ngram) or causal/LSTM LM directory")
+        s.add_argument("--lm-weight", type=float, default=0.5, help="weight of the LM's log-probabilities")
+        s.add_argument("--lm-bonus", type=float, default=0.0, help="score added per emitted token with --lm")
 
     s = sub.add_parser("predict", help="labels of audio files (speech classifier) or of texts (text classifier)", formatter_class=DEFAULTS)
     s.add_argument("model_dir", help="classifier directory (or its run directory)")

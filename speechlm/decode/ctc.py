@@ -1,7 +1,12 @@
-"""CTC decoding: greedy (best path) and prefix beam search.
+"""CTC decoding: greedy (best path) and prefix beam search, optionally with shallow LM fusion.
 
 Both take per-frame log-probabilities of one utterance ``(T, V)`` with blank id 0 and
-return token ids with repeats and blanks removed.
+return token ids with repeats and blanks removed. With a fusion LM
+(:mod:`speechlm.decode.lm_fusion`) a prefix is ranked by
+
+    log P_ctc(prefix) + lm_weight * log P_lm(prefix) + lm_bonus * len(prefix)
+
+and the final choice adds the LM's end-of-sentence score.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import numpy as np
 import torch
 
 from speechlm.data.tokenizer import BLANK_ID
+from speechlm.errors import SpeechLMError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,12 +27,16 @@ class DecodingOptions:
     method: str = "greedy"  # "greedy" or "beam"
     beam_size: int = 8  # prefixes kept per frame (beam search)
     token_prune: float = 1e-3  # beam search ignores tokens below this probability in a frame
+    lm_weight: float = 0.5  # weight of the fusion LM's log-probabilities (when an LM is given)
+    lm_bonus: float = 0.0  # added per emitted token with an LM, to offset the LM's preference for short output
 
     def __post_init__(self):
         if self.method not in ("greedy", "beam"):
             raise ValueError(f"decoding method must be 'greedy' or 'beam', got {self.method!r}")
         if self.beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
+        if self.lm_weight < 0:
+            raise ValueError(f"lm_weight must be >= 0, got {self.lm_weight}")
 
 
 def greedy_decode(log_probs: torch.Tensor, lens: torch.Tensor) -> list[list[int]]:
@@ -72,20 +82,30 @@ def _logsumexp(a: float, b: float) -> float:
     return m + math.log(math.exp(a - m) + math.exp(b - m))
 
 
-def prefix_beam_search(log_probs: np.ndarray, beam_size: int = 8, token_prune: float = 1e-3) -> list[int]:
+def prefix_beam_search(
+    log_probs: np.ndarray, beam_size: int = 8, token_prune: float = 1e-3, lm=None, lm_weight: float = 0.0, lm_bonus: float = 0.0
+) -> list[int]:
     """CTC prefix beam search over one utterance's ``(T, V)`` log-probabilities.
 
     Each prefix keeps two scores: paths ending in blank and paths ending in its last token,
-    so that repeated tokens separated by a blank are told apart from a held token.
+    so that repeated tokens separated by a blank are told apart from a held token. ``lm`` (a
+    :class:`~speechlm.decode.lm_fusion.FusionLM`) adds ``lm_weight * log P_lm(token | prefix) +
+    lm_bonus`` each time a prefix grows by a token.
     """
     log_probs = np.asarray(log_probs, dtype=np.float64)
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}  # prefix -> (p_blank, p_token)
+    fused: dict[tuple[int, ...], float] = {(): 0.0}  # prefix -> its LM score and bonuses so far
     log_prune = math.log(token_prune) if token_prune > 0 else -math.inf
+    if lm is not None:
+        lm.reset()
     for frame in log_probs:
         candidates = list(np.flatnonzero(frame >= log_prune)) or [int(frame.argmax())]
+        if lm is not None:
+            lm.prepare(beams)
         nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-math.inf, -math.inf])
         for prefix, (pb, pt) in beams.items():
             total = _logsumexp(pb, pt)
+            lm_next = lm.log_probs(prefix) if lm is not None else None
             for v in candidates:
                 p = frame[v]
                 if v == BLANK_ID:
@@ -94,6 +114,8 @@ def prefix_beam_search(log_probs: np.ndarray, beam_size: int = 8, token_prune: f
                     continue
                 last = prefix[-1] if prefix else None
                 ext = prefix + (int(v),)
+                if ext not in fused:  # the same prefix always has the same parent, so this is fixed
+                    fused[ext] = fused[prefix] + (lm_weight * lm_next[v] + lm_bonus if lm is not None else 0.0)
                 e = nxt[ext]
                 if v == last:
                     e[1] = _logsumexp(e[1], pb + p)  # a repeat needs a blank in between
@@ -101,16 +123,25 @@ def prefix_beam_search(log_probs: np.ndarray, beam_size: int = 8, token_prune: f
                     same[1] = _logsumexp(same[1], pt + p)  # held token: prefix unchanged
                 else:
                     e[1] = _logsumexp(e[1], total + p)
-        ranked = sorted(nxt.items(), key=lambda kv: _logsumexp(*kv[1]), reverse=True)[:beam_size]
+        ranked = sorted(nxt.items(), key=lambda kv: _logsumexp(*kv[1]) + fused[kv[0]], reverse=True)[:beam_size]
         beams = {k: (v[0], v[1]) for k, v in ranked}
-    best = max(beams.items(), key=lambda kv: _logsumexp(*kv[1]))
+    if lm is not None:  # the sentence has to end here: add the LM's end-of-sentence score
+        lm.prepare(beams)
+        best = max(beams.items(), key=lambda kv: _logsumexp(*kv[1]) + fused[kv[0]] + lm_weight * lm.log_probs(kv[0])[BLANK_ID])
+    else:
+        best = max(beams.items(), key=lambda kv: _logsumexp(*kv[1]))
     return list(best[0])
 
 
-def decode(logits: torch.Tensor, lens: torch.Tensor, options: DecodingOptions = DecodingOptions()) -> list[list[int]]:
-    """Batch entry point: ``(B, T, V)`` logits -> token ids per utterance."""
+def decode(logits: torch.Tensor, lens: torch.Tensor, options: DecodingOptions = DecodingOptions(), lm=None) -> list[list[int]]:
+    """Batch entry point: ``(B, T, V)`` logits -> token ids per utterance; ``lm`` fuses a language model (beam only)."""
     log_probs = logits.float().log_softmax(-1)
     if options.method == "greedy":
+        if lm is not None:
+            raise SpeechLMError("LM fusion needs beam search (method 'beam')")
         return greedy_decode(log_probs, lens)
     lp = log_probs.cpu().numpy()
-    return [prefix_beam_search(lp[b, : int(lens[b])], options.beam_size, options.token_prune) for b in range(lp.shape[0])]
+    return [
+        prefix_beam_search(lp[b, : int(lens[b])], options.beam_size, options.token_prune, lm, options.lm_weight, options.lm_bonus)
+        for b in range(lp.shape[0])
+    ]

@@ -75,16 +75,20 @@ def split_long(audio: np.ndarray, max_seconds: float = MAX_CHUNK_SECONDS) -> lis
 
 
 class Recognizer:
-    def __init__(self, cfg, model: torch.nn.Module, tokenizer):
+    def __init__(self, cfg, model: torch.nn.Module, tokenizer, lm=None):
         self.cfg = cfg
         self.model = model.eval()
         self.tokenizer = tokenizer
+        self.lm = lm  # a fusion LM (speechlm.decode.lm_fusion), used by beam search
 
     @classmethod
-    def load(cls, model_dir: str | Path) -> "Recognizer":
+    def load(cls, model_dir: str | Path, lm: str | Path | None = None) -> "Recognizer":
+        """``lm``: an n-gram (``speechlm ngram``) or causal/LSTM LM directory to fuse into beam search."""
+        from speechlm.decode.lm_fusion import load_fusion_lm
         from speechlm.train.asr import load_model_dir
 
-        return cls(*load_model_dir(model_dir))
+        cfg, model, tokenizer = load_model_dir(model_dir)
+        return cls(cfg, model, tokenizer, load_fusion_lm(lm, tokenizer) if lm else None)
 
     def transcribe(
         self, audios: Sequence[np.ndarray], options: DecodingOptions = DecodingOptions(), batch_seconds: float = 200.0
@@ -92,7 +96,8 @@ class Recognizer:
         """Waveforms (float32, 16 kHz) -> transcripts, batched by duration, in input order.
 
         Inputs longer than :data:`MAX_CHUNK_SECONDS` are transcribed in pieces and joined; inputs
-        shorter than :data:`MIN_SECONDS` are padded with trailing silence.
+        shorter than :data:`MIN_SECONDS` are padded with trailing silence. Beam search fuses the
+        recognizer's LM, if it has one; greedy decoding never does.
         """
         return [t.text for t in self._run(audios, options, batch_seconds, with_words=False)]
 
@@ -121,7 +126,7 @@ class Recognizer:
             for b, i in enumerate(idx):
                 batch[b, : pieces[i].size] = torch.from_numpy(pieces[i])
             res = self.model(batch, lens)
-            for b, (i, ids) in enumerate(zip(idx, decode(res.logits, res.lens, options))):
+            for b, (i, ids) in enumerate(zip(idx, decode(res.logits, res.lens, options, self.lm if options.method == "beam" else None))):
                 words = []
                 if with_words:
                     aligned = greedy_alignment(res.logits[b, : int(res.lens[b])].float())
