@@ -15,6 +15,8 @@ Usage:
     speechlm predict runs/kws clip.wav
     speechlm finetune runs/txt --task text-classify --init runs/lm --train-file labeled.csv --valid-file test.csv
     speechlm predict runs/txt "book a table for two"
+    speechlm ngram runs/ngram --text sentences.txt && speechlm evaluate runs/asr data/test/manifest.jsonl --lm runs/ngram
+    speechlm finetune runs/slm --task speech-lm --init runs/asr --lm runs/lm --train-manifest data/train/manifest.jsonl
     speechlm intent train runs/intent --data data/train/manifest.jsonl
     speechlm intent predict runs/intent "set an alarm for seven"
     speechlm serve runs/asr --intent-model runs/intent --port 8000
@@ -131,6 +133,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     if getattr(args, "task", "asr") == "text-classify":
         _train_text_classifier(args, overrides)
         return
+    if getattr(args, "task", "asr") == "speech-lm":
+        _train_speech_lm(args, overrides)
+        return
     if getattr(args, "task", "asr") == "classify":
         from speechlm.config import ClassifyConfig
         from speechlm.train.classify import train_classifier
@@ -155,6 +160,21 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"done: {result.steps} steps, final loss {result.final_loss:.4f}, "
         f"{result.throughput:.1f} audio-s/s; model -> {Path(args.run_dir) / 'model'}"
     )
+
+
+def _train_speech_lm(args: argparse.Namespace, overrides: list[str]) -> None:
+    from speechlm.config import SpeechLMConfig
+    from speechlm.train.speech_lm import train_speech_lm
+
+    for flag, key in (("lm", "lm_init"), ("lm_mode", "lm_mode"), ("lora_rank", "peft.rank")):
+        if getattr(args, flag, None) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    if args.tasks:
+        overrides.append(f"tasks={json.dumps(args.tasks.split(','))}")
+    cfg = _run_config(SpeechLMConfig, args, overrides)
+    result = train_speech_lm(cfg, args.run_dir, resume=args.resume)
+    print(f"done: {result.steps} steps, final loss {result.final_loss:.4f}; model -> {Path(args.run_dir) / 'model'}")
+    print(f"use it: speechlm transcribe {Path(args.run_dir)} clip.wav | speechlm predict {Path(args.run_dir)} clip.wav (intent)")
 
 
 def _train_text_classifier(args: argparse.Namespace, overrides: list[str]) -> None:
@@ -212,6 +232,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from speechlm.data.audio import load_audio
     from speechlm.train.classify import Classifier
 
+    from speechlm.train.speech_lm import SpeechLMRunner, is_speech_lm_dir
+
+    if is_speech_lm_dir(args.model_dir):
+        answers = SpeechLMRunner.load(args.model_dir).answer([load_audio(f) for f in args.files], "intent")
+        for f, label in zip(args.files, answers):
+            print(json.dumps({"audio_filepath": f, "label": label}) if args.json else f"{f}\t{label}")
+        return
     if _is_text_classifier(Path(args.model_dir)):
         from speechlm.train.text_classify import TextClassifierModel
 
@@ -327,11 +354,22 @@ def _decoding(args: argparse.Namespace):
     return DecodingOptions(method="beam" if beam > 1 else "greedy", beam_size=max(1, beam), lm_weight=args.lm_weight, lm_bonus=args.lm_bonus)
 
 
+def _recognizer(args: argparse.Namespace):
+    """A CTC recognizer (optionally with a fusion LM) or a joint speech-LM asked to transcribe."""
+    from speechlm.decode.transcribe import Recognizer
+    from speechlm.train.speech_lm import SpeechLMRunner, is_speech_lm_dir
+
+    if is_speech_lm_dir(args.model_dir):
+        if args.lm or getattr(args, "timestamps", False):
+            raise SystemExit("error: a joint speech-LM writes text with its own LM; --lm and --timestamps are for CTC models")
+        return SpeechLMRunner.load(args.model_dir)
+    return Recognizer.load(args.model_dir, lm=args.lm)
+
+
 def cmd_transcribe(args: argparse.Namespace) -> None:
     from speechlm.data.audio import load_audio
-    from speechlm.decode.transcribe import Recognizer
 
-    rec = Recognizer.load(args.model_dir, lm=args.lm)
+    rec = _recognizer(args)
     audios = [load_audio(f) for f in args.files]
     if args.timestamps:
         if args.beam > 1 or args.lm:
@@ -352,13 +390,12 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from speechlm.data.manifest import read_manifest
-    from speechlm.decode.transcribe import Recognizer
     from speechlm.evaluate import evaluate
 
     if (Path(args.model_dir) / "labels.json").is_file() or (Path(args.model_dir) / "model" / "labels.json").is_file():
         _report_classifier(Path(args.model_dir), args.manifest, Path(args.out).with_suffix("") if args.out else None)
         return
-    rec = Recognizer.load(args.model_dir, lm=args.lm)
+    rec = _recognizer(args)
     utts = read_manifest(args.manifest, require_text=True)
     res = evaluate(rec, utts, _decoding(args))
     s = res.summary()
@@ -481,13 +518,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--labeled-minutes", type=float, default=None, help="use this many minutes of labeled audio")
     s.add_argument("--freeze-encoder-steps", type=int, default=None, help="encoder frozen for N steps (-1: throughout)")
     s.add_argument("--layer-decay", type=float, default=None, help="layer-wise learning-rate decay (1 = none)")
-    s.add_argument("--task", choices=["asr", "classify", "text-classify"], default="asr",
-                   help="CTC recognition, utterance classification from manifest labels, or text classification on a language model")
+    s.add_argument("--task", choices=["asr", "classify", "text-classify", "speech-lm"], default="asr",
+                   help="CTC recognition, utterance classification from manifest labels, text classification on a language model, "
+                        "or the joint speech-LM (encoder from --init, causal LM from --lm)")
+    s.add_argument("--lm", default=None, help="speech-lm: causal/LSTM LM directory (speechlm pretrain text) the model writes with")
+    s.add_argument("--lm-mode", choices=["frozen", "lora", "full"], default=None, help="speech-lm: how the LM trains (lm_mode)")
+    s.add_argument("--tasks", default=None, help="speech-lm: comma-separated prompts to train (transcribe,intent)")
     s.add_argument("--train-file", default=None, help="text-classify: CSV/TSV (text,label header) or JSON Lines with text and label")
     s.add_argument("--valid-file", default=None, help="text-classify: held-out file scored after training")
     s.add_argument("--valid-manifest", default=None, help="classify: labeled manifest scored after training (report + confusion matrix)")
     s.add_argument("--peft", choices=["none", "lora", "adapter"], default=None, help="classify: freeze the encoder, train LoRA or bottleneck adapters")
-    s.add_argument("--lora-rank", type=int, default=None, help="classify: LoRA rank / adapter width (peft.rank)")
+    s.add_argument("--lora-rank", type=int, default=None, help="classify, speech-lm: LoRA rank / adapter width (peft.rank)")
     s.add_argument("--pooling", choices=["mean", "attentive"], default=None, help="classify: pooling over frames (head.pooling)")
     s.add_argument("--layer-weights", action="store_true", help="classify: pool a learned weighted sum of every encoder block (SUPERB)")
     s.set_defaults(func=cmd_train)

@@ -28,6 +28,7 @@ from speechlm.models.classifier import HeadConfig
 from speechlm.models.encoders import EncoderConfig
 from speechlm.models.lm import LMConfig
 from speechlm.models.peft import PeftConfig
+from speechlm.models.speech_lm import ProjectorConfig
 from speechlm.models.speech_ssl import SSLConfig
 from speechlm.train.loop import TrainConfig
 
@@ -268,6 +269,36 @@ class TextClassifyConfig:
     finetune: FinetuneConfig = FinetuneConfig()
     peft: PeftConfig = PeftConfig()
     train: TrainConfig = TrainConfig(max_steps=600, lr=5e-4, warmup_steps=60, max_batch_size=64)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechLMConfig:
+    """The joint model: a pretrained speech encoder (``finetune.init``) -> projector -> a pretrained
+    causal LM (``lm_init``) that answers a task prompt; paired data from ``data.train_manifest``."""
+
+    data: DataConfig = DataConfig()
+    features: FeatureConfig = FeatureConfig()  # from the encoder checkpoint
+    spec_augment: SpecAugmentConfig = SpecAugmentConfig()
+    augment: AugmentConfig = AugmentConfig()
+    encoder: EncoderConfig = EncoderConfig()  # from the encoder checkpoint
+    projector: ProjectorConfig = ProjectorConfig()
+    lm: LMConfig = LMConfig()  # from the LM checkpoint
+    lm_init: str = ""  # causal/LSTM LM directory (speechlm pretrain text) the model starts from ("" = a fresh LM)
+    tasks: tuple[str, ...] = ("transcribe", "intent")  # prompts trained: transcribe (answer = text), intent (answer = label)
+    lm_mode: str = "lora"  # "frozen", "lora" (peft settings below) or "full"
+    finetune: FinetuneConfig = FinetuneConfig()  # encoder init and freezing (freeze_encoder_steps=-1 = frozen)
+    peft: PeftConfig = PeftConfig(method="lora", rank=8)  # LoRA on the LM when lm_mode="lora"
+    train: TrainConfig = TrainConfig(max_steps=1000, lr=1e-3, warmup_steps=100, batch_seconds=60.0)
+
+    def __post_init__(self):
+        if self.lm_mode not in ("frozen", "lora", "full"):
+            raise ValueError(f"lm_mode must be 'frozen', 'lora' or 'full', got {self.lm_mode!r}")
+        unknown = [t for t in self.tasks if t not in SPEECH_LM_TASKS]
+        if unknown or not self.tasks:
+            raise ValueError(f"tasks must be a non-empty subset of {SPEECH_LM_TASKS}, got {list(self.tasks)}")
+
+
+SPEECH_LM_TASKS = ("transcribe", "intent")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -251,3 +251,43 @@ def test_text_classify_finetune_predict_evaluate(tmp_path):
     assert json.loads(r.stdout)["label"] in {s.intent for s in train}
     r = run_cli("finetune", str(tmp_path / "bad"), "--task", "text-classify")
     assert r.returncode == 2 and "--train-file" in r.stderr
+
+
+def test_ngram_fusion_from_the_command_line(tone_corpus, tiny_asr_dir, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(json.loads(line)["text"] for line in tone_corpus.read_text().splitlines()) + "\n")
+    r = run_cli("ngram", str(tmp_path / "ng"), "--text", str(texts), "--order", "4", "--valid", str(texts))
+    assert r.returncode == 0, r.stderr
+    assert "histories (order 4)" in r.stdout and "held-out character perplexity" in r.stdout
+    r = run_cli("evaluate", str(tiny_asr_dir), str(tone_corpus), "--lm", str(tmp_path / "ng"), "--lm-weight", "0.8", "--lm-bonus", "1")
+    assert r.returncode == 0, r.stderr
+    assert "WER" in r.stdout
+    (tmp_path / "other.txt").write_text("xyz\n")
+    run_cli("ngram", str(tmp_path / "ng2"), "--text", str(tmp_path / "other.txt"))
+    wav = json.loads(tone_corpus.read_text().splitlines()[0])["audio_filepath"]
+    r = run_cli("transcribe", str(tiny_asr_dir), wav, "--lm", str(tmp_path / "ng2"))
+    assert r.returncode == 2 and "never saw the recognizer's characters" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_speech_lm_finetune_transcribe_predict(tone_corpus, tiny_asr_dir, tmp_path):
+    rows = [json.loads(line) for line in tone_corpus.read_text().splitlines()]
+    manifest = tmp_path / "labelled.jsonl"
+    manifest.write_text("".join(json.dumps(r | {"label": "low" if r["text"][0] in "abcd" else "high"}) + "\n" for r in rows))
+    (tmp_path / "text.txt").write_text("\n".join([r["text"] for r in rows] + ["transcribe intent low high"]) + "\n")
+    r = run_cli("pretrain", "text", str(tmp_path / "lm"), "--text", str(tmp_path / "text.txt"), "tokenizer.kind=char", "lm.d_model=32",
+                "lm.n_layers=1", "lm.n_heads=2", "lm.context=96", "train.max_steps=2", "train.precision=fp32")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = run_cli("finetune", str(tmp_path / "slm"), "--task", "speech-lm", "--init", str(tiny_asr_dir), "--lm", str(tmp_path / "lm"),
+                "--train-manifest", str(manifest), "--lm-mode", "lora", "--lora-rank", "2", "projector.stack=2", "train.max_steps=3",
+                "train.precision=fp32", "train.batch_seconds=12")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "trainable (LM lora)" in r.stdout and "answers per task {'transcribe': 24, 'intent': 24}" in r.stdout
+    r = run_cli("transcribe", str(tmp_path / "slm"), rows[0]["audio_filepath"], "--json", "--beam", "2")
+    assert r.returncode == 0, r.stderr
+    assert set(json.loads(r.stdout)) == {"audio_filepath", "text"}
+    r = run_cli("predict", str(tmp_path / "slm"), rows[0]["audio_filepath"], "--json")
+    assert r.returncode == 0 and "label" in json.loads(r.stdout)
+    r = run_cli("evaluate", str(tmp_path / "slm"), str(tone_corpus))
+    assert r.returncode == 0 and "WER" in r.stdout
+    r = run_cli("transcribe", str(tmp_path / "slm"), rows[0]["audio_filepath"], "--lm", str(tmp_path / "lm"))
+    assert r.returncode != 0 and "own LM" in r.stderr

@@ -108,9 +108,13 @@ class SpeechDataset:
             audio = augment(audio, self.augment_cfg, rng)
         return audio
 
+    def tokens(self, i: int) -> list[int]:
+        """Token ids of utterance ``i`` as this epoch's batch carries them."""
+        return self._tokens[i]
+
     def collate(self, indices: Sequence[int]) -> Batch:
         audios = [self.audio(i) for i in indices]
-        tokens = [self._tokens[i] for i in indices]
+        tokens = [self.tokens(i) for i in indices]
         B = len(indices)
         audio = torch.zeros(B, max(a.size for a in audios))
         tok = torch.zeros(B, max(1, max(len(t) for t in tokens)), dtype=torch.long)

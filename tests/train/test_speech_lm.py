@@ -1,0 +1,147 @@
+"""The joint speech-LM: training on mixed tasks, cached decoding, saving, and the errors users hit."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from speechlm.config import SpeechLMConfig, TextPretrainConfig, load_config
+from speechlm.data.audio import load_audio
+from speechlm.data.manifest import read_manifest, write_manifest
+from speechlm.errors import SpeechLMError
+from speechlm.models.lm import LMConfig, special_tokens
+from speechlm.models.speech_lm import ProjectorConfig, SpeechLM
+from speechlm.train.speech_lm import SpeechLMRunner, is_speech_lm_dir, train_speech_lm
+from speechlm.train.text import load_lm_dir, pretrain_text
+
+
+@pytest.fixture(scope="module")
+def labelled_tones(tone_corpus, tmp_path_factory):
+    """The tone corpus with an intent label: 'low' when the first letter is a-d, else 'high'."""
+    utts = [dataclasses.replace(u, label="low" if u.text[0] in "abcd" else "high") for u in read_manifest(tone_corpus)]
+    path = tmp_path_factory.mktemp("slm") / "manifest.jsonl"
+    write_manifest(path, utts)
+    return path, utts
+
+
+@pytest.fixture(scope="module")
+def char_lm_dir(labelled_tones, tmp_path_factory):
+    _, utts = labelled_tones
+    root = tmp_path_factory.mktemp("charlm")
+    (root / "text.txt").write_text("\n".join([u.text for u in utts] + ["transcribe intent low high"] * 3) + "\n")
+    cfg = load_config(TextPretrainConfig, overrides=[
+        f"data.train_files=['{root / 'text.txt'}']", "tokenizer.kind=char", "lm.d_model=32", "lm.n_layers=1", "lm.n_heads=2",
+        "lm.context=96", "train.max_steps=3", "train.warmup_steps=1", "train.precision=fp32",
+    ])  # fmt: skip
+    pretrain_text(cfg, root / "run", progress=False)
+    return root / "run" / "model"
+
+
+def slm_config(manifest, lm_dir, *extra):
+    return load_config(SpeechLMConfig, overrides=[
+        f"data.train_manifest={manifest}", f"lm_init={lm_dir}", "encoder.d_model=32", "encoder.n_layers=1", "encoder.n_heads=2",
+        "encoder.conv_kernel=3", "projector.stack=2", "train.precision=fp32", "train.batch_seconds=12", "train.warmup_steps=5",
+        "train.lr=3e-3", "train.log_every=10", *extra,
+    ])  # fmt: skip
+
+
+def tiny_model(arch="causal"):
+    from speechlm.features import FeatureConfig
+    from speechlm.models.encoders import EncoderConfig
+
+    torch.manual_seed(0)
+    sp = special_tokens(10)
+    lm = LMConfig(arch=arch, d_model=16, n_layers=2, n_heads=2, context=64, dropout=0.0)
+    enc = EncoderConfig(d_model=16, n_layers=1, n_heads=2, conv_kernel=3, dropout=0.0)
+    return SpeechLM(FeatureConfig(), enc, ProjectorConfig(stack=3), lm, sp, [[2, 3], [4]]).eval()
+
+
+@pytest.mark.parametrize("arch", ["causal", "lstm"])
+def test_cached_greedy_decoding_matches_recomputing_the_whole_sequence(arch):
+    model = tiny_model(arch)
+    speech, lens = model.encode_speech(torch.randn(1, 8000) * 0.1, torch.tensor([8000]))
+    speech = speech[0, : int(lens[0])]
+    got = model.generate(speech, 1, max_new_tokens=6)
+    ids = []
+    for _ in range(6):  # no cache: the whole prefix + answer so far, every step
+        x = torch.cat([model.prefix(speech, 1), model.lm.embed(torch.tensor(ids, dtype=torch.long))])[None]
+        logits = model.lm(torch.zeros(1, x.shape[1], dtype=torch.long), embeds=x).logits[0, -1].clone()
+        logits[[0, model.special.bos, model.special.mask]] = float("-inf")
+        nxt = int(logits.argmax())
+        if nxt == model.special.eos:
+            break
+        ids.append(nxt)
+    assert got == ids
+    beam = model.generate(speech, 1, max_new_tokens=6, beam_size=4)
+    assert all(0 < t < model.special.bos for t in beam)
+
+
+def test_projector_stacks_frames_and_rounds_lengths_up():
+    model = tiny_model()
+    x = torch.randn(2, 7, 16)
+    y, lens = model.projector(x, torch.tensor([7, 4]))
+    assert y.shape == (2, 3, 16) and lens.tolist() == [3, 2]
+
+
+def test_training_mixes_tasks_learns_and_saves_a_standalone_model(labelled_tones, char_lm_dir, tiny_asr_dir, tmp_path):
+    manifest, utts = labelled_tones
+    cfg = slm_config(manifest, char_lm_dir, "train.max_steps=40", "lm_mode=full")
+    cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, init=str(tiny_asr_dir)))
+    res = train_speech_lm(cfg, tmp_path / "slm", progress=False)
+    log = [json.loads(line) for line in (tmp_path / "slm" / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["loss"] < 0.9 * log[0]["loss"], [r["loss"] for r in log]
+    summary = json.loads((tmp_path / "slm" / "model" / "training.json").read_text())
+    assert summary["tasks"] == {"transcribe": 24, "intent": 24}
+    assert is_speech_lm_dir(tmp_path / "slm") and not is_speech_lm_dir(char_lm_dir)
+    runner = SpeechLMRunner.load(tmp_path / "slm")
+    audio = [load_audio(u.audio_filepath) for u in utts[:3]]
+    texts, intents = runner.transcribe(audio), runner.answer(audio, "intent", beam_size=2)
+    assert len(texts) == len(intents) == 3 and all(isinstance(t, str) for t in texts + intents)
+    assert runner.transcribe(audio) == texts  # deterministic
+    with pytest.raises(SpeechLMError, match="unknown task 'weather'"):
+        runner.answer(audio, "weather")
+    with pytest.raises(SpeechLMError, match="empty audio"):
+        runner.answer([np.zeros(0, np.float32)], "transcribe")
+    with pytest.raises(SpeechLMError, match="context"):
+        runner.answer([np.zeros(16000 * 30, np.float32)], "transcribe")
+    assert res.steps == 40
+
+
+def test_lora_trains_few_parameters_and_is_merged_on_save(labelled_tones, char_lm_dir, tmp_path):
+    manifest, _ = labelled_tones
+    train_speech_lm(slm_config(manifest, char_lm_dir, "train.max_steps=2", "lm_mode=lora", "peft.rank=2",
+                               "finetune.freeze_encoder_steps=-1"), tmp_path / "l", progress=False)  # fmt: skip
+    summary = json.loads((tmp_path / "l" / "model" / "training.json").read_text())
+    runner = SpeechLMRunner.load(tmp_path / "l")
+    assert not any("lora" in n for n, _ in runner.model.named_parameters())
+    projector = sum(p.numel() for p in runner.model.projector.parameters())
+    assert projector < summary["trainable_params"] < projector + 5000 < summary["params"]
+
+
+def test_frozen_lm_stays_unchanged(labelled_tones, char_lm_dir, tmp_path):
+    manifest, _ = labelled_tones
+    train_speech_lm(slm_config(manifest, char_lm_dir, "train.max_steps=3", "lm_mode=frozen", "tasks=['intent']"), tmp_path / "f", progress=False)
+    _, base, _, _ = load_lm_dir(char_lm_dir)
+    trained = SpeechLMRunner.load(tmp_path / "f").model.lm
+    for (n, a), (_, b) in zip(base.state_dict().items(), trained.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=n)
+
+
+def test_bad_configurations_are_named(labelled_tones, char_lm_dir, tiny_lm_dir, tmp_path):
+    manifest, utts = labelled_tones
+    with pytest.raises(ValueError, match="tasks must be"):
+        slm_config(manifest, char_lm_dir, "tasks=['translate']")
+    with pytest.raises(SpeechLMError, match="lm_init is not set"):
+        train_speech_lm(slm_config(manifest, ""), tmp_path / "a", progress=False)
+    unlabeled = tmp_path / "unlabeled.jsonl"
+    write_manifest(unlabeled, [dataclasses.replace(u, label=None) for u in utts])
+    with pytest.raises(SpeechLMError, match="no utterance has a label"):
+        train_speech_lm(slm_config(unlabeled, char_lm_dir, "tasks=['intent']"), tmp_path / "b", progress=False)
+    mlm = tmp_path / "mlm"
+    cfg = load_config(TextPretrainConfig, overrides=["data.builtin_sentences=50", "lm.arch=mlm", "lm.d_model=16", "lm.n_layers=1",
+                                                    "lm.n_heads=2", "lm.context=16", "tokenizer.kind=char", "train.max_steps=1", "train.precision=fp32"])  # fmt: skip
+    pretrain_text(cfg, mlm, progress=False)
+    with pytest.raises(SpeechLMError, match="masked LM"):
+        train_speech_lm(slm_config(manifest, mlm / "model"), tmp_path / "c", progress=False)
