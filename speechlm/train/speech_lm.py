@@ -16,6 +16,7 @@ Usage:
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -27,8 +28,9 @@ from speechlm.data.batching import SpeechDataset
 from speechlm.data.manifest import Utterance, filter_utterances, read_manifest
 from speechlm.data.tokenizer import load_tokenizer
 from speechlm.errors import CheckpointError, ManifestError, SpeechLMError
-from speechlm.features import SAMPLE_RATE
+from speechlm.features import FRAMES_PER_SECOND, SAMPLE_RATE
 from speechlm.models.asr import count_parameters
+from speechlm.models.encoders import SUBSAMPLING
 from speechlm.models.lm import special_tokens
 from speechlm.models.peft import apply_peft, merge_lora
 from speechlm.models.speech_lm import SpeechLM
@@ -78,6 +80,12 @@ def _answers(cfg: SpeechLMConfig, utts: Sequence[Utterance], tokenizer) -> list[
     return out
 
 
+def sequence_length(cfg: SpeechLMConfig, seconds: float, answers: dict[int, list[int]], tokenizer) -> int:
+    """LM positions of the longest task sequence: BOS, prompt, speech (one per ``stack`` encoder frames), answer, EOS."""
+    speech = math.ceil(seconds * FRAMES_PER_SECOND / SUBSAMPLING / cfg.projector.stack)
+    return max(2 + len(tokenizer.encode(cfg.tasks[t])) + speech + len(a) for t, a in answers.items())
+
+
 def train_speech_lm(cfg: SpeechLMConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
     from speechlm.train.text import load_lm_dir
 
@@ -101,6 +109,12 @@ def train_speech_lm(cfg: SpeechLMConfig, run_dir: str | Path, resume: bool = Fal
         fields = " or ".join("text" if t == "transcribe" else "label" for t in cfg.tasks)
         raise ManifestError(f"{cfg.data.train_manifest}: no utterance has a {fields} for the tasks {list(cfg.tasks)}")
     utts, answers = [utts[i] for i in keep], [answers[i] for i in keep]
+    fits = [i for i, (u, a) in enumerate(zip(utts, answers)) if cfg.lm.arch == "lstm" or sequence_length(cfg, u.duration, a, tokenizer) <= cfg.lm.context]
+    if len(fits) < len(utts):
+        print(f"skipped {len(utts) - len(fits)} utterances whose prompt + speech + answer exceed the LM's context of {cfg.lm.context}")
+        if not fits:
+            raise SpeechLMError(f"no utterance fits the LM's context of {cfg.lm.context} positions: raise projector.stack or use shorter audio")
+        utts, answers = [utts[i] for i in fits], [answers[i] for i in fits]
     per_task = {task: sum(t in a for a in answers) for t, task in enumerate(cfg.tasks)}
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.train.seed)
