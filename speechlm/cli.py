@@ -297,9 +297,14 @@ def cmd_pretrain_text(args: argparse.Namespace) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> None:
     from speechlm.decode.generate import GenerationOptions, generate
+    from speechlm.train.speech_lm import SpeechLMRunner, is_speech_lm_dir
     from speechlm.train.text import load_lm_dir
 
-    _, model, tokenizer, special = load_lm_dir(args.model_dir)
+    if is_speech_lm_dir(args.model_dir):  # the joint model's LM continues text too
+        runner = SpeechLMRunner.load(args.model_dir)
+        model, tokenizer, special = runner.model.lm, runner.tokenizer, runner.model.special
+    else:
+        _, model, tokenizer, special = load_lm_dir(args.model_dir)
     opts = GenerationOptions(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed)
     for i in range(args.num):
         ids = generate(model, tokenizer.encode(args.prompt), special, dataclasses.replace(opts, seed=args.seed + i))
@@ -566,7 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_label_efficiency)
 
     s = sub.add_parser("generate", help="continue a prompt with a causal or LSTM language model", formatter_class=DEFAULTS)
-    s.add_argument("model_dir", help="language model directory (speechlm pretrain text)")
+    s.add_argument("model_dir", help="language model directory (speechlm pretrain text), or a joint speech-LM")
     s.add_argument("--prompt", default="", help="text to continue")
     s.add_argument("--max-new-tokens", type=int, default=40)
     s.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")

@@ -289,5 +289,7 @@ def test_speech_lm_finetune_transcribe_predict(tone_corpus, tiny_asr_dir, tmp_pa
     assert r.returncode == 0 and "label" in json.loads(r.stdout)
     r = run_cli("evaluate", str(tmp_path / "slm"), str(tone_corpus))
     assert r.returncode == 0 and "WER" in r.stdout
+    r = run_cli("generate", str(tmp_path / "slm"), "--prompt", "ab", "--max-new-tokens", "5")
+    assert r.returncode == 0 and r.stdout.startswith("ab"), r.stderr
     r = run_cli("transcribe", str(tmp_path / "slm"), rows[0]["audio_filepath"], "--lm", str(tmp_path / "lm"))
     assert r.returncode != 0 and "own LM" in r.stderr

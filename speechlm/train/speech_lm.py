@@ -16,6 +16,7 @@ Usage:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 from typing import Sequence
@@ -40,6 +41,7 @@ from speechlm.train.finetune import config_from_pretrained, encoder_param_groups
 from speechlm.train.loop import TrainResult, is_main_process, train
 
 MIN_SECONDS = 0.1  # shorter clips are padded with silence (the encoder's convolutions need frames)
+INTENT_LABELS_FILE = "intent_labels.json"  # the training labels: answers are mapped back to their spelling
 
 
 class TaskDataset(SpeechDataset):
@@ -140,9 +142,12 @@ def train_speech_lm(cfg: SpeechLMConfig, run_dir: str | Path, resume: bool = Fal
     if short:
         raise SpeechLMError(f"{len(short)} clips are shorter than {MIN_SECONDS} s (e.g. {utts[short[0]].audio_filepath}); raise data.min_duration")
 
+    labels = sorted({u.label for u in utts if u.label})
+
     def save_extras(d: Path) -> None:
         save_config(cfg, d / CONFIG_FILE)
         tokenizer.save(d)
+        (d / INTENT_LABELS_FILE).write_text(json.dumps(labels) + "\n")
 
     result = train(model, dataset, cfg.train, run_dir, speech_lm_loss, save_extras, resume=resume, progress=progress, param_groups=groups)
     if is_main_process():
@@ -163,8 +168,10 @@ def is_speech_lm_dir(path: str | Path) -> bool:
 class SpeechLMRunner:
     """A trained joint model: transcribe or name the intent of waveforms, selected by prompt."""
 
-    def __init__(self, cfg: SpeechLMConfig, model: SpeechLM, tokenizer):
+    def __init__(self, cfg: SpeechLMConfig, model: SpeechLM, tokenizer, labels: Sequence[str] = ()):
         self.cfg, self.model, self.tokenizer = cfg, model.eval(), tokenizer
+        # the LM writes normalized text ("set alarm"); a known label is returned as spelled in training ("set_alarm")
+        self.labels = {tokenizer.decode(tokenizer.encode(lab)): lab for lab in labels}
 
     @classmethod
     def load(cls, model_dir: str | Path) -> "SpeechLMRunner":
@@ -173,7 +180,8 @@ class SpeechLMRunner:
         tokenizer = load_tokenizer(d)
         model = build_speech_lm(cfg, tokenizer)
         load_weights(model, d)
-        return cls(cfg, model, tokenizer)
+        labels = json.loads((d / INTENT_LABELS_FILE).read_text()) if (d / INTENT_LABELS_FILE).is_file() else []
+        return cls(cfg, model, tokenizer, labels)
 
     def task_index(self, task: str) -> int:
         if task not in self.cfg.tasks:
@@ -190,8 +198,8 @@ class SpeechLMRunner:
                 raise SpeechLMError("empty audio: nothing to answer")
             a = np.pad(a, (0, max(0, int(MIN_SECONDS * SAMPLE_RATE) - a.size)))
             speech, lens = self.model.encode_speech(torch.from_numpy(a)[None], torch.tensor([a.size]))
-            ids = self.model.generate(speech[0, : int(lens[0])], t, max_new_tokens, beam_size)
-            out.append(self.tokenizer.decode(ids))
+            text = self.tokenizer.decode(self.model.generate(speech[0, : int(lens[0])], t, max_new_tokens, beam_size))
+            out.append(self.labels.get(text, text) if task == "intent" else text)
         return out
 
     def transcribe(self, audios: Sequence[np.ndarray], options=None, batch_seconds: float = 0.0) -> list[str]:

@@ -19,8 +19,8 @@ from speechlm.train.text import load_lm_dir, pretrain_text
 
 @pytest.fixture(scope="module")
 def labelled_tones(tone_corpus, tmp_path_factory):
-    """The tone corpus with an intent label: 'low' when the first letter is a-d, else 'high'."""
-    utts = [dataclasses.replace(u, label="low" if u.text[0] in "abcd" else "high") for u in read_manifest(tone_corpus)]
+    """The tone corpus with an intent label: 'low_pitch' when the first letter is a-d, else 'high_pitch'."""
+    utts = [dataclasses.replace(u, label="low_pitch" if u.text[0] in "abcd" else "high_pitch") for u in read_manifest(tone_corpus)]
     path = tmp_path_factory.mktemp("slm") / "manifest.jsonl"
     write_manifest(path, utts)
     return path, utts
@@ -30,7 +30,7 @@ def labelled_tones(tone_corpus, tmp_path_factory):
 def char_lm_dir(labelled_tones, tmp_path_factory):
     _, utts = labelled_tones
     root = tmp_path_factory.mktemp("charlm")
-    (root / "text.txt").write_text("\n".join([u.text for u in utts] + ["transcribe intent low high"] * 3) + "\n")
+    (root / "text.txt").write_text("\n".join([u.text for u in utts] + ["transcribe intent low high pitch"] * 3) + "\n")
     cfg = load_config(TextPretrainConfig, overrides=[
         f"data.train_files=['{root / 'text.txt'}']", "tokenizer.kind=char", "lm.d_model=32", "lm.n_layers=1", "lm.n_heads=2",
         "lm.context=96", "train.max_steps=3", "train.warmup_steps=1", "train.precision=fp32",
@@ -100,6 +100,10 @@ def test_training_mixes_tasks_learns_and_saves_a_standalone_model(labelled_tones
     texts, intents = runner.transcribe(audio), runner.answer(audio, "intent", beam_size=2)
     assert len(texts) == len(intents) == 3 and all(isinstance(t, str) for t in texts + intents)
     assert runner.transcribe(audio) == texts  # deterministic
+    # the LM writes normalized text; a training label comes back spelled as in the manifest
+    low_pitch = runner.tokenizer.encode("low pitch")
+    runner.model.generate = lambda *a, **k: low_pitch
+    assert runner.answer(audio[:1], "intent") == ["low_pitch"] and runner.answer(audio[:1], "transcribe") == ["low pitch"]
     with pytest.raises(SpeechLMError, match="unknown task 'weather'"):
         runner.answer(audio, "weather")
     with pytest.raises(SpeechLMError, match="empty audio"):
