@@ -143,6 +143,13 @@ def test_bad_configurations_are_named(labelled_tones, char_lm_dir, tiny_lm_dir, 
     write_manifest(unlabeled, [dataclasses.replace(u, label=None) for u in utts])
     with pytest.raises(SpeechLMError, match="no utterance has a label"):
         train_speech_lm(slm_config(unlabeled, char_lm_dir, "tasks=['intent']"), tmp_path / "b", progress=False)
+    from speechlm.data.audio import write_audio
+    from speechlm.data.manifest import Utterance
+
+    write_audio(tmp_path / "long.wav", (0.1 * np.random.default_rng(0).standard_normal(16000 * 4)).astype(np.float32))
+    write_manifest(tmp_path / "long.jsonl", [Utterance(str(tmp_path / "long.wav"), 4.0, "ab", label="low_pitch")])
+    with pytest.raises(SpeechLMError, match="no utterance fits the LM's context of 96"):  # 4 s = 100 positions at stack 1
+        train_speech_lm(slm_config(tmp_path / "long.jsonl", char_lm_dir, "projector.stack=1"), tmp_path / "d", progress=False)
     mlm = tmp_path / "mlm"
     cfg = load_config(TextPretrainConfig, overrides=["data.builtin_sentences=50", "lm.arch=mlm", "lm.d_model=16", "lm.n_layers=1",
                                                     "lm.n_heads=2", "lm.context=16", "tokenizer.kind=char", "train.max_steps=1", "train.precision=fp32"])  # fmt: skip
