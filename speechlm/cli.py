@@ -231,7 +231,6 @@ def _report_classifier(model_dir: Path, manifest: str, out: Path | None) -> None
 def cmd_predict(args: argparse.Namespace) -> None:
     from speechlm.data.audio import load_audio
     from speechlm.train.classify import Classifier
-
     from speechlm.train.speech_lm import SpeechLMRunner, is_speech_lm_dir
 
     if is_speech_lm_dir(args.model_dir):

@@ -57,9 +57,10 @@ class NGramFusion:
         self.cache: dict[Prefix, np.ndarray] = {}
 
     def prepare(self, prefixes: Iterable[Prefix]) -> None:
+        context = self.ngram.cfg.order - 1  # the n-gram never looks further back than this
         for p in prefixes:
             if p not in self.cache:
-                history = BOS * (self.ngram.cfg.order - 1) + "".join(self.chars[i - 1] for i in p)
+                history = BOS * context + "".join(self.chars[i - 1] for i in p[len(p) - context :])
                 self.cache[p] = np.log(self.ngram.next_probs(history)[self.columns])
 
     def log_probs(self, prefix: Prefix) -> np.ndarray:

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from speechlm.config import ClassifyConfig, format_config, from_dict, save_config
 from speechlm.data.batching import SpeechDataset, bucket_batches
 from speechlm.data.manifest import Utterance, filter_utterances, read_manifest
+from speechlm.decode.transcribe import MIN_SECONDS
 from speechlm.errors import CheckpointError, ManifestError, SpeechLMError
 from speechlm.features import SAMPLE_RATE
 from speechlm.metrics import ClassificationReport, classification_report
@@ -44,7 +45,6 @@ from speechlm.train.loop import TrainResult, is_main_process, train
 
 LABELS_FILE = "labels.json"
 ADAPTER_FILE = "adapter.safetensors"
-MIN_SECONDS = 0.1  # shorter clips are padded with silence to this length (the encoder's convolutions need frames)
 
 
 def read_labeled(path: str | Path) -> list[Utterance]:

@@ -28,6 +28,7 @@ from speechlm.config import SpeechLMConfig, format_config, from_dict, save_confi
 from speechlm.data.batching import SpeechDataset
 from speechlm.data.manifest import Utterance, filter_utterances, read_manifest
 from speechlm.data.tokenizer import load_tokenizer
+from speechlm.decode.transcribe import MIN_SECONDS
 from speechlm.errors import CheckpointError, ManifestError, SpeechLMError
 from speechlm.features import FRAMES_PER_SECOND, SAMPLE_RATE
 from speechlm.models.asr import count_parameters
@@ -40,7 +41,6 @@ from speechlm.train.checkpoint import CONFIG_FILE, latest_checkpoint, load_weigh
 from speechlm.train.finetune import config_from_pretrained, encoder_param_groups, load_pretrained_encoder
 from speechlm.train.loop import TrainResult, is_main_process, train
 
-MIN_SECONDS = 0.1  # shorter clips are padded with silence (the encoder's convolutions need frames)
 INTENT_LABELS_FILE = "intent_labels.json"  # the training labels: answers are mapped back to their spelling
 
 
@@ -82,10 +82,10 @@ def _answers(cfg: SpeechLMConfig, utts: Sequence[Utterance], tokenizer) -> list[
     return out
 
 
-def sequence_length(cfg: SpeechLMConfig, seconds: float, answers: dict[int, list[int]], tokenizer) -> int:
+def sequence_length(cfg: SpeechLMConfig, seconds: float, answers: dict[int, list[int]], prompt_lens: list[int]) -> int:
     """LM positions of the longest task sequence: BOS, prompt, speech (one per ``stack`` encoder frames), answer, EOS."""
     speech = math.ceil(seconds * FRAMES_PER_SECOND / SUBSAMPLING / cfg.projector.stack)
-    return max(2 + len(tokenizer.encode(cfg.tasks[t])) + speech + len(a) for t, a in answers.items())
+    return max(2 + prompt_lens[t] + speech + len(a) for t, a in answers.items())
 
 
 def train_speech_lm(cfg: SpeechLMConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
@@ -111,7 +111,8 @@ def train_speech_lm(cfg: SpeechLMConfig, run_dir: str | Path, resume: bool = Fal
         fields = " or ".join("text" if t == "transcribe" else "label" for t in cfg.tasks)
         raise ManifestError(f"{cfg.data.train_manifest}: no utterance has a {fields} for the tasks {list(cfg.tasks)}")
     utts, answers = [utts[i] for i in keep], [answers[i] for i in keep]
-    fits = [i for i, (u, a) in enumerate(zip(utts, answers)) if cfg.lm.arch == "lstm" or sequence_length(cfg, u.duration, a, tokenizer) <= cfg.lm.context]
+    prompt_lens = [len(tokenizer.encode(task)) for task in cfg.tasks]
+    fits = [i for i, (u, a) in enumerate(zip(utts, answers)) if cfg.lm.arch == "lstm" or sequence_length(cfg, u.duration, a, prompt_lens) <= cfg.lm.context]
     if len(fits) < len(utts):
         print(f"skipped {len(utts) - len(fits)} utterances whose prompt + speech + answer exceed the LM's context of {cfg.lm.context}")
         if not fits:
