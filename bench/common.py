@@ -6,6 +6,7 @@ import json
 import platform
 import shlex
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -37,3 +38,20 @@ def write_results(name: str, title: str, headline: dict, body_md: str, data: dic
     md = f"# {title}\n\nReproduce: `{command()}`\n\nMachine: {machine()}\n\n{body_md}\n"
     (RESULTS / f"{name}.md").write_text(md)
     print(md)
+
+
+@contextmanager
+def saved_figure(path: Path, **subplots):
+    """``(fig, axes)`` from ``plt.subplots(**subplots)``, written to ``path`` (120 dpi) and closed on exit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(**subplots)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)

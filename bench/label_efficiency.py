@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, markdown_table, write_results  # noqa: E402
+from common import RESULTS, markdown_table, saved_figure, write_results  # noqa: E402
 
 from speechlm import label_efficiency as le  # noqa: E402
 from speechlm.config import ASRConfig, SpeechPretrainConfig, load_config  # noqa: E402
@@ -36,22 +36,14 @@ from speechlm.train.pretrain import pretrain_speech  # noqa: E402
 
 
 def plot_pretraining(log: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    steps = [r["step"] for r in log]
-    ax.plot(steps, [r["loss"] for r in log], color="C0")
-    ax.set(xlabel="step", ylabel="masked-prediction loss (nats)", title="BEST-RQ pretraining, small Conformer")
-    ax2 = ax.twinx()
-    ax2.plot(steps, [100 * r["masked_acc"] for r in log], color="C1")
-    ax2.set_ylabel("masked-prediction accuracy (%)", color="C1")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with saved_figure(path, figsize=(6, 3.5)) as (fig, ax):
+        steps = [r["step"] for r in log]
+        ax.plot(steps, [r["loss"] for r in log], color="C0")
+        ax.set(xlabel="step", ylabel="masked-prediction loss (nats)", title="BEST-RQ pretraining, small Conformer")
+        ax2 = ax.twinx()
+        ax2.plot(steps, [100 * r["masked_acc"] for r in log], color="C1")
+        ax2.set_ylabel("masked-prediction accuracy (%)", color="C1")
+        ax.grid(alpha=0.3)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ Usage:
     speechlm pretrain speech runs/ssl --train-manifest data/unlabeled/manifest.jsonl train.max_minutes=60
     speechlm finetune runs/ft --init runs/ssl --train-manifest data/train/manifest.jsonl --labeled-fraction 0.1
     speechlm pretrain text runs/lm --text book.txt other.txt lm.arch=causal
+    speechlm pretrain joint runs/joint --train-manifest data/train/manifest.jsonl --text book.txt --paired-fraction 0.1
     speechlm generate runs/lm --prompt "set an alarm" --temperature 0.8 --top-p 0.9
     speechlm perplexity runs/lm held_out.txt
     speechlm transcribe runs/asr clip.wav other.flac
@@ -270,23 +271,47 @@ def cmd_pretrain_speech(args: argparse.Namespace) -> None:
     )
 
 
-def cmd_pretrain_text(args: argparse.Namespace) -> None:
-    from speechlm.config import TextPretrainConfig
-    from speechlm.train.text import pretrain_text
-
-    _set_threads(args)
+def _text_overrides(args: argparse.Namespace, section: str) -> list[str]:
+    """``--text``, ``--valid-text`` and ``--builtin`` as overrides of the config's text section."""
     for name in ("text", "valid_text"):  # key=value overrides typed after --text FILE... land in its list
-        values = getattr(args, name) or []
+        values = getattr(args, name, None) or []
         files = [v for v in values if "=" not in v or Path(v).exists()]
         args.overrides = [*args.overrides, *[v for v in values if v not in files]]
         setattr(args, name, files)
     overrides = []
     if args.text:
-        overrides.append(f"data.train_files={json.dumps(args.text)}")
+        overrides.append(f"{section}.train_files={json.dumps(args.text)}")
     if args.builtin:
-        overrides.append(f"data.builtin_sentences={args.builtin}")
-    if args.valid_text:
-        overrides.append(f"data.valid_files={json.dumps(args.valid_text)}")
+        overrides.append(f"{section}.builtin_sentences={args.builtin}")
+    if getattr(args, "valid_text", None):
+        overrides.append(f"{section}.valid_files={json.dumps(args.valid_text)}")
+    return overrides
+
+
+def cmd_pretrain_joint(args: argparse.Namespace) -> None:
+    from speechlm.config import JointPretrainConfig
+    from speechlm.train.joint_pretrain import pretrain_joint
+
+    _set_threads(args)
+    overrides = _text_overrides(args, "text") + ([f"ssl.target={args.target}"] if args.target else [])
+    if args.paired_fraction is not None:
+        overrides.append(f"joint.paired_fraction={args.paired_fraction}")
+    cfg = _run_config(JointPretrainConfig, args, overrides)
+    result = pretrain_joint(cfg, args.run_dir, resume=args.resume)
+    last = result.history[-1] if result.history else {}
+    print(
+        f"done: {result.steps} steps, final loss {result.final_loss:.4f} (masked prediction {last.get('mp_loss', float('nan')):.3f}, "
+        f"CTC {last.get('ctc_loss', float('nan')):.3f}, masked LM {last.get('mlm_loss', float('nan')):.3f}), "
+        f"{result.throughput:.1f} audio-s/s; encoder -> {Path(args.run_dir) / 'model'} (fine-tune with --init)"
+    )
+
+
+def cmd_pretrain_text(args: argparse.Namespace) -> None:
+    from speechlm.config import TextPretrainConfig
+    from speechlm.train.text import pretrain_text
+
+    _set_threads(args)
+    overrides = _text_overrides(args, "data")
     if args.lm_arch:
         overrides.append(f"lm.arch={args.lm_arch}")
     cfg = _run_config(TextPretrainConfig, args, overrides)
@@ -543,6 +568,16 @@ def build_parser() -> argparse.ArgumentParser:
     run_args(s)
     s.add_argument("--target", choices=["best-rq", "kmeans"], default=None, help="shortcut for ssl.target")
     s.set_defaults(func=cmd_pretrain_speech)
+    s = kinds.add_parser(
+        "joint", formatter_class=DEFAULTS,
+        help="one encoder from unlabeled audio (masked prediction), a paired subset (CTC) and text (masked LM through shared blocks)",
+    )  # fmt: skip
+    run_args(s)
+    s.add_argument("--text", nargs="+", default=None, help="unpaired UTF-8 text files, one sentence per line (default: built-in sentences)")
+    s.add_argument("--builtin", type=int, default=0, help="without --text: this many built-in generator sentences (default 6000)")
+    s.add_argument("--paired-fraction", type=float, default=None, help="transcribed utterances used with their transcripts (joint.paired_fraction)")
+    s.add_argument("--target", choices=["best-rq", "kmeans"], default=None, help="shortcut for ssl.target")
+    s.set_defaults(func=cmd_pretrain_joint)
     s = kinds.add_parser("text", help="causal, masked or LSTM language model on plain text", formatter_class=DEFAULTS)
     run_args(s, speech=False)
     s.add_argument("--text", nargs="+", default=None, help="UTF-8 text files (one sentence or paragraph per line)")

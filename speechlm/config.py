@@ -26,6 +26,7 @@ from speechlm.data.tokenizer import TokenizerConfig
 from speechlm.features import FeatureConfig, SpecAugmentConfig
 from speechlm.models.classifier import HeadConfig
 from speechlm.models.encoders import EncoderConfig
+from speechlm.models.joint_pretrain import JointConfig
 from speechlm.models.lm import LMConfig
 from speechlm.models.peft import PeftConfig
 from speechlm.models.speech_lm import ProjectorConfig
@@ -309,3 +310,17 @@ class TextPretrainConfig:
     tokenizer: TokenizerConfig = TokenizerConfig(kind="unigram", vocab_size=512)
     lm: LMConfig = LMConfig()
     train: TrainConfig = TrainConfig(lr=1e-3, warmup_steps=200, max_batch_size=32, max_steps=2000)
+
+
+@dataclasses.dataclass(frozen=True)
+class JointPretrainConfig:
+    """Joint speech-text pretraining: masked prediction on all audio, CTC on a paired subset, masked LM on text."""
+
+    data: DataConfig = DataConfig(max_duration=30.0)  # train_manifest: all its audio is unlabeled speech; transcripts of a subset are paired
+    text: TextDataConfig = TextDataConfig()  # unpaired text (files or built-in generator sentences)
+    features: FeatureConfig = FeatureConfig()
+    augment: AugmentConfig = AugmentConfig()
+    encoder: EncoderConfig = EncoderConfig()
+    ssl: SSLConfig = SSLConfig()
+    joint: JointConfig = JointConfig()
+    train: TrainConfig = TrainConfig(lr=1e-3, warmup_steps=300)

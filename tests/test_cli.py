@@ -122,6 +122,20 @@ def test_pretrain_finetune_and_label_efficiency_from_the_command_line(tmp_path, 
     assert minutes[0.25] < minutes[1.0]
 
 
+def test_joint_pretraining_from_the_command_line(tmp_path, tone_corpus, capsys):
+    text = tmp_path / "text.txt"
+    text.write_text("ab cd\nca bd\ndd ab ca\n")
+    joint = tmp_path / "joint"
+    assert main(["pretrain", "joint", str(joint), "--train-manifest", str(tone_corpus), "--text", str(text), "--paired-fraction", "0.5",
+                 *TINY_ENCODER, "train.max_steps=4", "ssl.codebook_size=16", "joint.shared_layers=1", "train.num_workers=0"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "12 paired" in out and "masked LM" in out and "CTC" in out
+    saved = json.loads((joint / "model" / "config.json").read_text())
+    assert saved["text"]["train_files"] == [str(text)] and saved["joint"]["paired_fraction"] == 0.5
+    assert main(["finetune", str(tmp_path / "ft"), "--init", str(joint), "--train-manifest", str(tone_corpus), "train.max_steps=2", "train.batch_seconds=8"]) == 0
+    assert "init from" in capsys.readouterr().out
+
+
 def test_text_lm_commands(tmp_path, capsys):
     text = tmp_path / "corpus.txt"
     text.write_text("\n".join(f"the {w} sat on the mat number {i}" for i, w in enumerate(["cat", "dog", "bird", "fox"] * 30)))

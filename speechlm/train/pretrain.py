@@ -14,7 +14,7 @@ from speechlm.models.asr import count_parameters
 from speechlm.models.speech_ssl import SpeechPretrainer, fit_kmeans
 from speechlm.objectives.masked_prediction import masked_prediction_loss
 from speechlm.train.checkpoint import CONFIG_FILE, latest_checkpoint, load_weights, save_model_dir
-from speechlm.train.loop import TrainResult, is_main_process, train
+from speechlm.train.loop import TrainConfig, TrainResult, is_main_process, train
 
 
 def build_pretrainer(cfg: SpeechPretrainConfig) -> SpeechPretrainer:
@@ -54,13 +54,7 @@ def pretrain_speech(cfg: SpeechPretrainConfig, run_dir: str | Path, resume: bool
         f"model: {count_parameters(model.encoder) / 1e6:.2f} M encoder parameters (+ {count_parameters(model.heads) / 1e6:.2f} M "
         f"prediction heads), {len(dataset)} utterances, {dataset.durations.sum() / 3600:.2f} h of audio"
     )
-    ckpt = latest_checkpoint(run_dir) if resume else None
-    if cfg.ssl.target == "kmeans":
-        if ckpt is not None:
-            load_weights(model, ckpt)  # the centroids are part of the checkpoint
-        else:
-            err = fit_kmeans(model, dataset, seed=cfg.train.seed, progress=progress)
-            print(f"k-means: {cfg.ssl.codebook_size} centroids, mean squared distance {err:.3f}")
+    prepare_targets(model, dataset, run_dir, resume, progress)
     save_config(cfg, run_dir / CONFIG_FILE)
 
     def loss_fn(model, batch):
@@ -69,10 +63,25 @@ def pretrain_speech(cfg: SpeechPretrainConfig, run_dir: str | Path, resume: bool
     def save_extras(d: Path) -> None:
         save_config(cfg, d / CONFIG_FILE)
 
-    result = train(model, dataset, cfg.train, run_dir, loss_fn, save_extras, resume=resume, progress=progress)
-    if not is_main_process():
-        return result
+    return train_and_save(model, dataset, cfg.train, run_dir, loss_fn, save_extras, resume, progress)
 
-    summary = {"steps": result.steps, "final_loss": result.final_loss, "history": result.history[-1:] or None}
-    save_model_dir(run_dir / "model", model, save_extras, summary)
+
+def prepare_targets(model: SpeechPretrainer, dataset: SpeechDataset, run_dir: Path, resume: bool, progress: bool) -> None:
+    """k-means targets: centroids from the resumed checkpoint, or fitted on ``dataset`` now (BEST-RQ needs nothing)."""
+    if model.ssl.target != "kmeans":
+        return
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if ckpt is not None:
+        load_weights(model, ckpt)  # the centroids are part of the checkpoint
+    else:
+        err = fit_kmeans(model, dataset, seed=dataset.seed, progress=progress)
+        print(f"k-means: {model.ssl.codebook_size} centroids, mean squared distance {err:.3f}")
+
+
+def train_and_save(model, dataset, cfg: TrainConfig, run_dir: Path, loss_fn, save_extras, resume: bool, progress: bool) -> TrainResult:
+    """The training loop, then (on the main process) the final model directory ``run_dir/model``."""
+    result = train(model, dataset, cfg, run_dir, loss_fn, save_extras, resume=resume, progress=progress)
+    if is_main_process():
+        summary = {"steps": result.steps, "final_loss": result.final_loss, "history": result.history[-1:] or None}
+        save_model_dir(run_dir / "model", model, save_extras, summary)
     return result

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from speechlm.config import TextPretrainConfig, format_config, from_dict, save_config
+from speechlm.config import TextDataConfig, TextPretrainConfig, format_config, from_dict, save_config
 from speechlm.data import sentences
 from speechlm.data.text import TextDataset, read_text_lines, split_lines, token_stream
 from speechlm.data.tokenizer import load_tokenizer, train_tokenizer
@@ -27,9 +27,8 @@ from speechlm.train.checkpoint import (
 from speechlm.train.loop import TrainResult, is_main_process, train
 
 
-def corpus_lines(cfg: TextPretrainConfig) -> tuple[list[str], list[str]]:
+def corpus_lines(d: TextDataConfig) -> tuple[list[str], list[str]]:
     """(train, valid) lines from the configured files or the built-in sentence generator."""
-    d = cfg.data
     if d.train_files:
         lines = read_text_lines(d.train_files)
     elif d.builtin_sentences > 0:
@@ -64,7 +63,7 @@ def evaluate_lm(model: LanguageModel, stream, special: SpecialTokens) -> Perplex
 def pretrain_text(cfg: TextPretrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train ``cfg.lm`` on the configured text; the model lands in ``run_dir/model`` with its held-out perplexity."""
     run_dir = Path(run_dir)
-    train_lines, valid_lines = corpus_lines(cfg)
+    train_lines, valid_lines = corpus_lines(cfg.data)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = latest_checkpoint(run_dir) if resume else None
     tokenizer = load_tokenizer(ckpt) if ckpt is not None else train_tokenizer(cfg.tokenizer, train_lines)
