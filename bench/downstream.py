@@ -30,7 +30,7 @@ from common import RESULTS, SHARED_DATA, command, markdown_table, write_results 
 import numpy as np  # noqa: E402
 
 from speechlm.config import ClassifyConfig, load_config  # noqa: E402
-from speechlm.data.audio import audio_duration, load_audio  # noqa: E402
+from speechlm.data.audio import load_audio  # noqa: E402
 from speechlm.data.manifest import Utterance, read_manifest, write_manifest  # noqa: E402
 from speechlm.intent import IntentClassifier  # noqa: E402
 from speechlm.metrics import classification_report  # noqa: E402

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile

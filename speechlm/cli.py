@@ -483,7 +483,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         key, args.max_upload_mb, args.max_audio_seconds, args.max_text_chars, args.timeout, args.max_batch, args.queue_size,
         tuple(args.cors_origin),
     )  # fmt: skip
-    assistant = Assistant.load(args.model_dir, args.intent_model, args.lm, args.voice, args.replies, args.reply_from, args.classifier)
+    assistant = Assistant.load(
+        args.model_dir, args.intent_model, args.lm, args.voice, args.replies, args.reply_from, args.classifier, args.speech_lm
+    )
     app = create_app(assistant, cfg)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(f"serving {args.model_dir} on http://{args.host}:{args.port}/ (API docs at /docs"
@@ -672,10 +674,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_intent_predict)
 
     s = sub.add_parser("serve", help="HTTP server and web page: transcribe, intent, generate, synthesize, assistant", formatter_class=DEFAULTS)
-    s.add_argument("model_dir", help="speech recognizer directory (or a run directory with model/)")
+    s.add_argument("model_dir", help="speech recognizer directory (or a run directory with model/): CTC, or a joint speech-LM (also /v1/answer)")
     s.add_argument("--intent-model", default=None, help="intent classifier directory (speechlm intent train)")
     s.add_argument("--lm", default=None, help="causal or LSTM language model directory, for /v1/generate")
     s.add_argument("--classifier", default=None, help="speech classifier directory (finetune --task classify), for /v1/classify")
+    s.add_argument("--speech-lm", default=None, help="joint speech-LM directory (finetune --task speech-lm) beside a CTC model_dir, for /v1/answer")
     s.add_argument("--voice", default="espeak-en-us-steph-100", help="synthesis voice (speechlm synth --list-voices)")
     s.add_argument("--replies", default=None, help="JSON file {intent: reply template}; placeholders {transcript} {intent} {time} {date}")
     s.add_argument("--reply-from", choices=["templates", "lm"], default="templates", help="where assistant replies come from")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from speechlm.config import ASRConfig, load_config
+from speechlm.config import ASRConfig, SpeechLMConfig, TextPretrainConfig, load_config
 from speechlm.data.audio import write_audio
-from speechlm.data.manifest import Utterance, write_manifest
+from speechlm.data.manifest import Utterance, read_manifest, write_manifest
 from speechlm.features import SAMPLE_RATE
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -101,7 +102,6 @@ def intent_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory) -> Path:
     """A causal LM trained for 5 steps on 200 built-in sentences."""
-    from speechlm.config import TextPretrainConfig
     from speechlm.train.text import pretrain_text
 
     cfg = load_config(TextPretrainConfig, overrides=[
@@ -147,3 +147,47 @@ def tiny_classifier_dir(pitch_corpus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("clf") / "clf"
     train_classifier(cfg, out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def labelled_tones(tone_corpus, tmp_path_factory):
+    """The tone corpus with an intent label: 'low_pitch' when the first letter is a-d, else 'high_pitch'."""
+    utts = [dataclasses.replace(u, label="low_pitch" if u.text[0] in "abcd" else "high_pitch") for u in read_manifest(tone_corpus)]
+    path = tmp_path_factory.mktemp("slm") / "manifest.jsonl"
+    write_manifest(path, utts)
+    return path, utts
+
+
+@pytest.fixture(scope="session")
+def char_lm_dir(labelled_tones, tmp_path_factory):
+    _, utts = labelled_tones
+    from speechlm.train.text import pretrain_text
+
+    root = tmp_path_factory.mktemp("charlm")
+    (root / "text.txt").write_text("\n".join([u.text for u in utts] + ["transcribe intent low high pitch"] * 3) + "\n")
+    cfg = load_config(TextPretrainConfig, overrides=[
+        f"data.train_files=['{root / 'text.txt'}']", "tokenizer.kind=char", "lm.d_model=32", "lm.n_layers=1", "lm.n_heads=2",
+        "lm.context=96", "train.max_steps=3", "train.warmup_steps=1", "train.precision=fp32",
+    ])  # fmt: skip
+    pretrain_text(cfg, root / "run", progress=False)
+    return root / "run" / "model"
+
+
+def slm_config(manifest, lm_dir, *extra):
+    return load_config(SpeechLMConfig, overrides=[
+        f"data.train_manifest={manifest}", f"lm_init={lm_dir}", "encoder.d_model=32", "encoder.n_layers=1", "encoder.n_heads=2",
+        "encoder.conv_kernel=3", "projector.stack=2", "train.precision=fp32", "train.batch_seconds=12", "train.warmup_steps=5",
+        "train.lr=3e-3", "train.log_every=10", *extra,
+    ])  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_speech_lm_dir(labelled_tones, char_lm_dir, tiny_asr_dir, tmp_path_factory) -> Path:
+    """A joint speech-LM (tiny_asr_dir's encoder, char_lm_dir's LM) trained 3 steps to transcribe and name the pitch intent."""
+    from speechlm.train.speech_lm import train_speech_lm
+
+    cfg = slm_config(labelled_tones[0], char_lm_dir, "train.max_steps=3")
+    cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, init=str(tiny_asr_dir)))
+    run = tmp_path_factory.mktemp("slm_run")
+    train_speech_lm(cfg, run, progress=False)
+    return run / "model"

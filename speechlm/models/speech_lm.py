@@ -136,7 +136,7 @@ class SpeechLM(nn.Module):
             V = logp.shape[-1]
             totals = torch.tensor([s for _, s in beams])[:, None] + logp.cpu()  # (beams, V)
             best = totals.flatten().topk(min(beam_size, totals.numel()))
-            keep, nxt = [], []
+            keep = []
             for score, flat in zip(best.values.tolist(), best.indices.tolist()):
                 src, tok = divmod(flat, V)
                 if tok == self.special.eos:

@@ -127,10 +127,17 @@ class TranscribeResponse(StrictModel):
     processing_ms: float
 
 
+class AnswerResponse(StrictModel):
+    task: str
+    answer: str = Field(description="the joint speech-LM's text for the task prompt (a transcript, an intent label)")
+    duration_s: float = Field(description="audio duration in seconds")
+    processing_ms: float
+
+
 class AssistantResponse(StrictModel):
     transcript: str
     intent: str | None = Field(description="null when the server has no intent model")
-    confidence: float | None
+    confidence: float | None = Field(description="the text intent model's probability; null for a joint speech-LM's answer")
     reply: str
     reply_audio: str | None = Field(description="the reply as a base64 16 kHz 16-bit WAV; null when not spoken")
     timings_ms: dict[str, float]
@@ -227,6 +234,7 @@ def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAP
         "text": BatchWorker("text", run_each(lambda thunk: thunk()), cfg.max_batch, cfg.queue_size, torch_threads),
         "tts": BatchWorker("tts", run_each(lambda args: assistant.speak(*args)), 1, cfg.queue_size),
         "classify": BatchWorker("classify", assistant.classify_audio, cfg.max_batch, cfg.queue_size, torch_threads),
+        "answer": BatchWorker("answer", run_each(lambda item: assistant.answer(*item)), cfg.max_batch, cfg.queue_size, torch_threads),
     }  # fmt: skip
     for name, w in workers.items():
         queue_depth.labels(name).set_function(lambda w=w: w.depth)
@@ -361,7 +369,9 @@ def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAP
             "capabilities": {
                 "transcribe": True, "intent": assistant.intent is not None, "generate": assistant.lm is not None,
                 "synthesize": assistant.can_speak, "assistant": True, "classify": assistant.classifier is not None,
+                "answer": bool(assistant.speech_tasks),
             },
+            "speech_tasks": assistant.speech_tasks,
             "intents": assistant.intent.labels if assistant.intent else [],
             "voice": assistant.voice,
             "limits": {"max_upload_mb": cfg.max_upload_mb, "max_audio_seconds": cfg.max_audio_seconds, "max_text_chars": cfg.max_text_chars},
@@ -384,6 +394,8 @@ def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAP
         start = time.perf_counter()
         if timestamps and beam > 1:
             raise ApiError(422, "timestamps: word times come from the greedy alignment; use beam=1")
+        if timestamps and not assistant.has_alignment:
+            raise ApiError(422, "timestamps: word times come from a CTC alignment; this server's recognizer is a joint speech-LM")
         audio, _ = await read_audio(request)
         result = await run("asr", (audio, beam, timestamps))
         return TranscribeResponse(
@@ -399,6 +411,19 @@ def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAP
         scores = await run("classify", audio)
         best = max(scores, key=scores.get)
         return ClassifyResponse(label=best, confidence=scores[best], scores=scores)
+
+    @app.post("/v1/answer", summary="the joint speech-LM's answer to a task prompt about an audio clip", openapi_extra=AUDIO_BODY, **v1)
+    async def answer(
+        request: Request, task: str = Query("transcribe", max_length=64, description="a prompt the model was trained for (GET /v1/info: speech_tasks)")
+    ) -> AnswerResponse:
+        start = time.perf_counter()
+        if assistant.speech_lm is None:
+            raise ApiError(501, "no joint speech-LM is loaded (serve one, or start the server with --speech-lm DIR)")
+        if task not in assistant.speech_tasks:
+            raise ApiError(422, f"task: unknown task {task!r}; this model answers {assistant.speech_tasks}")
+        audio, _ = await read_audio(request, "answer")
+        text = await run("answer", (audio, task))
+        return AnswerResponse(task=task, answer=text, duration_s=audio.size / SAMPLE_RATE, processing_ms=1000 * (time.perf_counter() - start))
 
     @app.post("/v1/intent", summary="the intent of a text", **v1)
     async def intent(req: IntentRequest) -> IntentResponse:
@@ -445,18 +470,22 @@ def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAP
         lap("read")
         transcript = (await run("asr", (audio, 1, False))).text
         lap("transcribe")
-        pred = None
+        pred, intent = None, None
         if assistant.intent is not None and transcript:
             pred = await run("text", lambda: assistant.classify([transcript])[0])
+            intent = pred.intent
             lap("intent")
-        reply = await run("text", lambda: assistant.reply(transcript, pred.intent if pred else None))
+        elif "intent" in assistant.speech_tasks:  # the joint model names the intent from the speech itself
+            intent = await run("answer", (audio, "intent"))
+            lap("intent")
+        reply = await run("text", lambda: assistant.reply(transcript, intent))
         lap("reply")
         audio_b64 = None
         if speak and assistant.can_speak:
             audio_b64 = speak_b64(await run("tts", (reply, None)))
             lap("speak")
         return AssistantResponse(
-            transcript=transcript, intent=pred.intent if pred else None, confidence=pred.confidence if pred else None,
+            transcript=transcript, intent=intent, confidence=pred.confidence if pred else None,
             reply=reply, reply_audio=audio_b64, timings_ms=timings,
         )  # fmt: skip
 

@@ -89,6 +89,7 @@ class Assistant:
     replies: dict[str, str] = dataclasses.field(default_factory=lambda: read_replies(None))
     reply_source: str = "templates"  # "templates" or "lm" (continue the transcript with the LM)
     classifier: object | None = None  # a speech classifier (speechlm.train.classify.Classifier): keywords, digits, spoken intent
+    speech_lm: object | None = None  # the joint speech-LM (speechlm.train.speech_lm.SpeechLMRunner) when it is the recognizer
 
     def __post_init__(self):
         if self.reply_source not in ("templates", "lm"):
@@ -102,19 +103,31 @@ class Assistant:
     def load(
         cls, asr_dir: str | Path, intent_dir: str | Path | None = None, lm_dir: str | Path | None = None,
         voice: str = DEFAULT_VOICE, replies: str | Path | None = None, reply_source: str = "templates",
-        classifier_dir: str | Path | None = None,
+        classifier_dir: str | Path | None = None, speech_lm_dir: str | Path | None = None,
     ) -> "Assistant":  # fmt: skip
+        """``asr_dir``: a CTC recognizer, or a joint speech-LM that then also answers ``/v1/answer``
+        and continues text (unless ``lm_dir`` names another LM); ``speech_lm_dir``: a joint model
+        beside a CTC recognizer."""
         from speechlm.train.classify import Classifier
+        from speechlm.train.speech_lm import SpeechLMRunner, is_speech_lm_dir
         from speechlm.train.text import load_lm_dir
 
+        joint = is_speech_lm_dir(asr_dir)
+        if joint and speech_lm_dir:
+            raise SpeechLMError(f"{asr_dir} is a joint speech-LM already; give a CTC recognizer beside --speech-lm")
+        speech_lm = SpeechLMRunner.load(asr_dir if joint else speech_lm_dir) if joint or speech_lm_dir else None
+        lm = load_lm_dir(lm_dir) if lm_dir else None
+        if joint and lm is None:  # the joint model's LM continues text too
+            lm = (speech_lm.cfg, speech_lm.model.lm, speech_lm.tokenizer, speech_lm.model.special)
         return cls(
-            Recognizer.load(asr_dir),
+            speech_lm if joint else Recognizer.load(asr_dir),
             IntentClassifier.load(intent_dir) if intent_dir else None,
-            load_lm_dir(lm_dir) if lm_dir else None,
+            lm,
             voice,
             read_replies(replies),
             reply_source,
             Classifier.load(classifier_dir) if classifier_dir else None,
+            speech_lm,
         )  # fmt: skip
 
     @property
@@ -129,6 +142,8 @@ class Assistant:
         for beam, words in sorted(set(zip(beams, timestamps))):
             idx = [i for i, key in enumerate(zip(beams, timestamps)) if key == (beam, words)]
             chosen = [audios[i] for i in idx]
+            if words and not self.has_alignment:
+                raise SpeechLMError("word timestamps come from a CTC alignment; this server's recognizer is a joint speech-LM")
             if words:
                 results = self.recognizer.transcribe_words(chosen)
             else:
@@ -144,6 +159,22 @@ class Assistant:
             raise SpeechLMError("no speech classifier is loaded")
         probs = self.classifier.probabilities(audios)
         return [dict(zip(self.classifier.labels, map(float, p))) for p in probs]
+
+    @property
+    def has_alignment(self) -> bool:
+        """Whether the recognizer gives word times (CTC does; a joint speech-LM writes text without an alignment)."""
+        return isinstance(self.recognizer, Recognizer)
+
+    @property
+    def speech_tasks(self) -> list[str]:
+        """The prompts the joint speech-LM answers (``transcribe``, ``intent``); empty without one."""
+        return list(self.speech_lm.cfg.tasks) if self.speech_lm is not None else []
+
+    def answer(self, audio: np.ndarray, task: str) -> str:
+        """The joint speech-LM's answer to ``task`` about one waveform."""
+        if self.speech_lm is None:
+            raise SpeechLMError("no joint speech-LM is loaded")
+        return self.speech_lm.answer([audio], task)[0]
 
     def classify(self, texts: Sequence[str]) -> list[IntentPrediction]:
         if self.intent is None:

@@ -35,7 +35,6 @@ from speechlm.train.checkpoint import (
     latest_checkpoint,
     load_weights,
     read_config_json,
-    read_weights,
     resolve_model_dir,
     save_model_dir,
     write_atomic_dir,

@@ -156,8 +156,44 @@ def test_missing_models_answer_501(tiny_asr_dir, clip):
         assert_json_error(c.post("/v1/intent", json={"text": "hello"}), 501, "--intent-model")
         assert_json_error(c.post("/v1/generate", json={"prompt": "hello"}), 501, "--lm")
         assert_json_error(c.post("/v1/classify", content=encode_wav(clip), headers={"content-type": "audio/wav"}), 501, "--classifier")
+        assert_json_error(c.post("/v1/answer", content=encode_wav(clip), headers={"content-type": "audio/wav"}), 501, "--speech-lm")
         r = c.post("/v1/assistant?speak=false", content=encode_wav(clip), headers={"content-type": "audio/wav"})
         assert r.status_code == 200 and r.json()["intent"] is None and r.json()["reply"]
+
+
+def test_a_joint_speech_lm_transcribes_answers_continues_text_and_runs_the_assistant(tiny_speech_lm_dir, clip):
+    from speechlm.train.speech_lm import SpeechLMRunner
+
+    runner = SpeechLMRunner.load(tiny_speech_lm_dir)
+    wav, wav_type = encode_wav(clip), {"content-type": "audio/wav"}
+    audio = decode_audio(wav, "clip")
+    text, intent = runner.transcribe([audio])[0], runner.answer([audio], "intent")[0]
+    with TestClient(create_app(Assistant.load(tiny_speech_lm_dir))) as c:
+        info = c.get("/v1/info").json()
+        assert info["speech_tasks"] == ["transcribe", "intent"] and info["capabilities"]["answer"] and info["capabilities"]["generate"]
+        assert c.post("/v1/transcribe", content=wav, headers=wav_type).json()["text"] == text
+        r = c.post("/v1/answer?task=intent", files={"file": ("clip.wav", wav, "audio/wav")})
+        assert r.status_code == 200 and r.json()["task"] == "intent" and r.json()["answer"] == intent
+        assert c.post("/v1/answer", content=wav, headers=wav_type).json()["answer"] == text  # task defaults to transcribe
+        assert_json_error(c.post("/v1/answer?task=weather", content=wav, headers=wav_type), 422, "'weather'", "transcribe")
+        assert_json_error(c.post("/v1/transcribe?timestamps=true", content=wav, headers=wav_type), 422, "joint speech-LM")
+        r = c.post("/v1/generate", json={"prompt": "ab", "max_new_tokens": 4})
+        assert r.status_code == 200 and isinstance(r.json()["text"], str)
+        turn = c.post("/v1/assistant?speak=false", content=wav, headers=wav_type).json()
+        assert turn["transcript"] == text and turn["intent"] == intent and turn["confidence"] is None and "intent" in turn["timings_ms"]
+
+
+def test_a_joint_speech_lm_beside_a_ctc_recognizer(tiny_asr_dir, tiny_speech_lm_dir, clip):
+    from speechlm.errors import SpeechLMError
+
+    a = Assistant.load(tiny_asr_dir, speech_lm_dir=tiny_speech_lm_dir)
+    wav_type = {"content-type": "audio/wav"}
+    with TestClient(create_app(a)) as c:
+        assert c.post("/v1/answer?task=intent", content=encode_wav(clip), headers=wav_type).status_code == 200
+        assert c.post("/v1/transcribe?timestamps=true", content=encode_wav(clip), headers=wav_type).json()["words"] is not None
+        assert c.get("/v1/info").json()["capabilities"]["generate"] is False  # only a joint model_dir lends its LM
+    with pytest.raises(SpeechLMError, match="joint speech-LM already"):
+        Assistant.load(tiny_speech_lm_dir, speech_lm_dir=tiny_speech_lm_dir)
 
 
 @needs_espeak

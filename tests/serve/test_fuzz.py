@@ -25,12 +25,12 @@ from schemathesis.generation import GenerationMode  # noqa: E402
 EXAMPLES = int(os.environ.get("SPEECHLM_FUZZ_EXAMPLES", "20"))
 RANDOM = "SPEECHLM_FUZZ_EXAMPLES" in os.environ
 # every model is loaded, so none of these may answer 501
-ENDPOINTS = {"/v1/transcribe", "/v1/intent", "/v1/generate", "/v1/synthesize", "/v1/assistant", "/v1/classify"}
+ENDPOINTS = {"/v1/transcribe", "/v1/intent", "/v1/generate", "/v1/synthesize", "/v1/assistant", "/v1/classify", "/v1/answer"}
 
 
 @pytest.fixture(scope="module")
-def api_schema(tiny_asr_dir, intent_dir, tiny_lm_dir, tiny_classifier_dir):
-    assistant = Assistant.load(tiny_asr_dir, intent_dir, tiny_lm_dir, classifier_dir=tiny_classifier_dir)
+def api_schema(tiny_asr_dir, intent_dir, tiny_lm_dir, tiny_classifier_dir, tiny_speech_lm_dir):
+    assistant = Assistant.load(tiny_asr_dir, intent_dir, tiny_lm_dir, classifier_dir=tiny_classifier_dir, speech_lm_dir=tiny_speech_lm_dir)
     app = create_app(assistant, ServeConfig(api_key="fuzz-key", timeout_s=10))
     yield schemathesis.openapi.from_asgi("/openapi.json", app)
     for w in app.state.workers.values():

@@ -4,14 +4,12 @@ merging), evaluation reports, bad labels; real recordings from ../shared/data wh
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 import torch
 
 from speechlm.config import ClassifyConfig, load_config
-from speechlm.data.audio import write_audio
 from speechlm.data.manifest import Utterance, write_manifest
 from speechlm.errors import ManifestError, SpeechLMError
 from speechlm.features import FeatureConfig, SpecAugmentConfig

@@ -7,44 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from speechlm.config import SpeechLMConfig, TextPretrainConfig, load_config
+from conftest import slm_config
+from speechlm.config import TextPretrainConfig, load_config
 from speechlm.data.audio import load_audio
-from speechlm.data.manifest import read_manifest, write_manifest
+from speechlm.data.manifest import write_manifest
 from speechlm.errors import SpeechLMError
 from speechlm.models.lm import LMConfig, special_tokens
 from speechlm.models.speech_lm import ProjectorConfig, SpeechLM
 from speechlm.train.speech_lm import SpeechLMRunner, is_speech_lm_dir, train_speech_lm
 from speechlm.train.text import load_lm_dir, pretrain_text
-
-
-@pytest.fixture(scope="module")
-def labelled_tones(tone_corpus, tmp_path_factory):
-    """The tone corpus with an intent label: 'low_pitch' when the first letter is a-d, else 'high_pitch'."""
-    utts = [dataclasses.replace(u, label="low_pitch" if u.text[0] in "abcd" else "high_pitch") for u in read_manifest(tone_corpus)]
-    path = tmp_path_factory.mktemp("slm") / "manifest.jsonl"
-    write_manifest(path, utts)
-    return path, utts
-
-
-@pytest.fixture(scope="module")
-def char_lm_dir(labelled_tones, tmp_path_factory):
-    _, utts = labelled_tones
-    root = tmp_path_factory.mktemp("charlm")
-    (root / "text.txt").write_text("\n".join([u.text for u in utts] + ["transcribe intent low high pitch"] * 3) + "\n")
-    cfg = load_config(TextPretrainConfig, overrides=[
-        f"data.train_files=['{root / 'text.txt'}']", "tokenizer.kind=char", "lm.d_model=32", "lm.n_layers=1", "lm.n_heads=2",
-        "lm.context=96", "train.max_steps=3", "train.warmup_steps=1", "train.precision=fp32",
-    ])  # fmt: skip
-    pretrain_text(cfg, root / "run", progress=False)
-    return root / "run" / "model"
-
-
-def slm_config(manifest, lm_dir, *extra):
-    return load_config(SpeechLMConfig, overrides=[
-        f"data.train_manifest={manifest}", f"lm_init={lm_dir}", "encoder.d_model=32", "encoder.n_layers=1", "encoder.n_heads=2",
-        "encoder.conv_kernel=3", "projector.stack=2", "train.precision=fp32", "train.batch_seconds=12", "train.warmup_steps=5",
-        "train.lr=3e-3", "train.log_every=10", *extra,
-    ])  # fmt: skip
 
 
 def tiny_model(arch="causal"):

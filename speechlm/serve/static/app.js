@@ -74,7 +74,8 @@ async function send(blob, filename) {
 function show(data, ms) {
   const put = (id, value) => { $(id).textContent = value; $(id).classList.toggle("muted", !value); };
   put("transcript", data.transcript || "(nothing recognised)");
-  put("intent", data.intent ? `${data.intent} (${Math.round(100 * data.confidence)} %)` : "—");
+  const confidence = data.confidence == null ? "" : ` (${Math.round(100 * data.confidence)} %)`;
+  put("intent", data.intent ? `${data.intent}${confidence}` : "—");
   put("reply", data.reply);
   const audio = $("reply-audio");
   if (data.reply_audio) {
