@@ -169,7 +169,10 @@ def pretrain_joint(cfg: JointPretrainConfig, run_dir: str | Path, resume: bool =
     dataset, tokenizer = load_joint_data(cfg, progress)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.train.seed)
-    model = JointPretrainer(cfg.features, cfg.encoder, cfg.ssl, cfg.joint, tokenizer.vocab_size)
+    try:
+        model = JointPretrainer(cfg.features, cfg.encoder, cfg.ssl, cfg.joint, tokenizer.vocab_size)
+    except ValueError as e:  # an encoder the text cannot share (architecture, depth)
+        raise SpeechLMError(str(e)) from None
     print(format_config(cfg))
     print(
         f"model: {count_parameters(model.encoder) / 1e6:.2f} M encoder parameters ({cfg.joint.shared_layers} of "

@@ -117,6 +117,8 @@ def test_bad_input_is_named(tone_corpus, text_file, tmp_path):
     write_manifest(untranscribed, [dataclasses.replace(u, text="") for u in read_manifest(tone_corpus)])
     with pytest.raises(SpeechLMError, match="no utterance has a transcript"):
         load_joint_data(tiny_joint_config(untranscribed, text_file), progress=False)
+    with pytest.raises(SpeechLMError, match=r"joint.shared_layers \(5\) exceeds encoder.n_layers \(3\)"):
+        pretrain_joint(tiny_joint_config(tone_corpus, text_file, "joint.shared_layers=5"), tmp_path / "deep", progress=False)
     empty = tmp_path / "empty.txt"
     empty.write_text("!!!\n...\n")
     with pytest.raises(SpeechLMError, match="text"):
