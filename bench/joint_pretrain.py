@@ -14,10 +14,10 @@ Usage:
    training transcript nor a test sentence.
 2. Fine-tune CTC on that labeled subset with the label-efficiency recipe (same steps, batch, lr).
 3. In the same run, evaluate the label-efficiency benchmark's BEST-RQ and scratch models at the
-   same point (fine-tuned there with the same recipe; trained here if missing), and a control
-   that isolates the extra passes over the labels joint pretraining makes: CTC from scratch on the
-   same subset for as much labeled audio as the joint model saw in pretraining and fine-tuning
-   (fine-tune steps + pretrain steps x joint.paired_batch_share).
+   same point (fine-tuned there with the same recipe; trained here if missing), and two controls
+   that isolate the extra passes over the labels joint pretraining makes: CTC from scratch and
+   from the BEST-RQ encoder on the same subset, for as much labeled audio as the joint model saw
+   in pretraining and fine-tuning (fine-tune steps + pretrain steps x joint.paired_batch_share).
 Results: bench/results/joint_pretrain.{md,json,png}.
 """
 
@@ -112,9 +112,11 @@ def main() -> None:
         "best-rq": (le.point_config(base, point("pretrained"), str(best_rq)), le_dir / "runs" / point("pretrained").name),
         "scratch": (le.point_config(base, point("scratch"), None), le_dir / "runs" / point("scratch").name),
     }
-    if control_steps > 0:
-        cfg = le.point_config(base, point("scratch"), None)
-        runs["scratch-long"] = (dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=control_steps)), out / "runs" / f"scratch-{args.fraction:g}-s{args.seed}-{control_steps}steps")
+    if control_steps > 0:  # as many passes over the labels as the joint model made, from scratch and from BEST-RQ
+        for name, init, init_dir in (("scratch-long", "scratch", None), ("best-rq-long", "pretrained", str(best_rq))):
+            cfg = le.point_config(base, point(init), init_dir)
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=control_steps))
+            runs[name] = (cfg, out / "runs" / f"{name}-{args.fraction:g}-s{args.seed}-{control_steps}steps")
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
@@ -125,15 +127,25 @@ def main() -> None:
         print(f"{name}: WER {r['wer']:.2%} CER {r['cer']:.2%}")
 
     bq_steps = json.loads((best_rq / "model" / "training.json").read_text())["steps"]
-    prefix = {"joint": f"{last['step']} joint + ", "best-rq": f"{bq_steps} BEST-RQ + "}
+    prefix = {"joint": f"{last['step']} joint + ", "best-rq": f"{bq_steps} BEST-RQ + ", "best-rq-long": f"{bq_steps} BEST-RQ + "}
     steps = {name: prefix.get(name, "") + str(r["steps"]) for name, r in rows.items()}
-    labels_seen = {"joint": "pretraining (CTC) + fine-tuning", "best-rq": "fine-tuning", "scratch": "fine-tuning", "scratch-long": "fine-tuning"}
+    labels_seen = {name: "pretraining (CTC) + fine-tuning" if name == "joint" else "fine-tuning" for name in rows}
     table = markdown_table(
         ["init", "training steps", "labels used in", "WER", "CER", "final fine-tune loss"],
         [[name, steps[name], labels_seen[name], f"{r['wer']:.2%}", f"{r['cer']:.2%}", r["final_loss"]] for name, r in rows.items()],
     )
     headline = {f"wer_{name.replace('-', '_')}_{100 * args.fraction:g}pct": r["wer"] for name, r in rows.items()}
     rel = 1 - rows["joint"]["wer"] / rows["best-rq"]["wer"]
+    control, rel_c = "", {}
+    for name in ("scratch-long", "best-rq-long"):
+        if name in rows:
+            c = rows[name]
+            rel_c[name] = 1 - rows["joint"]["wer"] / c["wer"]
+            control += (
+                f"Joint vs {name} (as much labeled audio as the joint model saw, {c['steps']} fine-tuning steps): "
+                f"{rel_c[name]:+.1%} relative WER ({c['wer']:.2%} -> {rows['joint']['wer']:.2%}), "
+                f"CER {c['cer']:.2%} -> {rows['joint']['cer']:.2%}.\n"
+            )
     body = "\n".join([
         f"Labeled: {args.fraction:.0%} of {args.train_manifest} (subset seed {args.seed}, {rows['joint']['labeled_minutes']:.1f} min, "
         f"{rows['joint']['labeled_utterances']} utterances). Test: {args.test_manifest} (unseen sentences, unseen voices).",
@@ -149,9 +161,11 @@ def main() -> None:
         f"Joint vs BEST-RQ at {args.fraction:.0%} labels: {rel:+.1%} relative WER change "
         f"({'joint better' if rel > 0 else 'joint not better'}).",
         "",
+        control,
+        "",
         "![joint pretraining losses](joint_pretrain.png)",
     ])  # fmt: skip
-    write_results("joint_pretrain", "Joint speech-text pretraining vs speech-only pretraining", {**headline, "relative_wer_change_vs_best_rq": rel}, body,
+    write_results("joint_pretrain", "Joint speech-text pretraining vs speech-only pretraining", {**headline, "relative_wer_change_vs_best_rq": rel, **{f"relative_wer_change_vs_{k.replace('-', '_')}": v for k, v in rel_c.items()}}, body,
                   {"rows": rows, "pretrain": {"config": dataclasses.asdict(pre_cfg), "final": last}, "finetune_steps": args.steps})  # fmt: skip
 
 

@@ -52,7 +52,7 @@ def assert_json_error(r: httpx.Response, status: int, *words: str) -> None:
 def test_probes_info_metrics_and_schema(client, assistant):
     assert client.get("/health").json() == {"status": "ok"}
     ready = client.get("/ready").json()
-    assert ready["status"] == "ready" and set(ready["workers"]) == {"asr", "text", "tts", "classify"}
+    assert ready["status"] == "ready" and set(ready["workers"]) == {"asr", "text", "tts", "classify", "answer"}
     info = client.get("/v1/info").json()
     assert info["auth_required"] is False and info["capabilities"]["intent"] and info["capabilities"]["generate"]
     assert info["intents"] == assistant.intent.labels
