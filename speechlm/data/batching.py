@@ -85,6 +85,13 @@ class SpeechDataset:
         sub._tokens = [self._tokens[i] for i in keep]
         return sub
 
+    def with_tokens(self, tokenizer: Tokenizer) -> "SpeechDataset":
+        """The same utterances and loaded audio, carrying ``tokenizer``'s ids of their transcripts."""
+        sub = copy.copy(self)
+        sub.tokenizer = tokenizer
+        sub._tokens = [tokenizer.encode(u.text) if u.text else [] for u in self.utts]
+        return sub
+
     def silent(self, threshold: float = 1e-4) -> list[int]:
         """Indices of utterances whose RMS is below ``threshold`` (digital silence, blank recordings)."""
         return [i for i, a in enumerate(self._audio) if a.size == 0 or np.sqrt(np.mean((a / 32767.0) ** 2)) < threshold]

@@ -32,6 +32,7 @@ from torch import nn
 from speechlm.features import FeatureConfig, compute_features
 from speechlm.models.asr import CTCOutput
 from speechlm.models.encoders import BlockEncoder, EncoderConfig, padding_mask
+from speechlm.models.lm import special_tokens
 from speechlm.models.speech_ssl import MaskedPredictionOutput, SpeechPretrainer, SSLConfig
 
 
@@ -60,35 +61,10 @@ class JointConfig:
 
 
 @dataclasses.dataclass
-class MaskedText:
-    inputs: torch.Tensor  # (B, L) ids with masked positions replaced
-    lens: torch.Tensor  # (B,) valid ids
-    targets: torch.Tensor  # (B, L) original ids at the chosen positions, -100 elsewhere
-
-    def to(self, device: torch.device | str) -> "MaskedText":
-        return MaskedText(self.inputs.to(device), self.lens.to(device), self.targets.to(device))
-
-
-@dataclasses.dataclass
 class JointOutput:
     speech: MaskedPredictionOutput  # masked prediction on the unlabeled batch
     ctc: CTCOutput | None  # token logits of the paired batch
     text_logits: torch.Tensor | None  # (B, L, V) token scores at every text position
-
-
-def mask_text(tokens: torch.Tensor, lens: torch.Tensor, mask_id: int, vocab_size: int, prob: float, generator: torch.Generator) -> MaskedText:
-    """BERT masking of ``(B, L)`` character ids (0 = padding): at least one position per non-empty row."""
-    B, L = tokens.shape
-    valid = padding_mask(lens, L)
-    chosen = (torch.rand(B, L, generator=generator) < prob) & valid
-    forced = (torch.rand(B, generator=generator) * lens.clamp(min=1)).long()  # (B,)
-    chosen[torch.arange(B), forced] |= lens > 0
-    targets = torch.where(chosen, tokens, torch.full_like(tokens, -100))
-    roll = torch.rand(B, L, generator=generator)
-    random_ids = torch.randint(1, vocab_size, (B, L), generator=generator)
-    inputs = torch.where(chosen & (roll < 0.8), torch.full_like(tokens, mask_id), tokens)
-    inputs = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_ids, inputs)
-    return MaskedText(inputs, lens, targets)
 
 
 class JointPretrainer(SpeechPretrainer):
@@ -101,9 +77,9 @@ class JointPretrainer(SpeechPretrainer):
         if joint.shared_layers > encoder.n_layers:
             raise ValueError(f"joint.shared_layers ({joint.shared_layers}) exceeds encoder.n_layers ({encoder.n_layers})")
         self.joint = joint
-        self.vocab_size = vocab_size  # token ids 1..vocab_size-1; 0 is the CTC blank and the text padding
-        self.mask_id = vocab_size  # one extra input id
-        self.text_embed = nn.Embedding(vocab_size + 1, encoder.d_model)
+        # token ids 1..vocab_size-1; 0 is the CTC blank and the text padding; the text input adds the LM's specials ([MASK])
+        self.special = special_tokens(vocab_size)
+        self.text_embed = nn.Embedding(self.special.vocab_size, encoder.d_model)
         self.token_head = nn.Sequential(nn.Dropout(encoder.dropout), nn.Linear(encoder.d_model, vocab_size))
 
     def forward(

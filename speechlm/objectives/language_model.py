@@ -21,10 +21,14 @@ def next_token_loss(model: LanguageModel, tokens: torch.Tensor, lens: torch.Tens
 def masked_lm_loss(model: LanguageModel, tokens: torch.Tensor, lens: torch.Tensor, special: SpecialTokens) -> LossOutput:
     """Mean cross-entropy on the masked tokens only (BERT); reports their top-1 accuracy."""
     inputs, targets = mask_tokens(tokens, lens, special, model.cfg.mlm_prob)
-    out = model(inputs, lens)
+    return masked_token_loss(model(inputs, lens).logits, targets)
+
+
+def masked_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> LossOutput:
+    """Mean cross-entropy of ``(B, T, V)`` scores at the positions where ``targets`` is not -100; top-1 accuracy."""
     picked = targets != -100
     n = int(picked.sum())
-    logits = out.logits[picked].float()
+    logits = logits[picked].float()
     loss = F.cross_entropy(logits, targets[picked], reduction="sum")
     acc = (logits.argmax(-1) == targets[picked]).float().mean().item() if n else 0.0
     return LossOutput(loss / max(n, 1), n, {"masked_acc": acc})

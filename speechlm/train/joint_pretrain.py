@@ -26,9 +26,12 @@ from speechlm.data.manifest import filter_utterances, read_manifest
 from speechlm.data.tokenizer import CharTokenizer
 from speechlm.errors import SpeechLMError
 from speechlm.models.asr import count_parameters
-from speechlm.models.joint_pretrain import JointConfig, JointOutput, JointPretrainer, MaskedText, mask_text
+from speechlm.data.text import TextBatch
+from speechlm.models.joint_pretrain import JointConfig, JointOutput, JointPretrainer
+from speechlm.models.lm import mask_tokens
 from speechlm.objectives import LossOutput
 from speechlm.objectives.ctc import ctc_loss
+from speechlm.objectives.language_model import masked_token_loss
 from speechlm.objectives.masked_prediction import masked_prediction_loss
 from speechlm.train.checkpoint import CONFIG_FILE
 from speechlm.train.finetune import labeled_subset
@@ -41,7 +44,7 @@ from speechlm.train.text import corpus_lines
 class JointBatch:
     speech: Batch  # unlabeled audio for masked prediction
     paired: Batch | None  # transcribed audio for CTC
-    text: MaskedText | None  # masked sentences
+    text: TextBatch | None  # unpaired sentences (masked by the loss)
 
     @property
     def amount(self) -> float:
@@ -65,9 +68,9 @@ class JointDataset:
 
     unit = "audio_seconds"
 
-    def __init__(self, speech: SpeechDataset, paired: SpeechDataset, texts: Sequence[list[int]], joint: JointConfig, vocab_size: int, seed: int):
+    def __init__(self, speech: SpeechDataset, paired: SpeechDataset, texts: Sequence[list[int]], joint: JointConfig, seed: int):
         self.speech, self.paired, self.texts = speech, paired, [t for t in texts if t]
-        self.joint, self.vocab_size, self.seed = joint, vocab_size, seed
+        self.joint, self.seed = joint, seed
         self._epoch = 0
 
     @property
@@ -108,25 +111,23 @@ class JointDataset:
         pick = {"speech": [], "paired": [], "text": []}
         for source, i in items:
             pick[source].append(i)
-        masked = None
+        text = None
         if pick["text"]:
             seqs = [self.texts[i] for i in pick["text"]]
             tokens = torch.zeros(len(seqs), max(len(s) for s in seqs), dtype=torch.long)
             for b, s in enumerate(seqs):
                 tokens[b, : len(s)] = torch.tensor(s)
-            # the masking draw depends only on (seed, epoch, sentences), like the audio augmentation
-            state = np.random.SeedSequence([self.seed, self.epoch, *pick["text"][:8]]).generate_state(1)[0]
-            g = torch.Generator().manual_seed(int(state))
-            masked = mask_text(tokens, torch.tensor([len(s) for s in seqs]), self.vocab_size, self.vocab_size, self.joint.text_mask_prob, g)
+            text = TextBatch(tokens, torch.tensor([len(s) for s in seqs]))
         return JointBatch(
             self.speech.collate(pick["speech"]),
             self.paired.collate(pick["paired"]) if pick["paired"] else None,
-            masked,
+            text,
         )
 
 
-def joint_loss(out: JointOutput, batch: JointBatch, joint: JointConfig) -> LossOutput:
-    """masked prediction + ctc_weight * CTC (paired) + mlm_weight * masked LM (text); each term logged."""
+def joint_loss(out: JointOutput, batch: JointBatch, text_targets: torch.Tensor | None, joint: JointConfig) -> LossOutput:
+    """masked prediction + ctc_weight * CTC (paired) + mlm_weight * masked LM (text, ``text_targets`` -100 where not
+    masked); each term logged."""
     mp = masked_prediction_loss(out.speech)
     loss = mp.loss
     metrics = {"masked_acc": mp.metrics["masked_acc"], "mp_loss": mp.loss.item()}
@@ -135,12 +136,10 @@ def joint_loss(out: JointOutput, batch: JointBatch, joint: JointConfig) -> LossO
         loss = loss + joint.ctc_weight * ctc.loss
         metrics["ctc_loss"] = ctc.loss.item()
     if out.text_logits is not None:
-        picked = batch.text.targets != -100
-        logits = out.text_logits[picked].float()  # (N, V)
-        mlm = torch.nn.functional.cross_entropy(logits, batch.text.targets[picked])
-        loss = loss + joint.mlm_weight * mlm
-        metrics["mlm_loss"] = mlm.item()
-        metrics["mlm_acc"] = (logits.argmax(-1) == batch.text.targets[picked]).float().mean().item()
+        mlm = masked_token_loss(out.text_logits, text_targets)
+        loss = loss + joint.mlm_weight * mlm.loss
+        metrics["mlm_loss"] = mlm.loss.item()
+        metrics["mlm_acc"] = mlm.metrics["masked_acc"]
     return LossOutput(loss, mp.num_tokens, metrics)
 
 
@@ -156,11 +155,13 @@ def load_joint_data(cfg: JointPretrainConfig, progress: bool = True) -> tuple[Jo
     tokenizer = CharTokenizer.train([u.text for u in paired_utts] + lines)
     if tokenizer.vocab_size < 3:
         raise SpeechLMError("joint pretraining found no characters in the paired transcripts or the text")
-    paired = SpeechDataset(paired_utts, tokenizer, cfg.augment, seed=cfg.train.seed + 1, progress=progress)
+    loaded = {u.audio_filepath: i for i, u in enumerate(speech.utts)}  # the paired audio is already in memory (silent clips are not)
+    paired = speech.select([loaded[u.audio_filepath] for u in paired_utts if u.audio_filepath in loaded]).with_tokens(tokenizer)
+    paired.seed = cfg.train.seed + 1  # its own augmentation draws
     texts = [tokenizer.encode(line) for line in lines]
     if cfg.joint.mlm_weight > 0 and not any(texts):
         raise SpeechLMError("joint pretraining: the text has no usable characters (joint.mlm_weight=0 pretrains without text)")
-    return JointDataset(speech, paired, texts, cfg.joint, tokenizer.vocab_size, cfg.train.seed), tokenizer
+    return JointDataset(speech, paired, texts, cfg.joint, cfg.train.seed), tokenizer
 
 
 def pretrain_joint(cfg: JointPretrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
@@ -182,14 +183,18 @@ def pretrain_joint(cfg: JointPretrainConfig, run_dir: str | Path, resume: bool =
     )
     prepare_targets(model, dataset.speech, run_dir, resume, progress)
 
+    special = model.special
+
     def loss_fn(model, batch: JointBatch) -> LossOutput:
         p, t = batch.paired, batch.text
+        # masked on the training process, like the text MLM recipe: the draws follow the loop's checkpointed RNG
+        inputs, targets = mask_tokens(t.tokens, t.lens, special, cfg.joint.text_mask_prob) if t is not None else (None, None)
         out = model(
             batch.speech.audio, batch.speech.audio_lens,
             p.audio if p is not None else None, p.audio_lens if p is not None else None,
-            t.inputs if t is not None else None, t.lens if t is not None else None,
+            inputs, t.lens if t is not None else None,
         )  # fmt: skip
-        return joint_loss(out, batch, cfg.joint)
+        return joint_loss(out, batch, targets, cfg.joint)
 
     def save_extras(d: Path) -> None:
         save_config(cfg, d / CONFIG_FILE)

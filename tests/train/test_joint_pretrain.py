@@ -10,7 +10,7 @@ from speechlm.config import JointPretrainConfig, load_config
 from speechlm.errors import SpeechLMError
 from speechlm.features import FeatureConfig
 from speechlm.models.encoders import tiny
-from speechlm.models.joint_pretrain import JointConfig, JointPretrainer, mask_text
+from speechlm.models.joint_pretrain import JointConfig, JointPretrainer
 from speechlm.models.speech_ssl import SSLConfig
 from speechlm.train.asr import train_asr
 from speechlm.train.finetune import config_from_pretrained, labeled_subset
@@ -42,7 +42,7 @@ def joint_run(tone_corpus, text_file, tmp_path_factory):
 def test_every_objective_learns(joint_run):
     _, result = joint_run
     first, last = result.history[0], result.history[-1]
-    # measured (first and last 5-step means of 40): ctc 3.26 -> 1.98, mlm 2.18 -> 1.51, masked prediction 3.57 -> 3.46
+    # measured (first and last 5-step means of 40): ctc 2.84 -> 1.90, mlm 2.25 -> 1.52, masked prediction 3.55 -> 3.46
     assert last["ctc_loss"] < 0.75 * first["ctc_loss"]
     assert last["mlm_loss"] < first["mlm_loss"] - 0.1
     assert last["mp_loss"] < first["mp_loss"]
@@ -61,7 +61,8 @@ def test_paired_subset_is_the_finetuning_subset(tone_corpus, text_file):
     kinds = {k for b in batches for k, _ in b}
     assert kinds == {"speech", "paired", "text"} and all(any(k == "paired" for k, _ in b) for b in batches)
     batch = dataset.collate(batches[0])
-    assert batch.paired is not None and batch.text is not None and (batch.text.targets != -100).any()
+    assert batch.paired is not None and batch.text is not None and int(batch.text.lens.min()) > 0  # masked by the loss (mask_tokens)
+    assert dataset.paired.tokens(0) == tokenizer.encode(dataset.paired.utts[0].text)
 
 
 def test_text_goes_through_the_shared_blocks_only():
@@ -82,19 +83,6 @@ def test_text_goes_through_the_shared_blocks_only():
         JointPretrainer(FeatureConfig(), tiny(), SSLConfig(), JointConfig(shared_layers=9), vocab_size=10)
     with pytest.raises(ValueError, match="block encoder"):
         JointPretrainer(FeatureConfig(), tiny("lstm"), SSLConfig(), JointConfig(shared_layers=1), vocab_size=10)
-
-
-def test_mask_text_follows_bert():
-    g = torch.Generator().manual_seed(0)
-    tokens = torch.randint(1, 20, (64, 50))
-    lens = torch.randint(1, 51, (64,))
-    m = mask_text(tokens, lens, mask_id=20, vocab_size=20, prob=0.15, generator=g)
-    valid = torch.arange(50)[None] < lens[:, None]
-    chosen = m.targets != -100
-    assert not (chosen & ~valid).any() and chosen.any(1).all()  # only valid positions, at least one per row
-    assert torch.equal(m.targets[chosen], tokens[chosen]) and torch.equal(m.inputs[~chosen], tokens[~chosen])
-    share_masked = (m.inputs[chosen] == 20).float().mean().item()
-    assert 0.7 < share_masked < 0.9 and 0.1 < chosen[valid].float().mean().item() < 0.2
 
 
 def test_finetuning_starts_from_the_joint_encoder(joint_run, tone_corpus, tmp_path):
