@@ -135,24 +135,33 @@ class SpeechLM(nn.Module):
         for _ in range(limit):
             V = logp.shape[-1]
             totals = torch.tensor([s for _, s in beams])[:, None] + logp.cpu()  # (beams, V)
-            best = totals.flatten().topk(min(beam_size, totals.numel()))
+            # 2 x beam candidates, so that beam_size hypotheses live on however many end here; an
+            # ending counts when it ranks among the best beam_size (greedy: when EOS is the argmax)
+            best = totals.flatten().topk(min(2 * beam_size, totals.numel()))
             keep = []
-            for score, flat in zip(best.values.tolist(), best.indices.tolist()):
+            for rank, (score, flat) in enumerate(zip(best.values.tolist(), best.indices.tolist())):
                 src, tok = divmod(flat, V)
                 if tok == self.special.eos:
-                    finished.append((beams[src][0], score))
-                else:
+                    if rank < beam_size:
+                        finished.append((beams[src][0], score))
+                elif len(keep) < beam_size:
                     keep.append((src, tok, score))
-            if len(finished) >= beam_size or not keep:
-                break
+            finished = sorted(finished, key=_normalized, reverse=True)[:beam_size]
+            if not keep or len(finished) >= beam_size and (
+                beam_size == 1 or max(_normalized((beams[src][0] + [tok], s)) for src, tok, s in keep) < _normalized(finished[-1])
+            ):
+                break  # greedy ends at its EOS; a beam when no live hypothesis outscores the worst kept ending
             beams = [(beams[src][0] + [tok], score) for src, tok, score in keep]
             rows = torch.tensor([src for src, _, _ in keep], device=x.device)
             tokens = torch.tensor([[tok] for _, tok, _ in keep], device=x.device)
             out = self.lm(tokens, cache=_reorder(cache, rows, self.lm.cfg.arch))
             cache, logp = out.cache, _next_log_probs(out.logits[:, -1], banned)
-        finished += beams if not finished else []
-        # length-normalized: summed log-probability favours short answers
-        return max(finished, key=lambda f: f[1] / math.sqrt(len(f[0]) + 1))[0]
+        return max(finished or beams, key=_normalized)[0]
+
+
+def _normalized(hyp: tuple[list[int], float]) -> float:
+    """Summed log-probability over sqrt(length + 1): the raw sum favours short answers."""
+    return hyp[1] / math.sqrt(len(hyp[0]) + 1)
 
 
 def _next_log_probs(logits: torch.Tensor, banned: list[int]) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import math
+import types
 
 import numpy as np
 import pytest
@@ -47,6 +49,57 @@ def test_cached_greedy_decoding_matches_recomputing_the_whole_sequence(arch):
     assert got == ids
     beam = model.generate(speech, 1, max_new_tokens=6, beam_size=4)
     assert all(0 < t < model.special.bos for t in beam)
+
+
+def test_a_wide_beam_finds_the_best_scoring_answer_of_all():
+    """With a beam wider than every answer of up to 2 tokens, beam search must return the answer with the
+    best length-normalized log-probability, scored here by brute force without the cache."""
+    model = tiny_model()
+    speech, lens = model.encode_speech(torch.randn(1, 8000) * 0.1, torch.tensor([8000]))
+    speech = speech[0, : int(lens[0])]
+    allowed = [t for t in range(model.special.vocab_size) if t not in (0, model.special.bos, model.special.mask, model.special.eos)]
+
+    @torch.no_grad()
+    def score(ids):
+        x = torch.cat([model.prefix(speech, 0), model.lm.embed(torch.tensor(ids, dtype=torch.long))])[None]
+        logits = model.lm(torch.zeros(1, x.shape[1], dtype=torch.long), embeds=x).logits[0].clone()
+        logits[:, [0, model.special.bos, model.special.mask]] = float("-inf")
+        lp = logits.log_softmax(-1)[-len(ids) - 1 :]
+        return float(sum(lp[i, t] for i, t in enumerate([*ids, model.special.eos]))) / (len(ids) + 1) ** 0.5
+
+    answers = [[]] + [[a] for a in allowed] + [[a, b] for a in allowed for b in allowed]
+    best = max(answers, key=score)
+    assert model.generate(speech, 0, max_new_tokens=3, beam_size=len(answers) + 1) == best
+
+
+class ScriptedLM(torch.nn.Module):
+    """Next-token probabilities looked up by the answer so far (the cache); the rest share what is left."""
+
+    def __init__(self, lm, script):
+        super().__init__()
+        self.cfg, self.embed, self.script = lm.cfg, lm.embed, script
+
+    def forward(self, tokens, lens=None, cache=None, embeds=None):
+        hist = tokens.new_zeros(tokens.shape[0], 0) if cache is None else torch.cat([cache[0][0], tokens], 1)
+        logits = torch.full((hist.shape[0], 1, self.embed.num_embeddings), -20.0)
+        for b, h in enumerate(hist.tolist()):
+            for tok, p in self.script.get(tuple(h), {}).items():
+                logits[b, 0, tok] = math.log(p)
+        return types.SimpleNamespace(logits=logits, cache=[(hist,)])
+
+
+def test_beam_search_keeps_the_likely_long_answer_when_unlikely_ones_end_early():
+    model = tiny_model()
+    a, b, c, eos = 3, 4, 5, model.special.eos
+    model.lm = ScriptedLM(model.lm, {
+        (): {a: 0.9, b: 0.1},
+        (a,): {a: 0.999}, (b,): {eos: 0.6, c: 0.4},
+        (a, a): {a: 0.99, eos: 5e-5},  # an unlikely ending beside the likely continuation
+        (a, a, a): {eos: 0.99},
+    })  # fmt: skip
+    speech = torch.zeros(2, 16)
+    assert model.generate(speech, 0, max_new_tokens=8, beam_size=1) == [a, a, a]
+    assert model.generate(speech, 0, max_new_tokens=8, beam_size=2) == [a, a, a]  # not [b], -2.8 in all
 
 
 def test_projector_stacks_frames_and_rounds_lengths_up():
