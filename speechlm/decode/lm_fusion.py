@@ -60,7 +60,7 @@ class NGramFusion:
         context = self.ngram.cfg.order - 1  # the n-gram never looks further back than this
         for p in prefixes:
             if p not in self.cache:
-                history = BOS * context + "".join(self.chars[i - 1] for i in p[len(p) - context :])
+                history = BOS * context + "".join(self.chars[i - 1] for i in p[max(0, len(p) - context) :])
                 self.cache[p] = np.log(self.ngram.next_probs(history)[self.columns])
 
     def log_probs(self, prefix: Prefix) -> np.ndarray:

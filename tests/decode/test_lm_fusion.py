@@ -12,7 +12,7 @@ from speechlm.decode.ctc import DecodingOptions, decode, prefix_beam_search
 from speechlm.decode.lm_fusion import NeuralFusion, NGramFusion, load_fusion_lm
 from speechlm.errors import SpeechLMError
 from speechlm.models.lm import LanguageModel, LMConfig, special_tokens
-from speechlm.models.ngram import CharNGram, NGramConfig
+from speechlm.models.ngram import BOS, EOS, CharNGram, NGramConfig
 
 from .test_ctc import collapse
 
@@ -80,6 +80,19 @@ def test_batched_incremental_states_match_a_full_forward(arch):
         logits[[0, sp.bos, sp.mask]] = float("-inf")
         want = logits.log_softmax(-1)[[sp.eos] + [tok._index[c] for c in asr.chars]].numpy()
         np.testing.assert_allclose(fusion.log_probs(p), want, atol=1e-5)
+
+
+def test_ngram_fusion_scores_every_prefix_length_as_the_ngram_does():
+    """Prefixes shorter than, as long as and longer than the n-gram's history all get the n-gram's
+    next-character probabilities after the whole prefix (column 0: the end of the sentence)."""
+    ngram = CharNGram.train(["abba", "aab", "babab", "bb"], NGramConfig(order=4))
+    fusion = NGramFusion(ngram, ASR)
+    text = "abbabaab"
+    ids = tuple(ASR.encode(text))
+    fusion.prepare([ids[:n] for n in range(len(ids) + 1)])
+    for n in range(len(ids) + 1):
+        want = np.log(ngram.next_probs(BOS * 3 + text[:n])[[ngram.index[c] for c in (EOS, "a", "b")]])
+        assert np.allclose(fusion.log_probs(ids[:n]), want), n
 
 
 def test_prefixes_past_the_context_are_scored_from_a_recent_window():
