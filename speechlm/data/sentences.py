@@ -151,7 +151,7 @@ def _timer(r):
     return r.choice([
         f"set a timer for {d}", f"start a {d} timer", f"timer for {d}", f"count down {d}",
         f"set a {r.choice(['pasta', 'tea', 'laundry', 'oven', 'workout', 'study'])} timer for {d}",
-        f"how much time is left on my timer", f"add {d} to the timer", f"stop the timer",
+        "how much time is left on my timer", f"add {d} to the timer", "stop the timer",
     ])
 
 
@@ -169,8 +169,8 @@ def _music(r):
     a, g = r.choice(ARTISTS), r.choice(GENRES)
     return r.choice([
         f"play some {g}", f"play songs by {a}", f"put on {g} in the {r.choice(ROOMS)}", f"shuffle my {g} playlist",
-        f"play the latest album by {a}", f"i want to hear {a}", f"skip this song", f"turn the volume up",
-        f"turn the volume down to {number_words(r.randint(1, 10))}", f"pause the music", f"play {g} by {a}",
+        f"play the latest album by {a}", f"i want to hear {a}", "skip this song", "turn the volume up",
+        f"turn the volume down to {number_words(r.randint(1, 10))}", "pause the music", f"play {g} by {a}",
         f"add this song to my {g} playlist",
     ])
 
@@ -179,7 +179,7 @@ def _lights(r):
     room, color, pct = r.choice(ROOMS), r.choice(COLORS), number_words(r.choice([10, 20, 25, 30, 40, 50, 60, 70, 75, 80, 90, 100]))
     return r.choice([
         f"turn on the lights in the {room}", f"turn off the {room} lights", f"dim the {room} lights to {pct} percent",
-        f"set the {room} lights to {color}", f"switch off all the lights", f"make the {room} brighter",
+        f"set the {room} lights to {color}", "switch off all the lights", f"make the {room} brighter",
         f"set the brightness to {pct} percent", f"change the lights to {color}", f"are the {room} lights on",
         f"turn the {room} lamp {r.choice(['on', 'off'])}",
     ])
