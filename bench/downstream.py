@@ -275,13 +275,12 @@ def spoken(name: str, train_items, test_items, text_items, args) -> dict:
 
 def pipeline(name: str, text_items, test: list[Utterance], args) -> list[dict]:
     """ASR (greedy; beam + a character n-gram of the training text) -> the text intent classifier."""
+    from speechlm.data.tokenizer import normalize_text
     from speechlm.decode.ctc import DecodingOptions
     from speechlm.decode.lm_fusion import NGramFusion
     from speechlm.decode.transcribe import Recognizer
     from speechlm.metrics import error_rates
     from speechlm.models.ngram import CharNGram, NGramConfig
-
-    from speechlm.data.tokenizer import normalize_text
 
     heard = {normalize_text(u.text) for u in test}
     text_items = [x for x in text_items if normalize_text(x[0]) not in heard]  # the set's own duplicates of test sentences

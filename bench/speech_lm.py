@@ -185,7 +185,6 @@ def main() -> None:
         from speechlm.intent import IntentClassifier
 
         clf = IntentClassifier.load(args.intent)
-        labelled = [(i, u) for i, u in enumerate(test) if u.label]
         intent = {r["method"]: sum(p.intent == u.label for p, (_, u) in zip(clf.predict([r["hyps"][i] for i, _ in labelled]), labelled)) / len(labelled)
                   for r in rows if not r["method"].startswith("joint")}  # fmt: skip
 

@@ -23,10 +23,10 @@ import torch
 from speechlm.config import FinetuneConfig, JointPretrainConfig, format_config, save_config
 from speechlm.data.batching import Batch, SpeechDataset
 from speechlm.data.manifest import filter_utterances, read_manifest
+from speechlm.data.text import TextBatch
 from speechlm.data.tokenizer import CharTokenizer
 from speechlm.errors import SpeechLMError
 from speechlm.models.asr import count_parameters
-from speechlm.data.text import TextBatch
 from speechlm.models.joint_pretrain import JointConfig, JointOutput, JointPretrainer
 from speechlm.models.lm import mask_tokens
 from speechlm.objectives import LossOutput
