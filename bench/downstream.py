@@ -257,23 +257,40 @@ def per_intent(items: list[tuple[str, str]], n: int, seed: int = 0) -> list[tupl
     return [x for i in sorted(by) for x in (by[i] if len(by[i]) <= n else [by[i][j] for j in sorted(rng.choice(len(by[i]), n, replace=False))])]
 
 
-def spoken(name: str, train_items, test_items, text_items, args) -> dict:
-    """End-to-end on the synthesized ``train_items``; the pipeline's text classifier (and n-gram LM) read
-    ``text_items``, the set's whole labeled training text."""
-    train = [u for u in synth_set(f"{name}_train", train_items, "train", seed=1) if u.duration <= 20]
-    test = synth_set(f"{name}_test", test_items, "test", seed=2)
+def spoken(name: str, train: list[Utterance], test: list[Utterance], text_items, recognizers: list[str], args) -> dict:
+    """End-to-end on the synthesized ``train``; the pipelines (one per recognizer) run the text classifier
+    (and n-gram LM) of ``text_items``, the set's whole labeled training text."""
     init = args.spoken_init or args.init
     e2e = finetune(f"{name}_spoken_e2e" + ("_asr_init" if args.spoken_init else ""), train, test, init, args.steps_spoken)
     e2e["encoder_from"] = init
     if args.spoken_init:
         e2e["init"] = "recognizer"  # an encoder trained with transcripts (synthesized speech), not self-supervised
     e2e["command"] = command()
-    pipelines = pipeline(name, text_items, test, args) if Path(args.asr).exists() else []
+    pipelines = [row for asr in recognizers for row in pipeline(name, asr, text_items, test, args)]
     best = max(pipelines, key=lambda r: r["accuracy"], default=None)
     return {"e2e": e2e, "pipelines": pipelines, "pipeline_accuracy": best and best["accuracy"], "test_voices": sorted({u.speaker for u in test})}
 
 
-def pipeline(name: str, text_items, test: list[Utterance], args) -> list[dict]:
+def adapt_recognizer(asr: str, train: list[Utterance], minutes: float) -> str:
+    """``asr`` fine-tuned with CTC on the spoken sets' synthesized training audio (training voices and
+    training sentences only; the test voices and sentences stay unheard)."""
+    from speechlm.config import ASRConfig
+    from speechlm.train.asr import train_asr
+
+    run = WORK / "asr_intent"
+    manifest = run.with_suffix(".train.jsonl")
+    run.parent.mkdir(parents=True, exist_ok=True)
+    write_manifest(manifest, train)
+    overrides = [f"data.train_manifest={manifest}", "train.max_steps=100000", f"train.max_minutes={minutes}", "train.lr=1e-3",
+                 "train.warmup_steps=100", "train.checkpoint_every=100000"]  # fmt: skip
+    cfg = config_from_pretrained(load_config(ASRConfig, overrides=overrides), asr)
+    if not ((run / "model").is_dir() and from_dict(ASRConfig, read_config_json(run), str(run)) == cfg):
+        print(f"== recognizer {asr} fine-tuned on {len(train)} synthesized training utterances for {minutes:g} min")
+        train_asr(cfg, run, progress=False)
+    return str(run / "model")
+
+
+def pipeline(name: str, asr: str, text_items, test: list[Utterance], args) -> list[dict]:
     """ASR (greedy; beam + a character n-gram of the training text) -> the text intent classifier."""
     from speechlm.data.tokenizer import normalize_text
     from speechlm.decode.ctc import DecodingOptions
@@ -286,7 +303,7 @@ def pipeline(name: str, text_items, test: list[Utterance], args) -> list[dict]:
     text_items = [x for x in text_items if normalize_text(x[0]) not in heard]  # the set's own duplicates of test sentences
     texts, labels = [t for t, _ in text_items], [i for _, i in text_items]
     clf = IntentClassifier.train(texts, labels)
-    rec = Recognizer.load(args.asr)
+    rec = Recognizer.load(asr)
     audio = [load_audio(u.audio_filepath) for u in test]
     decoders = [("greedy", DecodingOptions("greedy"))]
     if args.asr_lm_order:
@@ -298,24 +315,30 @@ def pipeline(name: str, text_items, test: list[Utterance], args) -> list[dict]:
         start = time.perf_counter()
         hyps = rec.transcribe(audio, options)
         preds = [p.intent for p in clf.predict(hyps)]
-        rows.append({"asr": args.asr, "decoder": decoder, "text_sentences": len(texts), "wer": error_rates([u.text for u in test], hyps).wer,
+        rows.append({"asr": asr, "decoder": decoder, "text_sentences": len(texts), "wer": error_rates([u.text for u in test], hyps).wer,
                      "accuracy": sum(p == u.label for p, u in zip(preds, test)) / len(test), "minutes": round((time.perf_counter() - start) / 60, 1)})  # fmt: skip
-        print(f"  {name} pipeline ({args.asr}, {decoder} -> text classifier): WER {rows[-1]['wer']:.2%}, intent accuracy {rows[-1]['accuracy']:.2%}")
+        print(f"  {name} pipeline ({asr}, {decoder} -> text classifier): WER {rows[-1]['wer']:.2%}, intent accuracy {rows[-1]['accuracy']:.2%}")
     return rows
 
 
 def run_spoken(args, previous: dict) -> dict:
     """Re-runs the sets in ``--spoken-sets``; the others keep their previous results."""
     print("== spoken intent: text synthesized with training voices, tested on held-out voices")
+    clinc_test = [x for x in per_intent(clinc_split("test"), args.clinc_test_per_intent) if x[1] != "oos"]
+    clinc_train = [x for x in per_intent(clinc_split("train"), args.clinc_train_per_intent) if x[1] != "oos"]
+    sets = {  # name: (synthesized training items, test items, the whole labeled training text)
+        "snips": (per_intent(snips_split("train300"), 300), snips_split("test"), snips_split("train")),
+        "clinc": (clinc_train, clinc_test, [x for x in clinc_split("train") if x[1] != "oos"]),
+    }
+    train = {name: [u for u in synth_set(f"{name}_train", items, "train", seed=1) if u.duration <= 20] for name, (items, _, _) in sets.items()}
+    recognizers = [args.asr] if Path(args.asr).exists() else []
+    if recognizers and args.asr_adapt_minutes:
+        recognizers.append(adapt_recognizer(args.asr, train["snips"] + train["clinc"], args.asr_adapt_minutes))
     out = {k: v for k, v in previous.items() if k in ("snips", "clinc")}
-    if "snips" in args.spoken_sets:
-        snips_train = snips_split("train")
-        out["snips"] = keep_other_encoders(spoken("snips", per_intent(snips_split("train300"), 300), snips_split("test"), snips_train, args), out.get("snips"))
-    if "clinc" in args.spoken_sets:
-        clinc_test = [x for x in per_intent(clinc_split("test"), args.clinc_test_per_intent) if x[1] != "oos"]
-        clinc_train = [x for x in per_intent(clinc_split("train"), args.clinc_train_per_intent) if x[1] != "oos"]
-        clinc_text = [x for x in clinc_split("train") if x[1] != "oos"]
-        out["clinc"] = keep_other_encoders(spoken("clinc", clinc_train, clinc_test, clinc_text, args), out.get("clinc"))
+    for name in args.spoken_sets:
+        _, test_items, text = sets[name]
+        test = synth_set(f"{name}_test", test_items, "test", seed=2)
+        out[name] = keep_other_encoders(spoken(name, train[name], test, text, recognizers, args), out.get(name))
     return out
 
 
@@ -334,6 +357,7 @@ def main() -> None:
     ap.add_argument("--init", default="runs/label_efficiency/pretrain/model", help="pretrained speech encoder")
     ap.add_argument("--asr", default="runs/long/model", help="recognizer for the spoken-intent pipeline")
     ap.add_argument("--asr-lm-order", type=int, default=8, help="pipeline: also decode with a character n-gram of the training text (0 = greedy only)")
+    ap.add_argument("--asr-adapt-minutes", type=float, default=20, help="pipeline: also a copy of --asr fine-tuned this long on the sets' synthesized training audio (0 = skip)")
     ap.add_argument("--spoken-sets", nargs="+", choices=["snips", "clinc"], default=["snips", "clinc"])
     ap.add_argument("--spoken-init", default=None, help="spoken intent: start from this model's encoder instead of --init (e.g. the recognizer)")
     ap.add_argument("--steps-fsdd", type=int, default=600)
@@ -418,7 +442,8 @@ def write(sections: dict) -> None:
             if r.get("pipelines"):
                 parts += [f"Pipeline: the recognizer, then the text intent classifier trained on the set's labeled training text "
                           f"({r['pipelines'][0]['text_sentences']} sentences, any sentence of the test set removed; the n-gram LM reads "
-                          "the same text, labels dropped):",
+                          "the same text, labels dropped). `runs/downstream/asr_intent/model` is the first recognizer fine-tuned "
+                          "(CTC) on the synthesized training audio of both sets (training voices, training sentences):",
                           markdown_table(["recognizer", "decoder", "WER", "intent accuracy", "minutes"],
                                          [[p["asr"], p["decoder"], f"{p['wer']:.2%}", f"{p['accuracy']:.2%}", p["minutes"]] for p in r["pipelines"]])]
     write_results("downstream", "Downstream classification: digits, keywords, intent", headline, "\n\n".join(parts), {"sections": sections})
