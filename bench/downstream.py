@@ -307,7 +307,7 @@ def pipeline(name: str, asr: str, text_items, test: list[Utterance], args) -> li
     audio = [load_audio(u.audio_filepath) for u in test]
     decoders = [("greedy", DecodingOptions("greedy"))]
     if args.asr_lm_order:
-        rec.lm = NGramFusion(CharNGram.train(texts, NGramConfig(order=args.asr_lm_order)), rec.tokenizer)
+        rec.lm = NGramFusion(CharNGram.train(texts, NGramConfig(order=args.asr_lm_order), alphabet=rec.tokenizer.chars), rec.tokenizer)
         # weight and bonus as tuned on the demo's dev set by bench/speech_lm.py (not on this test set)
         decoders.append((f"beam 8 + char {args.asr_lm_order}-gram of the training text", DecodingOptions("beam", beam_size=8, lm_weight=0.6, lm_bonus=2)))
     rows = []

@@ -52,7 +52,9 @@ class CharNGram:
         self.counts = counts  # history -> (symbol ids, counts) of what followed it
 
     @classmethod
-    def train(cls, texts: Iterable[str], cfg: NGramConfig = NGramConfig()) -> "CharNGram":
+    def train(cls, texts: Iterable[str], cfg: NGramConfig = NGramConfig(), alphabet: Iterable[str] = ()) -> "CharNGram":
+        """``alphabet``: characters the model must score even where ``texts`` never has them (a
+        recognizer's vocabulary); they receive only the smoothing's share, through the uniform base."""
         raw: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for text in texts:
             t = normalize_text(text)
@@ -64,7 +66,7 @@ class CharNGram:
                     raw[s[i - k : i]][s[i]] += 1
         if not raw:
             raise SpeechLMError("cannot train an n-gram model on empty text")
-        symbols = sorted({c for follow in raw.values() for c in follow} - {EOS}) + [EOS]
+        symbols = sorted(({c for follow in raw.values() for c in follow} | set(alphabet)) - {BOS, EOS}) + [EOS]
         index = {s: i for i, s in enumerate(symbols)}
         counts = {
             h: (np.array([index[c] for c in f], dtype=np.int32), np.array(list(f.values()), dtype=np.float64)) for h, f in raw.items()

@@ -114,6 +114,9 @@ def test_mismatched_tokenizers_and_masked_lms_are_refused(tmp_path):
         NGramFusion(CharNGram.train(["a b"]), pieces)
     with pytest.raises(SpeechLMError, match="never saw"):
         NGramFusion(CharNGram.train(["a b"]), CharTokenizer(["a", "q"]))
+    fusion = NGramFusion(CharNGram.train(["a b"], alphabet=["a", "q"]), CharTokenizer(["a", "q"]))  # "q" declared, never seen
+    fusion.prepare([()])
+    assert np.isfinite(fusion.log_probs(())).all()
     mlm = LanguageModel(LMConfig(arch="mlm", d_model=16, n_layers=1, n_heads=2, context=16), sp.vocab_size)
     with pytest.raises(SpeechLMError, match="masked language model"):
         NeuralFusion(mlm, tok, sp, CharTokenizer(["a"]))

@@ -46,6 +46,20 @@ def test_probabilities_match_the_witten_bell_formula_and_sum_to_one(order):
             assert p[i] == pytest.approx(reference_prob(TEXTS, order, history, c, lm.symbols)), (history, c)
 
 
+def test_an_alphabet_adds_unseen_characters_with_only_the_smoothing_share():
+    lm = CharNGram.train(TEXTS, NGramConfig(order=3), alphabet=["q", "a", "é"])
+    assert "q" in lm.index and "é" in lm.index and lm.symbols.count("a") == 1 and lm.symbols[-1] == EOS
+    for history in [BOS * 2, BOS * 2 + "th", BOS * 2 + "zz"]:
+        p = lm.next_probs(history)
+        assert p.sum() == pytest.approx(1.0)
+        for i, c in enumerate(lm.symbols):
+            assert p[i] == pytest.approx(reference_prob(TEXTS, 3, history, c, lm.symbols)), (history, c)
+        assert 0 < p[lm.index["q"]] < p[lm.index["t"]]
+    with pytest.raises(SpeechLMError, match="never occurs"):
+        CharNGram.train(TEXTS, NGramConfig(order=3)).log_prob("a qat")
+    assert math.isfinite(lm.log_prob("a qat")[0])
+
+
 def test_longer_context_predicts_in_domain_text_better():
     texts = ["set an alarm for seven thirty", "set a timer for ten minutes", "play some jazz music"] * 5
     scores = {}
