@@ -287,7 +287,7 @@ def adapt_recognizer(asr: str, train: list[Utterance], minutes: float) -> str:
     if not ((run / "model").is_dir() and from_dict(ASRConfig, read_config_json(run), str(run)) == cfg):
         print(f"== recognizer {asr} fine-tuned on {len(train)} synthesized training utterances for {minutes:g} min")
         train_asr(cfg, run, progress=False)
-    return str(run / "model")
+    return str((run / "model").relative_to(ROOT))
 
 
 def pipeline(name: str, asr: str, text_items, test: list[Utterance], args) -> list[dict]:
@@ -445,7 +445,7 @@ def write(sections: dict) -> None:
                           "the same text, labels dropped). `runs/downstream/asr_intent/model` is the first recognizer fine-tuned "
                           "(CTC) on the synthesized training audio of both sets (training voices, training sentences):",
                           markdown_table(["recognizer", "decoder", "WER", "intent accuracy", "minutes"],
-                                         [[p["asr"], p["decoder"], f"{p['wer']:.2%}", f"{p['accuracy']:.2%}", p["minutes"]] for p in r["pipelines"]])]
+                                         [[Path(p["asr"]).resolve().relative_to(ROOT), p["decoder"], f"{p['wer']:.2%}", f"{p['accuracy']:.2%}", p["minutes"]] for p in r["pipelines"]])]
     write_results("downstream", "Downstream classification: digits, keywords, intent", headline, "\n\n".join(parts), {"sections": sections})
 
 
