@@ -442,10 +442,10 @@ def write(sections: dict) -> None:
             if r.get("pipelines"):
                 parts += [f"Pipeline: the recognizer, then the text intent classifier trained on the set's labeled training text "
                           f"({r['pipelines'][0]['text_sentences']} sentences, any sentence of the test set removed; the n-gram LM reads "
-                          "the same text, labels dropped). `runs/downstream/asr_intent/model` is the first recognizer fine-tuned "
-                          "(CTC) on the synthesized training audio of both sets (training voices, training sentences):",
+                          "the same text, labels dropped). `runs/downstream/asr_intent/model` is the other recognizer fine-tuned "
+                          "(CTC, `--asr-adapt-minutes`) on the synthesized training audio of both sets (training voices, training sentences):",
                           markdown_table(["recognizer", "decoder", "WER", "intent accuracy", "minutes"],
-                                         [[Path(p["asr"]).resolve().relative_to(ROOT), p["decoder"], f"{p['wer']:.2%}", f"{p['accuracy']:.2%}", p["minutes"]] for p in r["pipelines"]])]
+                                         [[(ROOT / p["asr"]).resolve().relative_to(ROOT), p["decoder"], f"{p['wer']:.2%}", f"{p['accuracy']:.2%}", p["minutes"]] for p in r["pipelines"]])]
     write_results("downstream", "Downstream classification: digits, keywords, intent", headline, "\n\n".join(parts), {"sections": sections})
 
 
