@@ -44,6 +44,11 @@ CACHE = ROOT / "data" / "downstream"
 SECTIONS = ("fsdd", "sc", "text", "spoken")
 
 
+def finished_with(run: Path, cfg, marker: Path) -> bool:
+    """An earlier run of this script left ``marker`` in ``run`` and trained it with exactly ``cfg``."""
+    return marker.exists() and from_dict(type(cfg), read_config_json(run), str(run)) == cfg
+
+
 def finetune(name: str, train: list[Utterance], test: list[Utterance], init: str | None, steps: int, *extra: str) -> dict:
     """Train a classifier on ``train`` (from ``init`` or scratch) and score it on ``test``."""
     run = WORK / name
@@ -55,8 +60,7 @@ def finetune(name: str, train: list[Utterance], test: list[Utterance], init: str
     if init:
         cfg = config_from_pretrained(cfg, init)
     done = run / "model" / "training.json"
-    same = done.is_file() and (run / "minutes.txt").is_file() and from_dict(ClassifyConfig, read_config_json(run), str(run)) == cfg
-    if same and json.loads(done.read_text()).get("steps") == steps:
+    if finished_with(run, cfg, run / "minutes.txt") and done.is_file() and json.loads(done.read_text()).get("steps") == steps:
         minutes = float((run / "minutes.txt").read_text())  # the same config finished by an earlier run of this script
         steps_done = steps
     else:
@@ -266,7 +270,7 @@ def spoken(name: str, train: list[Utterance], test: list[Utterance], text_items,
     if args.spoken_init:
         e2e["init"] = "recognizer"  # an encoder trained with transcripts (synthesized speech), not self-supervised
     e2e["command"] = command()
-    pipelines = [row for asr in recognizers for row in pipeline(name, asr, text_items, test, args)]
+    pipelines = pipeline(name, recognizers, text_items, test, args) if recognizers else []
     best = max(pipelines, key=lambda r: r["accuracy"], default=None)
     return {"e2e": e2e, "pipelines": pipelines, "pipeline_accuracy": best and best["accuracy"], "test_voices": sorted({u.speaker for u in test})}
 
@@ -284,14 +288,14 @@ def adapt_recognizer(asr: str, train: list[Utterance], minutes: float) -> str:
     overrides = [f"data.train_manifest={manifest}", "train.max_steps=100000", f"train.max_minutes={minutes}", "train.lr=1e-3",
                  "train.warmup_steps=100", "train.checkpoint_every=100000"]  # fmt: skip
     cfg = config_from_pretrained(load_config(ASRConfig, overrides=overrides), asr)
-    if not ((run / "model").is_dir() and from_dict(ASRConfig, read_config_json(run), str(run)) == cfg):
+    if not finished_with(run, cfg, run / "model"):
         print(f"== recognizer {asr} fine-tuned on {len(train)} synthesized training utterances for {minutes:g} min")
         train_asr(cfg, run, progress=False)
     return str((run / "model").relative_to(ROOT))
 
 
-def pipeline(name: str, asr: str, text_items, test: list[Utterance], args) -> list[dict]:
-    """ASR (greedy; beam + a character n-gram of the training text) -> the text intent classifier."""
+def pipeline(name: str, recognizers: list[str], text_items, test: list[Utterance], args) -> list[dict]:
+    """Each recognizer (greedy; beam + a character n-gram of the training text) -> the text intent classifier."""
     from speechlm.data.tokenizer import normalize_text
     from speechlm.decode.ctc import DecodingOptions
     from speechlm.decode.lm_fusion import NGramFusion
@@ -303,21 +307,22 @@ def pipeline(name: str, asr: str, text_items, test: list[Utterance], args) -> li
     text_items = [x for x in text_items if normalize_text(x[0]) not in heard]  # the set's own duplicates of test sentences
     texts, labels = [t for t, _ in text_items], [i for _, i in text_items]
     clf = IntentClassifier.train(texts, labels)
-    rec = Recognizer.load(asr)
     audio = [load_audio(u.audio_filepath) for u in test]
-    decoders = [("greedy", DecodingOptions("greedy"))]
-    if args.asr_lm_order:
-        rec.lm = NGramFusion(CharNGram.train(texts, NGramConfig(order=args.asr_lm_order), alphabet=rec.tokenizer.chars), rec.tokenizer)
-        # weight and bonus as tuned on the demo's dev set by bench/speech_lm.py (not on this test set)
-        decoders.append((f"beam 8 + char {args.asr_lm_order}-gram of the training text", DecodingOptions("beam", beam_size=8, lm_weight=0.6, lm_bonus=2)))
     rows = []
-    for decoder, options in decoders:
-        start = time.perf_counter()
-        hyps = rec.transcribe(audio, options)
-        preds = [p.intent for p in clf.predict(hyps)]
-        rows.append({"asr": asr, "decoder": decoder, "text_sentences": len(texts), "wer": error_rates([u.text for u in test], hyps).wer,
-                     "accuracy": sum(p == u.label for p, u in zip(preds, test)) / len(test), "minutes": round((time.perf_counter() - start) / 60, 1)})  # fmt: skip
-        print(f"  {name} pipeline ({asr}, {decoder} -> text classifier): WER {rows[-1]['wer']:.2%}, intent accuracy {rows[-1]['accuracy']:.2%}")
+    for asr in recognizers:
+        rec = Recognizer.load(asr)
+        decoders = [("greedy", DecodingOptions("greedy"))]
+        if args.asr_lm_order:
+            rec.lm = NGramFusion(CharNGram.train(texts, NGramConfig(order=args.asr_lm_order), alphabet=rec.tokenizer.chars), rec.tokenizer)
+            # weight and bonus as tuned on the demo's dev set by bench/speech_lm.py (not on this test set)
+            decoders.append((f"beam 8 + char {args.asr_lm_order}-gram of the training text", DecodingOptions("beam", beam_size=8, lm_weight=0.6, lm_bonus=2)))
+        for decoder, options in decoders:
+            start = time.perf_counter()
+            hyps = rec.transcribe(audio, options)
+            preds = [p.intent for p in clf.predict(hyps)]
+            rows.append({"asr": asr, "decoder": decoder, "text_sentences": len(texts), "wer": error_rates([u.text for u in test], hyps).wer,
+                         "accuracy": sum(p == u.label for p, u in zip(preds, test)) / len(test), "minutes": round((time.perf_counter() - start) / 60, 1)})  # fmt: skip
+            print(f"  {name} pipeline ({asr}, {decoder} -> text classifier): WER {rows[-1]['wer']:.2%}, intent accuracy {rows[-1]['accuracy']:.2%}")
     return rows
 
 
