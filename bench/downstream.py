@@ -263,16 +263,35 @@ def per_intent(items: list[tuple[str, str]], n: int, seed: int = 0) -> list[tupl
 
 def spoken(name: str, train: list[Utterance], test: list[Utterance], text_items, recognizers: list[str], args) -> dict:
     """End-to-end on the synthesized ``train``; the pipelines (one per recognizer) run the text classifier
-    (and n-gram LM) of ``text_items``, the set's whole labeled training text."""
+    (and n-gram LM) of ``text_items``, the set's whole labeled training text; then the two combined."""
     init = args.spoken_init or args.init
-    e2e = finetune(f"{name}_spoken_e2e" + ("_asr_init" if args.spoken_init else ""), train, test, init, args.steps_spoken)
+    run = f"{name}_spoken_e2e" + ("_asr_init" if args.spoken_init else "")
+    e2e = finetune(run, train, test, init, args.steps_spoken)
     e2e["encoder_from"] = init
     if args.spoken_init:
         e2e["init"] = "recognizer"  # an encoder trained with transcripts (synthesized speech), not self-supervised
     e2e["command"] = command()
-    pipelines = pipeline(name, recognizers, text_items, test, args) if recognizers else []
+    pipelines, combined = [], None
+    if recognizers:
+        pipelines, labels, probs = pipeline(name, recognizers, text_items, train, test, args)
+        combined = combine(WORK / run, test, labels, probs) | {"pipeline": pipelines[-1]["asr"] + ", " + pipelines[-1]["decoder"]}
+        print(f"  {name} end-to-end x pipeline: intent accuracy {combined['accuracy']:.2%}")
     best = max(pipelines, key=lambda r: r["accuracy"], default=None)
-    return {"e2e": e2e, "pipelines": pipelines, "pipeline_accuracy": best and best["accuracy"], "test_voices": sorted({u.speaker for u in test})}
+    return {"e2e": e2e, "pipelines": pipelines, "pipeline_accuracy": best and best["accuracy"], "combined": combined,
+            "test_voices": sorted({u.speaker for u in test})}  # fmt: skip
+
+
+def combine(e2e_run: Path, test: list[Utterance], labels: list[str], pipe_probs: np.ndarray) -> dict:
+    """Both ways at once: the product of the end-to-end model's and the pipeline's class probabilities
+    with equal weights (fixed in advance, not tuned on any test set)."""
+    e2e = Classifier.load(e2e_run)
+    missing = sorted(set(labels) - set(e2e.labels))
+    if missing:
+        raise SystemExit(f"error: the end-to-end model in {e2e_run} has no class for the intents {missing[:5]}")
+    p = e2e.probabilities([load_audio(u.audio_filepath) for u in test])[:, [e2e.labels.index(lab) for lab in labels]]
+    scores = np.log(p + 1e-9) + np.log(pipe_probs + 1e-9)
+    preds = [labels[i] for i in scores.argmax(1)]
+    return {"accuracy": sum(p == u.label for p, u in zip(preds, test)) / len(test)}
 
 
 def adapt_recognizer(asr: str, train: list[Utterance], minutes: float) -> str:
@@ -294,8 +313,12 @@ def adapt_recognizer(asr: str, train: list[Utterance], minutes: float) -> str:
     return str((run / "model").relative_to(ROOT))
 
 
-def pipeline(name: str, recognizers: list[str], text_items, test: list[Utterance], args) -> list[dict]:
-    """Each recognizer (greedy; beam + a character n-gram of the training text) -> the text intent classifier."""
+def pipeline(name: str, recognizers: list[str], text_items, train: list[Utterance], test: list[Utterance], args) -> tuple[list[dict], list[str], np.ndarray]:
+    """Each recognizer (greedy; beam + a character n-gram of the training text) -> a text intent classifier,
+    trained either on ``text_items`` (the set's whole labeled training text) alone or also on the recognizer's
+    greedy transcripts of the synthesized ``train`` audio, so that it has seen the recognizer's mistakes.
+    Returns a row per recognizer and decoder, the intents, and the last row's ``(N, intents)`` probabilities
+    (second classifier)."""
     from speechlm.data.tokenizer import normalize_text
     from speechlm.decode.ctc import DecodingOptions
     from speechlm.decode.lm_fusion import NGramFusion
@@ -305,12 +328,17 @@ def pipeline(name: str, recognizers: list[str], text_items, test: list[Utterance
 
     heard = {normalize_text(u.text) for u in test}
     text_items = [x for x in text_items if normalize_text(x[0]) not in heard]  # the set's own duplicates of test sentences
+    train = [u for u in train if normalize_text(u.text) not in heard]
     texts, labels = [t for t, _ in text_items], [i for _, i in text_items]
-    clf = IntentClassifier.train(texts, labels)
+    text_clf = IntentClassifier.train(texts, labels)
     audio = [load_audio(u.audio_filepath) for u in test]
+    train_audio = [load_audio(u.audio_filepath) for u in train]
+    voices = {v: [i for i, u in enumerate(test) if u.speaker == v] for v in sorted({u.speaker for u in test})}
     rows = []
     for asr in recognizers:
         rec = Recognizer.load(asr)
+        transcripts = rec.transcribe(train_audio, DecodingOptions("greedy"))
+        clf = IntentClassifier.train(texts + transcripts, labels + [u.label for u in train])
         decoders = [("greedy", DecodingOptions("greedy"))]
         if args.asr_lm_order:
             rec.lm = NGramFusion(CharNGram.train(texts, NGramConfig(order=args.asr_lm_order), alphabet=rec.tokenizer.chars), rec.tokenizer)
@@ -319,11 +347,17 @@ def pipeline(name: str, recognizers: list[str], text_items, test: list[Utterance
         for decoder, options in decoders:
             start = time.perf_counter()
             hyps = rec.transcribe(audio, options)
-            preds = [p.intent for p in clf.predict(hyps)]
-            rows.append({"asr": asr, "decoder": decoder, "text_sentences": len(texts), "wer": error_rates([u.text for u in test], hyps).wer,
-                         "accuracy": sum(p == u.label for p, u in zip(preds, test)) / len(test), "minutes": round((time.perf_counter() - start) / 60, 1)})  # fmt: skip
-            print(f"  {name} pipeline ({asr}, {decoder} -> text classifier): WER {rows[-1]['wer']:.2%}, intent accuracy {rows[-1]['accuracy']:.2%}")
-    return rows
+            predictions = clf.predict(hyps)
+            right = [p.intent == u.label for p, u in zip(predictions, test)]
+            rows.append({"asr": asr, "decoder": decoder, "text_sentences": len(texts), "transcribed_train": len(train),
+                         "wer": error_rates([u.text for u in test], hyps).wer,
+                         "accuracy_text_only": sum(p.intent == u.label for p, u in zip(text_clf.predict(hyps), test)) / len(test),
+                         "accuracy": sum(right) / len(test), "minutes": round((time.perf_counter() - start) / 60, 1),
+                         "by_voice": {v: {"wer": error_rates([test[i].text for i in idx], [hyps[i] for i in idx]).wer,
+                                          "accuracy": sum(right[i] for i in idx) / len(idx)} for v, idx in voices.items()}})  # fmt: skip
+            print(f"  {name} pipeline ({asr}, {decoder} -> text classifier): WER {rows[-1]['wer']:.2%}, intent accuracy "
+                  f"{rows[-1]['accuracy']:.2%} ({rows[-1]['accuracy_text_only']:.2%} with the classifier of the text alone)")
+    return rows, clf.labels, np.array([[p.scores[lab] for lab in clf.labels] for p in predictions])
 
 
 def run_spoken(args, previous: dict) -> dict:
@@ -389,10 +423,9 @@ def main() -> None:
 
 
 def spoken_best(r: dict) -> tuple[float, str]:
-    """A spoken-intent set's headline: the better of end-to-end and the pipeline, and which it was."""
-    if r["pipeline_accuracy"] is not None and r["pipeline_accuracy"] > r["e2e"]["accuracy"]:
-        return r["pipeline_accuracy"], "pipeline"
-    return r["e2e"]["accuracy"], "end-to-end"
+    """A spoken-intent set's headline: the best of end-to-end, the pipeline and the two combined, and which it was."""
+    ways = [(r["e2e"]["accuracy"], "end-to-end"), (r["pipeline_accuracy"], "pipeline"), ((r.get("combined") or {}).get("accuracy"), "combined")]
+    return max((acc, way) for acc, way in ways if acc is not None)
 
 
 def write(sections: dict) -> None:
@@ -440,17 +473,29 @@ def write(sections: dict) -> None:
         for key in ("snips", "clinc"):
             r = sp[key]
             pipe = f"; pipeline (ASR -> text classifier) {r['pipeline_accuracy']:.2%}" if r["pipeline_accuracy"] is not None else ""
+            if r.get("combined"):
+                pipe += (f"; both combined {r['combined']['accuracy']:.2%} (product of the end-to-end and the pipeline's class probabilities, "
+                         f"equal weights fixed in advance; pipeline = {r['combined']['pipeline']})")
             acc, way = spoken_best(r)
             parts += [f"**{key}**: end-to-end {r['e2e']['accuracy']:.2%} (encoder from `{r['e2e'].get('encoder_from', '-')}`){pipe}; "
                       f"headline **{acc:.2%}** ({way}); test voices {', '.join(r['test_voices'])}. "
                       f"Command: `{r['e2e'].get('command', sp.get('command', '-'))}`", table([r["e2e"], *r.get("other_e2e", [])])]
             if r.get("pipelines"):
+                heard = r["pipelines"][0].get("transcribed_train")
                 parts += [f"Pipeline: the recognizer, then the text intent classifier trained on the set's labeled training text "
                           f"({r['pipelines'][0]['text_sentences']} sentences, any sentence of the test set removed; the n-gram LM reads "
-                          "the same text, labels dropped). `runs/downstream/asr_intent/model` is the other recognizer fine-tuned "
+                          "the same text, labels dropped)"
+                          + (f" plus that recognizer's greedy transcripts of the {heard} synthesized training utterances (so it has seen "
+                             "the recognizer's mistakes; the last column is the classifier of the text alone)" if heard else "")
+                          + ". `runs/downstream/asr_intent/model` is the other recognizer fine-tuned "
                           "(CTC, `--asr-adapt-minutes`) on the synthesized training audio of both sets (training voices, training sentences):",
-                          markdown_table(["recognizer", "decoder", "WER", "intent accuracy", "minutes"],
-                                         [[(ROOT / p["asr"]).resolve().relative_to(ROOT), p["decoder"], f"{p['wer']:.2%}", f"{p['accuracy']:.2%}", p["minutes"]] for p in r["pipelines"]])]
+                          markdown_table(["recognizer", "decoder", "WER", "intent accuracy", "classifier of the text alone", "minutes"],
+                                         [[(ROOT / p["asr"]).resolve().relative_to(ROOT), p["decoder"], f"{p['wer']:.2%}", f"{p['accuracy']:.2%}",
+                                           f"{p['accuracy_text_only']:.2%}" if "accuracy_text_only" in p else "-", p["minutes"]] for p in r["pipelines"]])]
+                last = r["pipelines"][-1]
+                if last.get("by_voice"):
+                    parts += [f"Per test voice ({last['asr']}, {last['decoder']}):",
+                              markdown_table(["voice", "WER", "intent accuracy"], [[v, f"{x['wer']:.2%}", f"{x['accuracy']:.2%}"] for v, x in last["by_voice"].items()])]
     write_results("downstream", "Downstream classification: digits, keywords, intent", headline, "\n\n".join(parts), {"sections": sections})
 
 
