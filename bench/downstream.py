@@ -396,7 +396,7 @@ def main() -> None:
     ap.add_argument("--init", default="runs/label_efficiency/pretrain/model", help="pretrained speech encoder")
     ap.add_argument("--asr", default="runs/long/model", help="recognizer for the spoken-intent pipeline")
     ap.add_argument("--asr-lm-order", type=int, default=8, help="pipeline: also decode with a character n-gram of the training text (0 = greedy only)")
-    ap.add_argument("--asr-adapt-minutes", type=float, default=15, help="pipeline: also a copy of --asr fine-tuned this long on the sets' synthesized training audio (0 = skip)")
+    ap.add_argument("--asr-adapt-minutes", type=float, default=50, help="pipeline: also a copy of --asr fine-tuned this long on the sets' synthesized training audio (0 = skip)")
     ap.add_argument("--spoken-sets", nargs="+", choices=["snips", "clinc"], default=["snips", "clinc"])
     ap.add_argument("--spoken-init", default=None, help="spoken intent: start from this model's encoder instead of --init (e.g. the recognizer)")
     ap.add_argument("--steps-fsdd", type=int, default=600)
