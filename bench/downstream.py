@@ -12,6 +12,12 @@ The pretrained encoder (default: the one `bench/label_efficiency.py` pretrains, 
 classify`'s recipe; "scratch" is the same model and recipe from random weights. Every figure
 is accuracy on data the model never trained on. Real speech is read from ../shared/data
 (never copied); synthesized audio is cached under data/downstream/.
+
+Spoken intent is measured three ways: end to end (the encoder fine-tuned on intents); the
+pipeline (recognizer -> text intent classifier; the recognizer is also adapted with CTC to the
+sets' synthesized training audio, and the classifier learns from the labeled text plus the
+recognizer's transcripts of that audio); and the two combined (product of their probabilities),
+which is the headline.
 """
 
 from __future__ import annotations
@@ -423,9 +429,13 @@ def main() -> None:
 
 
 def spoken_best(r: dict) -> tuple[float, str]:
-    """A spoken-intent set's headline: the best of end-to-end, the pipeline and the two combined, and which it was."""
-    ways = [(r["e2e"]["accuracy"], "end-to-end"), (r["pipeline_accuracy"], "pipeline"), ((r.get("combined") or {}).get("accuracy"), "combined")]
-    return max((acc, way) for acc, way in ways if acc is not None)
+    """A spoken-intent set's headline and which way it is: the two ways combined when both ran (the system
+    decided in advance, so the headline is not picked on the test set), else the better of the two."""
+    if r.get("combined"):
+        return r["combined"]["accuracy"], "end-to-end x pipeline"
+    if r["pipeline_accuracy"] is not None and r["pipeline_accuracy"] > r["e2e"]["accuracy"]:
+        return r["pipeline_accuracy"], "pipeline"
+    return r["e2e"]["accuracy"], "end-to-end"
 
 
 def write(sections: dict) -> None:
