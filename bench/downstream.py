@@ -279,25 +279,29 @@ def spoken(name: str, train: list[Utterance], test: list[Utterance], text_items,
     e2e["command"] = command()
     pipelines, combined = [], None
     if recognizers:
-        pipelines, labels, probs = pipeline(name, recognizers, text_items, train, test, args)
-        combined = combine(WORK / run, test, labels, probs) | {"pipeline": pipelines[-1]["asr"] + ", " + pipelines[-1]["decoder"]}
+        audio = [load_audio(u.audio_filepath) for u in test]
+        pipelines, labels, probs = pipeline(name, recognizers, text_items, train, test, audio, args)
+        combined = combine(WORK / run, test, audio, labels, probs) | {"pipeline": pipelines[-1]["asr"] + ", " + pipelines[-1]["decoder"]}
         print(f"  {name} end-to-end x pipeline: intent accuracy {combined['accuracy']:.2%}")
     best = max(pipelines, key=lambda r: r["accuracy"], default=None)
     return {"e2e": e2e, "pipelines": pipelines, "pipeline_accuracy": best and best["accuracy"], "combined": combined,
             "test_voices": sorted({u.speaker for u in test})}  # fmt: skip
 
 
-def combine(e2e_run: Path, test: list[Utterance], labels: list[str], pipe_probs: np.ndarray) -> dict:
+def accuracy(predicted: list[str], test: list[Utterance]) -> float:
+    return sum(p == u.label for p, u in zip(predicted, test)) / len(test)
+
+
+def combine(e2e_run: Path, test: list[Utterance], audio: list[np.ndarray], labels: list[str], pipe_probs: np.ndarray) -> dict:
     """Both ways at once: the product of the end-to-end model's and the pipeline's class probabilities
     with equal weights (fixed in advance, not tuned on any test set)."""
     e2e = Classifier.load(e2e_run)
     missing = sorted(set(labels) - set(e2e.labels))
     if missing:
         raise SystemExit(f"error: the end-to-end model in {e2e_run} has no class for the intents {missing[:5]}")
-    p = e2e.probabilities([load_audio(u.audio_filepath) for u in test])[:, [e2e.labels.index(lab) for lab in labels]]
-    scores = np.log(p + 1e-9) + np.log(pipe_probs + 1e-9)
-    preds = [labels[i] for i in scores.argmax(1)]
-    return {"accuracy": sum(p == u.label for p, u in zip(preds, test)) / len(test)}
+    e2e_probs = e2e.probabilities(audio)[:, [e2e.labels.index(lab) for lab in labels]]
+    scores = np.log(e2e_probs + 1e-9) + np.log(pipe_probs + 1e-9)
+    return {"accuracy": accuracy([labels[i] for i in scores.argmax(1)], test)}
 
 
 def adapt_recognizer(asr: str, train: list[Utterance], minutes: float) -> str:
@@ -319,10 +323,12 @@ def adapt_recognizer(asr: str, train: list[Utterance], minutes: float) -> str:
     return str((run / "model").relative_to(ROOT))
 
 
-def pipeline(name: str, recognizers: list[str], text_items, train: list[Utterance], test: list[Utterance], args) -> tuple[list[dict], list[str], np.ndarray]:
+def pipeline(name: str, recognizers: list[str], text_items, train: list[Utterance], test: list[Utterance], audio: list[np.ndarray], args
+             ) -> tuple[list[dict], list[str], np.ndarray]:  # fmt: skip
     """Each recognizer (greedy; beam + a character n-gram of the training text) -> a text intent classifier,
     trained either on ``text_items`` (the set's whole labeled training text) alone or also on the recognizer's
-    greedy transcripts of the synthesized ``train`` audio, so that it has seen the recognizer's mistakes.
+    greedy transcripts of the synthesized ``train`` audio, so that it has seen the recognizer's mistakes;
+    ``audio`` holds the waveforms of ``test``.
     Returns a row per recognizer and decoder, the intents, and the last row's ``(N, intents)`` probabilities
     (second classifier)."""
     from speechlm.data.tokenizer import normalize_text
@@ -337,7 +343,6 @@ def pipeline(name: str, recognizers: list[str], text_items, train: list[Utteranc
     train = [u for u in train if normalize_text(u.text) not in heard]
     texts, labels = [t for t, _ in text_items], [i for _, i in text_items]
     text_clf = IntentClassifier.train(texts, labels)
-    audio = [load_audio(u.audio_filepath) for u in test]
     train_audio = [load_audio(u.audio_filepath) for u in train]
     voices = {v: [i for i, u in enumerate(test) if u.speaker == v] for v in sorted({u.speaker for u in test})}
     rows = []
@@ -357,7 +362,7 @@ def pipeline(name: str, recognizers: list[str], text_items, train: list[Utteranc
             right = [p.intent == u.label for p, u in zip(predictions, test)]
             rows.append({"asr": asr, "decoder": decoder, "text_sentences": len(texts), "transcribed_train": len(train),
                          "wer": error_rates([u.text for u in test], hyps).wer,
-                         "accuracy_text_only": sum(p.intent == u.label for p, u in zip(text_clf.predict(hyps), test)) / len(test),
+                         "accuracy_text_only": accuracy([p.intent for p in text_clf.predict(hyps)], test),
                          "accuracy": sum(right) / len(test), "minutes": round((time.perf_counter() - start) / 60, 1),
                          "by_voice": {v: {"wer": error_rates([test[i].text for i in idx], [hyps[i] for i in idx]).wer,
                                           "accuracy": sum(right[i] for i in idx) / len(idx)} for v, idx in voices.items()}})  # fmt: skip
