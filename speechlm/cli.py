@@ -451,7 +451,7 @@ def cmd_intent_train(args: argparse.Namespace) -> None:
         train, _ = sentences.split(sentences.generate(args.builtin, seed=args.seed))
         texts, labels = [s.text for s in train], [s.intent for s in train]
     start = time.perf_counter()
-    clf = IntentClassifier.train(texts, labels, IntentConfig(c=args.c))
+    clf = IntentClassifier.train(texts, labels, IntentConfig(c=args.c, word_ngram_max=args.word_ngrams))
     summary = {"examples": len(texts), "train_seconds": round(time.perf_counter() - start, 2)}
     if args.valid:
         vt, vl = read_labeled_text(args.valid)
@@ -666,6 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--builtin", type=int, default=0, help="or this many built-in generator sentences (their train split)")
     s.add_argument("--valid", nargs="+", default=None, help="held-out JSON Lines files to report accuracy on")
     s.add_argument("--c", type=float, default=10.0, help="inverse regularization strength")
+    s.add_argument("--word-ngrams", type=int, default=2, help="longest word n-gram feature besides character n-grams (0 = characters only)")
     s.add_argument("--seed", type=int, default=0, help="built-in sentence draw")
     s.set_defaults(func=cmd_intent_train)
     s = kinds.add_parser("predict", help="print the intent of each text", formatter_class=DEFAULTS)

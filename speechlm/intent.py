@@ -1,9 +1,10 @@
-"""Text intent classification: hashed character n-grams + multinomial logistic regression.
+"""Text intent classification: hashed character and word n-grams + multinomial logistic regression.
 
 A small, fast classifier for the assistant's pipeline (ASR transcript -> intent). Character
 n-grams inside word boundaries tolerate the spelling errors of an imperfect recognizer better
-than whole words. The hashing vectorizer is stateless, so a saved model is its config plus two
-arrays (``coef``, ``intercept``) in safetensors: no pickled objects are ever loaded.
+than whole words; word uni- and bigrams add the phrases ("play the", "how much") that character
+n-grams cannot span. The hashing vectorizers are stateless, so a saved model is its config plus
+two arrays (``coef``, ``intercept``) in safetensors: no pickled objects are ever loaded.
 
 Usage:
     speechlm intent train runs/intent --data data/demo/train/manifest.jsonl
@@ -37,13 +38,21 @@ WEIGHTS_FILE = "intent.safetensors"
 class IntentConfig:
     ngram_min: int = 2  # shortest character n-gram (within word boundaries)
     ngram_max: int = 4  # longest character n-gram
-    num_features: int = 2**16  # hashed feature buckets; the weights are (classes, num_features) floats
+    word_ngram_max: int = 2  # longest word n-gram, hashed into its own num_features buckets (0 = characters only)
+    num_features: int = 2**16  # hashed buckets per analyzer; the weights are (classes, dim) floats
     c: float = 10.0  # inverse L2 regularization strength of the logistic regression
     max_iter: int = 500  # solver iterations
 
     def __post_init__(self):
         if not 1 <= self.ngram_min <= self.ngram_max:
             raise ValueError(f"intent n-gram range must satisfy 1 <= ngram_min <= ngram_max, got {self.ngram_min}-{self.ngram_max}")
+        if self.word_ngram_max < 0:
+            raise ValueError(f"intent word_ngram_max must be >= 0, got {self.word_ngram_max}")
+
+    @property
+    def dim(self) -> int:
+        """Length of a text's feature vector: character buckets, then word buckets."""
+        return self.num_features * (2 if self.word_ngram_max else 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,18 +118,25 @@ class IntentClassifier:
         self.labels = list(labels)
         self.coef = coef  # (C, F) float32
         self.intercept = intercept  # (C,) float32
-        self.vectorizer = HashingVectorizer(
-            analyzer="char_wb", ngram_range=(cfg.ngram_min, cfg.ngram_max), n_features=cfg.num_features,
-            alternate_sign=False, norm="l2", lowercase=False,
-        )  # fmt: skip
+        hashing = dict(n_features=cfg.num_features, alternate_sign=False, norm="l2", lowercase=False)
+        self.vectorizers = [HashingVectorizer(analyzer="char_wb", ngram_range=(cfg.ngram_min, cfg.ngram_max), **hashing)]
+        if cfg.word_ngram_max:
+            self.vectorizers.append(HashingVectorizer(analyzer="word", ngram_range=(1, cfg.word_ngram_max), token_pattern=r"\S+", **hashing))
+
+    def features(self, texts: Sequence[str]):
+        """``(N, cfg.dim)`` sparse features of the normalized texts."""
+        from scipy.sparse import hstack
+
+        normalized = [normalize_text(t) for t in texts]
+        return hstack([v.transform(normalized) for v in self.vectorizers]).tocsr()
 
     @classmethod
     def train(cls, texts: Sequence[str], labels: Sequence[str], cfg: IntentConfig = IntentConfig()) -> "IntentClassifier":
         names = sorted(set(labels))
         if len(names) < 2:
             raise ManifestError(f"intent training needs at least 2 labels, got {names}")
-        clf = cls(cfg, names, np.zeros((len(names), cfg.num_features), np.float32), np.zeros(len(names), np.float32))
-        x = clf.vectorizer.transform([normalize_text(t) for t in texts])
+        clf = cls(cfg, names, np.zeros((len(names), cfg.dim), np.float32), np.zeros(len(names), np.float32))
+        x = clf.features(texts)
         y = np.array([names.index(lab) for lab in labels])
         lr = LogisticRegression(C=cfg.c, max_iter=cfg.max_iter).fit(x, y)
         if len(names) == 2:  # sklearn keeps one row for two classes: logit(class 1) = w.x + b
@@ -131,8 +147,7 @@ class IntentClassifier:
         return clf
 
     def predict(self, texts: Sequence[str]) -> list[IntentPrediction]:
-        x = self.vectorizer.transform([normalize_text(t) for t in texts])
-        logits = np.asarray(x @ self.coef.T) + self.intercept  # (N, C)
+        logits = np.asarray(self.features(texts) @ self.coef.T) + self.intercept  # (N, C)
         probs = np.exp(logits - logits.max(1, keepdims=True))
         probs /= probs.sum(1, keepdims=True)
         out = []
@@ -160,12 +175,12 @@ class IntentClassifier:
         if data.get("kind") != "intent":
             raise CheckpointError(f"{model_dir}: not an intent classifier (train one with `speechlm intent train`)")
         try:
-            cfg = IntentConfig(**data["intent"])
+            cfg = IntentConfig(**{"word_ngram_max": 0, **data["intent"]})  # models saved before word n-grams had none
             weights = load_file(str(d / WEIGHTS_FILE))
             coef, intercept = weights["coef"], weights["intercept"]
         except (KeyError, TypeError, ValueError, OSError) as e:
             raise CheckpointError(f"{d}: incomplete or corrupt intent classifier ({e})") from None
         labels = data.get("labels")
-        if not isinstance(labels, list) or coef.shape != (len(labels), cfg.num_features) or intercept.shape != (len(labels),):
+        if not isinstance(labels, list) or coef.shape != (len(labels), cfg.dim) or intercept.shape != (len(labels),):
             raise CheckpointError(f"{d}: weights do not match the {len(labels or [])} labels in {CONFIG_FILE}")
         return cls(cfg, labels, coef, intercept)

@@ -1,0 +1,43 @@
+import json
+
+import numpy as np
+import pytest
+
+from speechlm.errors import CheckpointError
+from speechlm.intent import IntentClassifier, IntentConfig
+
+# the two intents share every word; only the word order tells them apart, which character
+# n-grams inside word boundaries cannot see and word bigrams can
+TEXTS = ["play the radio then stop", "stop the radio then play"] * 6
+LABELS = ["play_first", "stop_first"] * 6
+
+
+def test_word_bigrams_see_what_characters_inside_words_cannot():
+    chars_only = IntentClassifier.train(TEXTS, LABELS, IntentConfig(word_ngram_max=0))
+    with_words = IntentClassifier.train(TEXTS, LABELS, IntentConfig(word_ngram_max=2))
+    assert chars_only.coef.shape == (2, 2**16) and with_words.coef.shape == (2, 2**17)
+    pairs = ["play the radio then stop", "stop the radio then play"]
+    assert [p.intent for p in with_words.predict(pairs)] == ["play_first", "stop_first"]
+    # the same bag of character n-grams: the characters-only model cannot tell the two apart
+    a, b = chars_only.predict(pairs)
+    assert a.scores == pytest.approx(b.scores)
+
+
+def test_save_load_round_trip_and_models_saved_before_word_ngrams(tmp_path):
+    clf = IntentClassifier.train(TEXTS, LABELS)
+    loaded = IntentClassifier.load(clf.save(tmp_path / "new"))
+    assert loaded.cfg == clf.cfg and loaded.predict(TEXTS[:2])[0].scores == pytest.approx(clf.predict(TEXTS[:2])[0].scores)
+
+    old = IntentClassifier.train(TEXTS, LABELS, IntentConfig(word_ngram_max=0))
+    d = old.save(tmp_path / "old")
+    config = json.loads((d / "config.json").read_text())
+    del config["intent"]["word_ngram_max"]  # what a model saved before word n-grams holds
+    (d / "config.json").write_text(json.dumps(config))
+    again = IntentClassifier.load(d)
+    assert again.cfg.word_ngram_max == 0
+    np.testing.assert_allclose(again.coef, old.coef)
+
+    config["intent"]["word_ngram_max"] = 2  # a config that does not match its weights
+    (d / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="do not match"):
+        IntentClassifier.load(d)
