@@ -24,7 +24,7 @@ def test_word_bigrams_see_what_characters_inside_words_cannot():
 
 
 def test_save_load_round_trip_and_models_saved_before_word_ngrams(tmp_path):
-    clf = IntentClassifier.train(TEXTS, LABELS)
+    clf = IntentClassifier.train(TEXTS, LABELS, IntentConfig(word_ngram_max=2))
     loaded = IntentClassifier.load(clf.save(tmp_path / "new"))
     assert loaded.cfg == clf.cfg and loaded.predict(TEXTS[:2])[0].scores == pytest.approx(clf.predict(TEXTS[:2])[0].scores)
 
