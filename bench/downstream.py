@@ -3,7 +3,8 @@ Commands sample), text intent (SNIPS, CLINC150) and spoken intent (SNIPS/CLINC15
 synthesized with the voice bank, tested on held-out voices).
 
 Usage:
-    .venv/bin/python bench/downstream.py                              # every section (~60 min on 2 cores)
+    .venv/bin/python bench/downstream.py                              # every section (3-4 h on 2 cores)
+    .venv/bin/python bench/downstream.py --only text fsdd             # about 75 min
     .venv/bin/python bench/downstream.py --only fsdd sc               # some sections; the others keep their last results
     .venv/bin/python bench/downstream.py --init runs/ssl/model        # another pretrained encoder
 
