@@ -666,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--builtin", type=int, default=0, help="or this many built-in generator sentences (their train split)")
     s.add_argument("--valid", nargs="+", default=None, help="held-out JSON Lines files to report accuracy on")
     s.add_argument("--c", type=float, default=10.0, help="inverse regularization strength")
-    s.add_argument("--word-ngrams", type=int, default=0, help="also word n-grams up to this length (helps on clean text, hurts on noisy transcripts)")
+    s.add_argument("--word-ngrams", type=int, default=0, choices=range(6), metavar="N", help="also word n-grams up to this length (helps on clean text, hurts on noisy transcripts)")
     s.add_argument("--seed", type=int, default=0, help="built-in sentence draw")
     s.set_defaults(func=cmd_intent_train)
     s = kinds.add_parser("predict", help="print the intent of each text", formatter_class=DEFAULTS)

@@ -27,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
+from scipy.sparse import hstack
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.linear_model import LogisticRegression
 
@@ -128,8 +129,6 @@ class IntentClassifier:
 
     def features(self, texts: Sequence[str]):
         """``(N, cfg.dim)`` sparse features of the normalized texts."""
-        from scipy.sparse import hstack
-
         normalized = [normalize_text(t) for t in texts]
         return hstack([v.transform(normalized) for v in self.vectorizers]).tocsr()
 
