@@ -169,7 +169,7 @@ def compute_features(
 @dataclasses.dataclass(frozen=True)
 class SpecAugmentConfig:
     freq_masks: int = 2  # number of frequency masks per utterance
-    freq_width: int = 15  # maximum width of a frequency mask, in feature bins
+    freq_width: int = 15  # maximum width of a frequency mask, in feature bins (at most a fifth of them)
     time_masks: int = 5  # maximum number of time masks per utterance (scaled down for short ones)
     time_width: float = 0.05  # maximum width of a time mask, as a fraction of the utterance
     warp: float = 0.1  # max relative stretch of the frequency axis (VTLP-style voice variety); 0 = off
@@ -179,14 +179,17 @@ class SpecAugment(torch.nn.Module):
     """SpecAugment (Park et al., 2019) masks plus a random frequency-axis warp.
 
     The warp rescales the feature axis by a factor in ``[1 - warp, 1 + warp]`` per utterance,
-    which mimics a different vocal-tract length: cheap voice variety for synthetic corpora.
-    Active only in training mode. Input and output ``(B, T, D)``; masked values are zero, the
-    mean of normalized features.
+    which mimics a different vocal-tract length: cheap voice variety for synthetic corpora. It
+    applies to log-mel features only (``spectral=True``): MFCC and LPC dimensions are not a
+    frequency axis. A frequency mask covers at most a fifth of the ``D`` feature dimensions, so
+    the 15-bin default made for 80 mel bands cannot blank 13 MFCCs. Active only in training
+    mode. Input and output ``(B, T, D)``; masked values are zero, the mean of normalized features.
     """
 
-    def __init__(self, cfg: SpecAugmentConfig):
+    def __init__(self, cfg: SpecAugmentConfig, spectral: bool = True):
         super().__init__()
         self.cfg = cfg
+        self.spectral = spectral
 
     def forward(self, feats: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
         if not self.training:
@@ -194,11 +197,12 @@ class SpecAugment(torch.nn.Module):
         cfg = self.cfg
         B, T, D = feats.shape
         out = feats.clone()
-        if cfg.warp > 0:
+        if cfg.warp > 0 and self.spectral:
             out = self._warp(out)
+        max_freq_w = min(cfg.freq_width, D // 5)
         for b in range(B):
             for _ in range(cfg.freq_masks):
-                w = int(torch.randint(0, cfg.freq_width + 1, ()))
+                w = int(torch.randint(0, max_freq_w + 1, ()))
                 f0 = int(torch.randint(0, max(1, D - w), ()))
                 out[b, :, f0 : f0 + w] = 0
             n = int(lens[b])

@@ -107,3 +107,21 @@ def test_frequency_warp_is_identity_at_factor_one():
     aug = SpecAugment(SpecAugmentConfig(warp=0.0))
     x = torch.randn(2, 10, 80)
     assert torch.allclose(aug._warp(x), x)
+
+
+def test_frequency_masks_leave_most_of_a_small_feature_vector():
+    # the 15-bin default is made for 80 mel bands: on 13 MFCCs a mask covers at most 13 // 5 = 2
+    torch.manual_seed(0)
+    aug = SpecAugment(SpecAugmentConfig(freq_masks=2, freq_width=15, time_masks=0, warp=0.0)).train()
+    x = torch.randn(64, 50, 13)
+    masked = (aug(x, torch.full((64,), 50)) == 0).all(1).sum(-1)  # (B,) blanked dimensions
+    assert masked.max() <= 4 and masked.sum() > 0
+
+
+def test_warp_only_on_spectral_features():
+    torch.manual_seed(0)
+    cfg = SpecAugmentConfig(freq_masks=0, time_masks=0, warp=0.2)
+    x = torch.randn(4, 20, 13)
+    lens = torch.full((4,), 20)
+    assert torch.equal(SpecAugment(cfg, spectral=False).train()(x, lens), x)
+    assert not torch.allclose(SpecAugment(cfg, spectral=True).train()(x, lens), x)
