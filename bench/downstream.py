@@ -6,6 +6,7 @@ Usage:
     .venv/bin/python bench/downstream.py                              # every section (3-4 h on 2 cores)
     .venv/bin/python bench/downstream.py --only text fsdd             # about 75 min
     .venv/bin/python bench/downstream.py --only fsdd sc               # some sections; the others keep their last results
+    .venv/bin/python bench/downstream.py --only front-ends            # FSDD LOSO from scratch, log-mel vs 13 MFCCs (about 50 min)
     .venv/bin/python bench/downstream.py --init runs/ssl/model        # another pretrained encoder
 
 The pretrained encoder (default: the one `bench/label_efficiency.py` pretrains, BEST-RQ on
@@ -48,7 +49,8 @@ from speechlm.train.finetune import config_from_pretrained  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "runs" / "downstream"
 CACHE = ROOT / "data" / "downstream"
-SECTIONS = ("fsdd", "sc", "text", "spoken")
+SECTIONS = ("fsdd", "sc", "text", "spoken", "front-ends")
+NEEDS_INIT = ("fsdd", "sc", "spoken")
 
 
 def finished_with(run: Path, cfg, marker: Path) -> bool:
@@ -134,16 +136,36 @@ def run_fsdd(args) -> dict:
         sub = k_shot(train, k)
         rows.append(finetune(f"fsdd_k{k}_pretrained", sub, test, args.init, args.steps_kshot, *recipe))
         rows.append(finetune(f"fsdd_k{k}_scratch", sub, test, None, args.steps_kshot, *recipe))
-    speakers = sorted({u.speaker for u, _ in data})
-    loso = []
-    for spk in speakers:  # the default recipe: a dev split of seen speakers says nothing about an unseen one
-        fold_train = [u for u, _ in data if u.speaker != spk]
-        fold_test = [u for u, _ in data if u.speaker == spk]
-        loso.append(finetune(f"fsdd_loso_{spk}", fold_train, fold_test, args.init, args.steps_loso))
+    # the default recipe: a dev split of seen speakers says nothing about an unseen one
+    loso = [finetune(f"fsdd_loso_{spk}", *fold, args.init, args.steps_loso) for spk, fold in loso_folds(data).items()]
     return {
         "rows": rows, "dev_rows": dev_rows, "loso": loso, "loso_mean": float(np.mean([r["accuracy"] for r in loso])),
         "test_acc": rows[0]["accuracy"], "test_acc_scratch": rows[1]["accuracy"], "spec_augment": args.fsdd_spec_augment,
     }  # fmt: skip
+
+
+def loso_folds(data: list[tuple[Utterance, int]]) -> dict[str, tuple[list[Utterance], list[Utterance]]]:
+    """Leave one speaker out: speaker -> (the other five speakers' clips, this speaker's clips)."""
+    speakers = sorted({u.speaker for u, _ in data})
+    return {spk: ([u for u, _ in data if u.speaker != spk], [u for u, _ in data if u.speaker == spk]) for spk in speakers}
+
+
+# Front ends for voices never heard in training, from scratch (the pretrained encoder is fixed to its log-mel
+# input): 80 log-mel bands keep the harmonics, so the speaker's pitch; 13 MFCCs keep the spectral envelope only
+FRONT_ENDS = {
+    "logmel80": (),
+    "mfcc13": ("features.kind=mfcc", "features.n_mfcc=13"),
+}
+
+
+def run_front_ends(args) -> dict:
+    print("== FSDD leave one speaker out from scratch: log-mel vs MFCC front end")
+    folds = loso_folds(fsdd_utts())
+    out = {}
+    for key, extra in FRONT_ENDS.items():
+        rows = [finetune(f"fsdd_loso_scratch_{key}_{spk}", *fold, None, args.steps_loso, *extra) for spk, fold in folds.items()]
+        out[key] = {"rows": rows, "loso_mean": float(np.mean([r["accuracy"] for r in rows])), "overrides": list(extra)}
+    return out
 
 
 # -- Speech Commands sample ------------------------------------------------------------------------
@@ -439,14 +461,16 @@ def main() -> None:
     args = ap.parse_args()
     if not (SHARED_DATA / "fsdd").is_dir():
         raise SystemExit(f"error: {SHARED_DATA} is missing; this benchmark needs the shared real-speech data")
-    if not Path(args.init).exists():
+    if set(args.only) & set(NEEDS_INIT) and not Path(args.init).exists():
         raise SystemExit(f"error: {args.init} does not exist; run bench/label_efficiency.py (it pretrains) or pass --init")
     previous = RESULTS / "downstream.json"
     sections = json.loads(previous.read_text()).get("sections", {}) if previous.is_file() else {}
-    runners = {"fsdd": run_fsdd, "sc": run_sc, "text": run_text, "spoken": lambda a: run_spoken(a, sections.get("spoken", {}))}
+    runners = {"fsdd": run_fsdd, "sc": run_sc, "text": run_text, "spoken": lambda a: run_spoken(a, sections.get("spoken", {})),
+               "front-ends": run_front_ends}
     for name in args.only:
         start = time.perf_counter()
-        sections[name] = runners[name](args) | {"minutes": round((time.perf_counter() - start) / 60, 1), "init": args.init, "command": command()}
+        sections[name] = runners[name](args) | {"minutes": round((time.perf_counter() - start) / 60, 1), "command": command(),
+                                           "init": args.init if name in NEEDS_INIT else None}
         write(sections)  # after every section, so a long run keeps what it measured
 
 
@@ -461,9 +485,10 @@ def spoken_best(r: dict) -> tuple[float, str]:
 
 
 def write(sections: dict) -> None:
-    f, sc, text, sp = (sections.get(k) for k in SECTIONS)
+    f, sc, text, sp, fe = (sections.get(k) for k in SECTIONS)
     headline = {
         "fsdd_test_acc": f and round(f["test_acc"], 4), "fsdd_loso_acc": f and round(f["loso_mean"], 4),
+        "fsdd_loso_acc_scratch_mfcc13": fe and round(fe["mfcc13"]["loso_mean"], 4),
         "speech_commands_acc_pretrained": sc and round(sc["acc_pretrained"], 4), "speech_commands_acc_scratch": sc and round(sc["acc_scratch"], 4),
         "snips_spoken_acc": sp and round(spoken_best(sp["snips"])[0], 4), "clinc_spoken_acc": sp and round(spoken_best(sp["clinc"])[0], 4),
         "snips_text_acc": text and round(text["snips"]["accuracy"], 4), "clinc_text_acc": text and round(text["clinc"]["in_scope_accuracy"], 4),
@@ -487,6 +512,11 @@ def write(sections: dict) -> None:
         if f.get("dev_rows"):
             parts += ["Recipe choice on a dev split (train on the training speakers' clips 10-49, test on their clips 5-9; the official "
                       "test clips 0-4 unused):", table(f["dev_rows"])]
+    if fe:
+        means = ", ".join(f"{key} **{r['loso_mean']:.2%}**" + (f" (`{' '.join(r['overrides'])}`)" if r["overrides"] else "") for key, r in ((k, fe[k]) for k in FRONT_ENDS))
+        parts += ["## FSDD leave one speaker out from scratch: log-mel vs MFCC front end", f"Command: `{fe.get('command', '-')}`",
+                  f"Same model and recipe as the LOSO rows above, random init, {fe['logmel80']['rows'][0]['steps']} steps per fold. "
+                  f"Mean over the 6 folds: {means}.", table([r for key in FRONT_ENDS for r in fe[key]["rows"]])]  # fmt: skip
     if sc:
         parts += ["## Speech Commands sample (real, 30 words, speaker-disjoint)", f"Command: `{sc.get('command', '-')}`",
                   f"{sc['train_speakers']} training speakers, {sc['test_speakers']} test speakers. Best pretrained **{sc['acc_pretrained']:.2%}** vs scratch "
