@@ -40,6 +40,10 @@ class FeatureConfig:
     def __post_init__(self):
         if self.kind not in ("logmel", "mfcc", "lpc"):
             raise ValueError(f"features.kind must be 'logmel', 'mfcc' or 'lpc', got {self.kind!r}")
+        if self.n_mels < 1 or self.lpc_order < 1:
+            raise ValueError(f"features.n_mels and features.lpc_order must be >= 1, got {self.n_mels} and {self.lpc_order}")
+        if self.kind == "mfcc" and not 1 <= self.n_mfcc <= self.n_mels:
+            raise ValueError(f"features.n_mfcc must be between 1 and features.n_mels ({self.n_mels}), got {self.n_mfcc}")
 
     @property
     def dim(self) -> int:

@@ -30,11 +30,17 @@ def test_save_load_roundtrip(tmp_path):
         ("encoder.arch=rnn", "encoder.arch must be one of"),
         ("nosection.x=1", "unknown field 'nosection'"),
         ("train.max_steps", "expected key=value"),
+        ("features.n_mels=0", "features.n_mels and features.lpc_order must be >= 1"),
     ],
 )
 def test_bad_overrides_name_the_field(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(ASRConfig, overrides=[override])
+
+
+def test_more_cepstra_than_mel_bands_is_refused():
+    with pytest.raises(ConfigError, match=r"features.n_mfcc must be between 1 and features.n_mels \(80\), got 100"):
+        load_config(ASRConfig, overrides=["features.kind=mfcc", "features.n_mfcc=100"])
 
 
 def test_bad_files(tmp_path):
