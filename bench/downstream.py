@@ -513,7 +513,7 @@ def write(sections: dict) -> None:
             parts += ["Recipe choice on a dev split (train on the training speakers' clips 10-49, test on their clips 5-9; the official "
                       "test clips 0-4 unused):", table(f["dev_rows"])]
     if fe:
-        means = ", ".join(f"{key} **{r['loso_mean']:.2%}**" + (f" (`{' '.join(r['overrides'])}`)" if r["overrides"] else "") for key, r in ((k, fe[k]) for k in FRONT_ENDS))
+        means = ", ".join(f"{key} **{fe[key]['loso_mean']:.2%}**" + (f" (`{' '.join(fe[key]['overrides'])}`)" if fe[key]["overrides"] else "") for key in FRONT_ENDS)
         parts += ["## FSDD leave one speaker out from scratch: log-mel vs MFCC front end", f"Command: `{fe.get('command', '-')}`",
                   f"Same model and recipe as the LOSO rows above, random init, {fe['logmel80']['rows'][0]['steps']} steps per fold. "
                   f"Mean over the 6 folds: {means}.", table([r for key in FRONT_ENDS for r in fe[key]["rows"]])]  # fmt: skip

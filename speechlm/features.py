@@ -46,6 +46,11 @@ class FeatureConfig:
             raise ValueError(f"features.n_mfcc must be between 1 and features.n_mels ({self.n_mels}), got {self.n_mfcc}")
 
     @property
+    def spectral(self) -> bool:
+        """Whether the feature axis is a frequency axis (what SpecAugment's warp stretches)."""
+        return self.kind == "logmel"
+
+    @property
     def dim(self) -> int:
         return {"logmel": self.n_mels, "mfcc": self.n_mfcc, "lpc": self.lpc_order + 1}[self.kind]
 

@@ -25,7 +25,7 @@ class SpeechRecognizer(nn.Module):
     def __init__(self, features: FeatureConfig, spec_augment: SpecAugmentConfig, encoder: EncoderConfig, vocab_size: int):
         super().__init__()
         self.features = features
-        self.spec_augment = SpecAugment(spec_augment, spectral=features.kind == "logmel")
+        self.spec_augment = SpecAugment(spec_augment, spectral=features.spectral)
         self.encoder = build_encoder(encoder, features.dim)
         self.head = nn.Sequential(nn.Dropout(encoder.dropout), nn.Linear(encoder.d_model, vocab_size))
 

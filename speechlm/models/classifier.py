@@ -79,7 +79,7 @@ class SpeechClassifier(nn.Module):
     def __init__(self, features: FeatureConfig, spec_augment: SpecAugmentConfig, encoder: EncoderConfig, head: HeadConfig, num_classes: int):
         super().__init__()
         self.features = features
-        self.spec_augment = SpecAugment(spec_augment, spectral=features.kind == "logmel")
+        self.spec_augment = SpecAugment(spec_augment, spectral=features.spectral)
         self.encoder = build_encoder(encoder, features.dim)
         self.head = PoolingHead(head, encoder.d_model, encoder.n_layers, num_classes)
 

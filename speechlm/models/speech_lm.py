@@ -76,7 +76,7 @@ class SpeechLM(nn.Module):
         if lm.arch == "mlm":
             raise SpeechLMError("the joint model writes text left to right: its LM must be causal or lstm, not mlm")
         self.features, self.special, self.prompts = features, special, [list(p) for p in prompts]
-        self.spec_augment = SpecAugment(spec_augment, spectral=features.kind == "logmel")
+        self.spec_augment = SpecAugment(spec_augment, spectral=features.spectral)
         self.encoder = build_encoder(encoder, features.dim)
         self.projector = Projector(projector, encoder.d_model, lm.d_model)
         self.lm = LanguageModel(lm, special.vocab_size)
