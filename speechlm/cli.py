@@ -47,6 +47,8 @@ def _floats(text: str) -> tuple[float, ...]:
 def cmd_synth(args: argparse.Namespace) -> None:
     from speechlm.data import sentences
     from speechlm.data.synth import plan_jobs, read_text_items, select_voices, synthesize_corpus, voice_bank
+    from speechlm.errors import SpeechLMError
+    from speechlm.features import SAMPLE_RATE
 
     if args.list_voices:
         for v in voice_bank():
@@ -56,6 +58,9 @@ def cmd_synth(args: argparse.Namespace) -> None:
         raise SystemExit("error: synth needs OUT_DIR (or --list-voices)")
     if bool(args.text) == bool(args.builtin):
         raise SystemExit("error: give either --text FILE... or --builtin N")
+    if args.max_hz is not None and not 0 < args.max_hz < SAMPLE_RATE / 2:
+        raise SpeechLMError(f"--max-hz must be between 0 and {SAMPLE_RATE // 2}, got {args.max_hz:g}")
+    voices = select_voices(args.voices, seed=args.seed)
     if args.text:
         items = read_text_items(args.text)
     else:
@@ -65,10 +70,9 @@ def cmd_synth(args: argparse.Namespace) -> None:
         if args.builtin > len(chosen):
             raise SystemExit(f"error: --builtin {args.builtin} exceeds the {len(chosen)} {args.split} sentences (raise --builtin-pool)")
         items = [(s.text, s.intent) for s in chosen[: args.builtin]]
-    voices = select_voices(args.voices)
     jobs = plan_jobs(
         items, voices, Path(args.out_dir), args.seed, args.voices_per_sentence, args.speed_perturb,
-        args.noise_snr if args.noise_prob > 0 else None, args.noise_prob,
+        args.noise_snr if args.noise_prob > 0 else None, args.noise_prob, args.max_hz,
     )  # fmt: skip
     print(f"synthesizing {len(jobs)} utterances of {len(items)} sentences with {len(voices)} voices -> {args.out_dir}")
     utts, failures = synthesize_corpus(jobs, args.out_dir, args.jobs)
@@ -503,11 +507,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--builtin", type=int, default=0, help="number of sentences from the built-in generator")
     s.add_argument("--builtin-pool", type=int, default=12000, help="distinct sentences generated before the train/test split")
     s.add_argument("--split", choices=["train", "test", "all"], default="train", help="built-in sentence split")
-    s.add_argument("--voices", default="train", help="train, test, all, an engine name, or comma-separated voice names")
+    s.add_argument(
+        "--voices", default="train",
+        help="train, test, all, an engine name, random:N (N random espeak-ng voices) or comma-separated voice names; join with + for a union",
+    )  # fmt: skip
     s.add_argument("--voices-per-sentence", type=int, default=1, help="distinct voices speaking each sentence")
     s.add_argument("--speed-perturb", type=_floats, default=(1.0,), help="speed factors drawn per utterance, e.g. 0.9,1.0,1.1")
     s.add_argument("--noise-snr", type=_floats, default=(10.0, 30.0), help="SNR range in dB for additive noise")
     s.add_argument("--noise-prob", type=float, default=0.0, help="fraction of utterances with additive noise")
+    s.add_argument("--max-hz", type=float, help="band-limit the audio to this frequency (4000 matches 8 kHz recordings)")
     s.add_argument("--seed", type=int, default=0, help="sentence, voice and augmentation draws")
     s.add_argument("--jobs", type=int, default=os.cpu_count(), help="parallel synthesis processes")
     s.add_argument("--list-voices", action="store_true", help="print the voice bank and exit")

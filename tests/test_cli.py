@@ -64,6 +64,8 @@ def test_help_shows_defaults(capsys):
         (lambda p: ["train", str(p / "run")], "data.train_manifest is not set"),
         (lambda p: ["prepare", str(p / "nothing"), str(p / "o.jsonl")], "no such file"),
         (lambda p: ["synth", str(p / "o"), "--text", str(p / "missing.txt")], "cannot read text file"),
+        (lambda p: ["synth", str(p / "o"), "--builtin", "2", "--max-hz", "9000"], "--max-hz must be between 0 and 8000"),
+        (lambda p: ["synth", str(p / "o"), "--builtin", "2", "--voices", "train+random:x"], "expected random:N"),
     ],
 )
 def test_bad_input_gives_one_line_error(tmp_path, capsys, make_args, message):

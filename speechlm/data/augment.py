@@ -1,4 +1,4 @@
-"""Waveform augmentation: speed perturbation and additive noise at a chosen SNR."""
+"""Waveform augmentation: speed perturbation, band limiting and additive noise at a chosen SNR."""
 
 from __future__ import annotations
 
@@ -22,6 +22,16 @@ def speed_perturb(audio: np.ndarray, factor: float) -> np.ndarray:
     if factor == 1.0:
         return audio
     return resample(audio, round(SAMPLE_RATE * factor), SAMPLE_RATE)
+
+
+def band_limit(audio: np.ndarray, max_hz: float) -> np.ndarray:
+    """Remove everything above ``max_hz``, as a recording made at ``2 * max_hz`` samples per second
+    (4000 for 8 kHz telephone-band audio). Length is kept."""
+    if not 0 < max_hz < SAMPLE_RATE / 2:
+        raise ValueError(f"band limit must be between 0 and {SAMPLE_RATE // 2} Hz, got {max_hz}")
+    low = resample(audio, SAMPLE_RATE, round(2 * max_hz))
+    out = resample(low, round(2 * max_hz), SAMPLE_RATE)[: audio.size]
+    return np.pad(out, (0, audio.size - out.size))
 
 
 def colored_noise(n: int, rng: np.random.Generator, exponent: float) -> np.ndarray:

@@ -27,7 +27,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from speechlm.data.audio import load_audio, write_audio
-from speechlm.data.augment import add_noise, speed_perturb
+from speechlm.data.augment import add_noise, band_limit, speed_perturb
 from speechlm.data.manifest import Utterance, write_manifest
 from speechlm.errors import SpeechLMError
 from speechlm.features import SAMPLE_RATE
@@ -82,30 +82,66 @@ def available_engines() -> set[str]:
     return {e for e, cmd in ENGINE_COMMANDS.items() if shutil.which(cmd)}
 
 
-def select_voices(spec: str, bank: Sequence[Voice] | None = None) -> list[Voice]:
-    """``"train"``, ``"test"``, ``"all"``, an engine name, or comma-separated voice names."""
+# espeak-ng variants for random voices: every installed human-sounding variant except those the bank's
+# held-out voices use (m4, f4, m7), so no random voice shares a held-out accent+variant pair
+RANDOM_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-029", "en-us-nyc", "en-gb-x-gbcwmd")
+RANDOM_VARIANTS = (
+    "adam Alex Alicia Andrea Andy Annie antonio aunty belinda benjamin boris caleb david Denis Diogo ed edward edward2 Gene "
+    "Gene2 gustave announcer Henrique Hugo iven iven2 iven3 iven4 Jacky john kaukovalta Lee linda marcelo Marco Mario max "
+    "Michael michel miguel Mike Mr Nguyen pablo paul pedro quincy rob robert steph steph2 steph3 Tweaky zac anika AnxiousAndy "
+    "f1 f2 f3 f5 grandpa klatt klatt2 klatt3 klatt4 klatt5 klatt6 m1 m2 m3 m5 m6 m8 norbert sandro shelby travis victor grandma"
+).split()
+
+
+def random_voices(n: int, seed: int = 0) -> list[Voice]:
+    """``n`` espeak-ng training voices drawn at random: accent, variant, speaking rate 0.75-1.25 and pitch 15-85.
+
+    Many voices speaking the same words is the cheapest way to teach a model that the speaker does not matter.
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        accent, variant = RANDOM_ACCENTS[rng.integers(len(RANDOM_ACCENTS))], RANDOM_VARIANTS[rng.integers(len(RANDOM_VARIANTS))]
+        rate, pitch = round(float(rng.uniform(0.75, 1.25)), 2), int(rng.integers(15, 86))
+        out.append(Voice(f"espeak-{accent}-{variant}-{int(rate * 100)}-p{pitch}-r{seed}.{i}", "espeak-ng", accent, variant, rate, pitch))
+    return out
+
+
+def select_voices(spec: str, bank: Sequence[Voice] | None = None, seed: int = 0) -> list[Voice]:
+    """``"train"``, ``"test"``, ``"all"``, an engine name, ``"random:N"`` (:func:`random_voices`) or
+    comma-separated voice names; several of these joined by ``+`` are their union."""
     bank = list(bank or voice_bank())
     engines = available_engines()
-    if spec in ("train", "test"):
-        chosen = [v for v in bank if v.split == spec]
-    elif spec == "all":
-        chosen = bank
-    elif spec in ENGINE_COMMANDS:
-        chosen = [v for v in bank if v.engine == spec]
-    else:
-        names = [s.strip() for s in spec.split(",") if s.strip()]
-        by_name = {v.name: v for v in bank}
-        unknown = [n for n in names if n not in by_name]
-        if unknown:
-            raise SpeechLMError(f"--voices: unknown voice(s) {unknown}; run `speechlm synth --list-voices`")
-        chosen = [by_name[n] for n in names]
-    usable = [v for v in chosen if v.engine in engines]
+    chosen: dict[str, Voice] = {}
+    for part in spec.split("+"):
+        chosen.update((v.name, v) for v in _select(part.strip(), bank, seed))
+    usable = [v for v in chosen.values() if v.engine in engines]
     if not usable:
         raise SpeechLMError(
-            f"--voices {spec}: none of the engines {sorted({v.engine for v in chosen})} is installed "
+            f"--voices {spec}: none of the engines {sorted({v.engine for v in chosen.values()})} is installed "
             "(run scripts/setup_system.sh)"
         )
     return usable
+
+
+def _select(spec: str, bank: list[Voice], seed: int) -> list[Voice]:
+    if spec in ("train", "test"):
+        return [v for v in bank if v.split == spec]
+    if spec == "all":
+        return bank
+    if spec in ENGINE_COMMANDS:
+        return [v for v in bank if v.engine == spec]
+    if spec.startswith("random:"):
+        n = spec.removeprefix("random:")
+        if not n.isdigit() or int(n) < 1:
+            raise SpeechLMError(f"--voices {spec}: expected random:N with N a positive whole number")
+        return random_voices(int(n), seed)
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    by_name = {v.name: v for v in bank}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise SpeechLMError(f"--voices: unknown voice(s) {unknown}; run `speechlm synth --list-voices`")
+    return [by_name[n] for n in names]
 
 
 def _engine_command(voice: Voice, text_file: str, out_wav: str) -> list[str]:
@@ -145,6 +181,7 @@ class SynthJob:
     seed: int
     speed: float = 1.0  # offline speed perturbation factor
     snr_db: float | None = None  # additive noise at this SNR, None = clean
+    max_hz: float | None = None  # band limit (4000 sounds like an 8 kHz recording), None = full band
 
 
 def _run_job(job: SynthJob) -> Utterance | str:
@@ -156,6 +193,8 @@ def _run_job(job: SynthJob) -> Utterance | str:
     audio = speed_perturb(audio, job.speed)
     if job.snr_db is not None:
         audio = add_noise(audio, job.snr_db, rng)
+    if job.max_hz:  # last, like the recording channel
+        audio = band_limit(audio, job.max_hz)
     write_audio(job.path, audio)
     return Utterance(job.path, round(audio.size / SAMPLE_RATE, 3), job.text, job.label, job.voice.name, "en")
 
@@ -169,6 +208,7 @@ def plan_jobs(
     speed_factors: Sequence[float] = (1.0,),
     noise_snr_db: tuple[float, float] | None = None,
     noise_prob: float = 0.0,
+    max_hz: float | None = None,
 ) -> list[SynthJob]:
     """Deterministic job list: each sentence gets ``voices_per_sentence`` distinct voices."""
     rng = np.random.default_rng(seed)
@@ -180,9 +220,10 @@ def plan_jobs(
             speed = float(rng.choice(speed_factors))
             noisy = noise_snr_db is not None and rng.random() < noise_prob
             snr = float(rng.uniform(*noise_snr_db)) if noisy else None
-            digest = hashlib.sha1(f"{text}|{voice.name}|{speed}|{snr}".encode()).hexdigest()[:10]
+            key = f"{text}|{voice.name}|{speed}|{snr}" + (f"|{max_hz}" if max_hz else "")  # files from before max_hz keep their names
+            digest = hashlib.sha1(key.encode()).hexdigest()[:10]
             path = out_dir / "wav" / f"{i:06d}-{voice.name}-{digest}.wav"
-            jobs.append(SynthJob(text, label, voice, str(path), int(rng.integers(2**31)), speed, snr))
+            jobs.append(SynthJob(text, label, voice, str(path), int(rng.integers(2**31)), speed, snr, max_hz))
     return jobs
 
 

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from speechlm.data.manifest import read_manifest
-from speechlm.data.synth import plan_jobs, select_voices, synthesize, synthesize_corpus, voice_bank
+from speechlm.data.audio import load_audio
+from speechlm.data.augment import band_limit
+from speechlm.data.synth import plan_jobs, random_voices, select_voices, synthesize, synthesize_corpus, voice_bank
 from speechlm.errors import SpeechLMError
 from speechlm.features import SAMPLE_RATE
 
@@ -33,6 +35,36 @@ def test_plan_is_deterministic(tmp_path):
     assert all(a[2 * i].voice != a[2 * i + 1].voice for i in range(10))
 
 
+def test_random_voices_are_reproducible_and_never_a_held_out_pair():
+    a, b = random_voices(50, seed=1), random_voices(50, seed=1)
+    assert a == b and a != random_voices(50, seed=2)
+    assert len({v.name for v in a}) == 50 and all(v.engine == "espeak-ng" and v.split == "train" for v in a)
+    assert all(0.75 <= v.rate <= 1.25 and 15 <= v.pitch <= 85 for v in a)
+    held_out = {(v.voice, v.variant) for v in voice_bank() if v.split == "test" and v.engine == "espeak-ng"}
+    assert not held_out & {(v.voice, v.variant) for v in random_voices(500)}
+    if shutil.which("espeak-ng"):
+        union = select_voices("espeak-ng+random:7", seed=1)
+        assert [v.name for v in union[-7:]] == [v.name for v in random_voices(7, seed=1)]
+        assert len(union) == len(select_voices("espeak-ng")) + 7
+
+
+@pytest.mark.parametrize("spec", ["random:0", "random:", "random:many"])
+def test_bad_random_voice_count_is_a_clear_error(spec):
+    with pytest.raises(SpeechLMError, match="expected random:N"):
+        select_voices(f"train+{spec}")
+
+
+def test_band_limit_removes_only_the_high_band():
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    low, high = np.sin(2 * np.pi * 1000 * t).astype(np.float32), np.sin(2 * np.pi * 6000 * t).astype(np.float32)
+    out = band_limit(low + high, 4000)
+    assert out.shape == low.shape and out.dtype == np.float32
+    mid = slice(1000, -1000)  # away from the filter's edge effects
+    assert np.sqrt(np.mean((out[mid] - low[mid]) ** 2)) < 0.02
+    with pytest.raises(ValueError, match="band limit"):
+        band_limit(low, 8000)
+
+
 def test_unknown_voice_is_a_clear_error():
     with pytest.raises(SpeechLMError, match="unknown voice"):
         select_voices("no-such-voice")
@@ -53,10 +85,14 @@ def test_corpus_with_augmentation_and_reuse(tmp_path):
         pytest.skip("espeak-ng is not installed")
     voices = select_voices("espeak-ng")[:2]
     items = [("call mom", "send_message"), ("what time is it", "get_time_date")]
-    jobs = plan_jobs(items, voices, tmp_path, seed=0, speed_factors=(1.1,), noise_snr_db=(20.0, 20.0), noise_prob=1.0)
+    jobs = plan_jobs(items, voices, tmp_path, seed=0, speed_factors=(1.1,), noise_snr_db=(20.0, 20.0), noise_prob=1.0, max_hz=4000)
     utts, failures = synthesize_corpus(jobs, tmp_path, num_workers=2)
     assert not failures and [u.label for u in utts] == ["send_message", "get_time_date"]
     assert [u.text for u in read_manifest(tmp_path / "manifest.jsonl")] == ["call mom", "what time is it"]
+    audio = load_audio(utts[0].audio_filepath)
+    power = np.abs(np.fft.rfft(audio)) ** 2
+    above = np.fft.rfftfreq(audio.size, 1 / SAMPLE_RATE) > 4200  # the noise too is band-limited
+    assert power[above].sum() < 1e-3 * power.sum()
     mtimes = [p.stat().st_mtime_ns for p in sorted((tmp_path / "wav").iterdir())]
     again, _ = synthesize_corpus(jobs, tmp_path, num_workers=2)  # reuses the files
     assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "wav").iterdir())] == mtimes
