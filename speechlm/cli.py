@@ -47,8 +47,6 @@ def _floats(text: str) -> tuple[float, ...]:
 def cmd_synth(args: argparse.Namespace) -> None:
     from speechlm.data import sentences
     from speechlm.data.synth import plan_jobs, read_text_items, select_voices, synthesize_corpus, voice_bank
-    from speechlm.errors import SpeechLMError
-    from speechlm.features import SAMPLE_RATE
 
     if args.list_voices:
         for v in voice_bank():
@@ -58,8 +56,6 @@ def cmd_synth(args: argparse.Namespace) -> None:
         raise SystemExit("error: synth needs OUT_DIR (or --list-voices)")
     if bool(args.text) == bool(args.builtin):
         raise SystemExit("error: give either --text FILE... or --builtin N")
-    if args.max_hz is not None and not 0 < args.max_hz < SAMPLE_RATE / 2:
-        raise SpeechLMError(f"--max-hz must be between 0 and {SAMPLE_RATE // 2}, got {args.max_hz:g}")
     voices = select_voices(args.voices, seed=args.seed)
     if args.text:
         items = read_text_items(args.text)

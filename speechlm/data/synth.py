@@ -210,7 +210,9 @@ def plan_jobs(
     noise_prob: float = 0.0,
     max_hz: float | None = None,
 ) -> list[SynthJob]:
-    """Deterministic job list: each sentence gets ``voices_per_sentence`` distinct voices."""
+    """Deterministic job list: each sentence gets ``voices_per_sentence`` distinct voices; ``max_hz`` band-limits every clip."""
+    if max_hz is not None and not 0 < max_hz < SAMPLE_RATE / 2:
+        raise SpeechLMError(f"--max-hz must be between 0 and {SAMPLE_RATE // 2}, got {max_hz:g}")
     rng = np.random.default_rng(seed)
     jobs = []
     k = min(voices_per_sentence, len(voices))
