@@ -82,12 +82,14 @@ def finetune(name: str, train: list[Utterance], test: list[Utterance], init: str
     report, rows, _ = evaluate_classifier(clf, test)
     plot_confusion(report, run / "confusion.png", name)
     speakers = sorted({r["speaker"] for r in rows})
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()] if (run / "train_log.jsonl").is_file() else []
+    fit = [r["acc"] for r in log if "acc" in r][-1:]  # training accuracy at the last log step: did the model fit at all?
     frozen_encoder = "finetune.freeze_encoder_steps=-1" in extra  # a loaded model does not remember what was frozen
     trainable = sum(p.numel() for n, p in clf.model.named_parameters() if p.requires_grad and not (frozen_encoder and n.startswith("encoder.")))
     row = {
         "name": name, "init": "pretrained" if init else "scratch", "train_examples": len(train),
         "train_minutes_audio": round(sum(u.duration for u in train) / 60, 2), "test_examples": len(test),
-        "accuracy": report.accuracy, "macro_f1": report.macro_f1, "steps": steps_done, "train_minutes": round(minutes, 2),
+        "accuracy": report.accuracy, "macro_f1": report.macro_f1, "train_acc": fit[0] if fit else None, "steps": steps_done, "train_minutes": round(minutes, 2),
         "checkpoint_mb": round(checkpoint_bytes(run) / 1e6, 2), "trainable_params": trainable,
     } | ({"by_speaker": {spk: float(np.mean([r["label"] == r["predicted"] for r in rows if r["speaker"] == spk])) for spk in speakers}}
          if 1 < len(speakers) <= 10 else {})  # fmt: skip
@@ -522,17 +524,19 @@ def write(sections: dict) -> None:
         "snips_spoken_acc": sp and round(spoken_best(sp["snips"])[0], 4), "clinc_spoken_acc": sp and round(spoken_best(sp["clinc"])[0], 4),
         "snips_text_acc": text and round(text["snips"]["accuracy"], 4), "clinc_text_acc": text and round(text["clinc"]["in_scope_accuracy"], 4),
     }  # fmt: skip
-    cols = ["run", "init", "train ex.", "train audio min", "test ex.", "accuracy", "macro F1", "steps", "trainable params", "checkpoint MB"]
+    cols = ["run", "init", "train ex.", "train audio min", "test ex.", "accuracy", "macro F1", "train acc", "steps", "trainable params", "checkpoint MB"]
 
     def table(rows):
         return markdown_table(cols, [[r["name"], r["init"], r["train_examples"], r["train_minutes_audio"], r["test_examples"],
-                                      f"{r['accuracy']:.2%}", round(r["macro_f1"], 3), r["steps"], r["trainable_params"], r["checkpoint_mb"]] for r in rows])  # fmt: skip
+                                      f"{r['accuracy']:.2%}", round(r["macro_f1"], 3), f"{r['train_acc']:.0%}" if r.get("train_acc") is not None else "-",
+                                      r["steps"], r["trainable_params"], r["checkpoint_mb"]] for r in rows])  # fmt: skip
 
     parts = [
         "Pretrained encoder: BEST-RQ on synthesized speech only (0 h of human speech); every human recording a model hears is "
         "in the fine-tuning rows below (train audio minutes). Scratch = same model and recipe from random weights.",
     ]
-    parts += ["Each section was measured by the command shown under it (sections can be run separately with `--only`)."]
+    parts += ["Each section was measured by the command shown under it (sections can be run separately with `--only`). "
+              "Train acc: accuracy on the last logged training batches (augmented); a low one means the run never fit its training data."]
     if f:
         parts += ["## FSDD (real, 8 kHz, 6 speakers)", f"Command: `{f.get('command', '-')}`", f"Official test (index 0-4, speakers seen in training): **{f['test_acc']:.2%}** pretrained, "
                   f"{f['test_acc_scratch']:.2%} scratch (target ≥ 99.5 %). Leave-one-speaker-out mean (train on 5 speakers, test on the 6th): "
