@@ -77,7 +77,8 @@ def read_manifest(path: str | Path, require_text: bool = False) -> list[Utteranc
 
 
 def write_manifest(path: str | Path, utterances: Iterable[Utterance], relative_to: str | Path | None = None) -> None:
-    """Write atomically (temp file + rename); paths are made relative to ``relative_to`` if given."""
+    """Write atomically (temp file + rename); paths are made relative to ``relative_to`` if given, else
+    absolute (a path relative to the working directory would be read back relative to ``path``'s folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -86,6 +87,8 @@ def write_manifest(path: str | Path, utterances: Iterable[Utterance], relative_t
             row = {k: v for k, v in dataclasses.asdict(u).items() if v is not None}
             if relative_to is not None:
                 row["audio_filepath"] = os.path.relpath(row["audio_filepath"], relative_to)
+            else:
+                row["audio_filepath"] = os.path.abspath(row["audio_filepath"])
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
 

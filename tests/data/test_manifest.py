@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,15 @@ def test_empty_and_missing_manifest(tmp_path):
         read_manifest(tmp_path / "e.jsonl")
     with pytest.raises(ManifestError, match="cannot read"):
         read_manifest(tmp_path / "nope.jsonl")
+
+
+def test_a_manifest_read_by_relative_path_can_be_written_elsewhere(tmp_path, monkeypatch):
+    (tmp_path / "corpus" / "wav").mkdir(parents=True)
+    (tmp_path / "corpus" / "wav" / "a.wav").write_bytes(b"")
+    corpus = [Utterance(str(tmp_path / "corpus" / "wav" / "a.wav"), 1.0)]
+    write_manifest(tmp_path / "corpus" / "m.jsonl", corpus, relative_to=tmp_path / "corpus")  # written as wav/a.wav
+    monkeypatch.chdir(tmp_path)
+    utts = read_manifest("corpus/m.jsonl")  # paths relative to the working directory
+    write_manifest(tmp_path / "runs" / "x" / "train.jsonl", utts)
+    again = read_manifest(tmp_path / "runs" / "x" / "train.jsonl")
+    assert [Path(u.audio_filepath).resolve() for u in again] == [(tmp_path / "corpus" / "wav" / "a.wav").resolve()]
