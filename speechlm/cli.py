@@ -33,6 +33,7 @@ import sys
 from pathlib import Path
 
 from speechlm.config import ConfigError
+from speechlm.errors import SpeechLMError
 
 DEFAULTS = argparse.ArgumentDefaultsHelpFormatter
 
@@ -53,9 +54,9 @@ def cmd_synth(args: argparse.Namespace) -> None:
             print(f"{v.name:42s} {v.engine:10s} {v.split:5s} voice={v.voice} variant={v.variant or '-'} rate={v.rate} pitch={v.pitch}")
         return
     if args.out_dir is None:
-        raise SystemExit("error: synth needs OUT_DIR (or --list-voices)")
+        raise SpeechLMError("synth needs OUT_DIR (or --list-voices)")
     if bool(args.text) == bool(args.builtin):
-        raise SystemExit("error: give either --text FILE... or --builtin N")
+        raise SpeechLMError("give either --text FILE... or --builtin N")
     voices = select_voices(args.voices, seed=args.seed)
     if args.text:
         items = read_text_items(args.text)
@@ -64,7 +65,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
         train, test = sentences.split(pool)
         chosen = {"train": train, "test": test, "all": pool}[args.split]
         if args.builtin > len(chosen):
-            raise SystemExit(f"error: --builtin {args.builtin} exceeds the {len(chosen)} {args.split} sentences (raise --builtin-pool)")
+            raise SpeechLMError(f"--builtin {args.builtin} exceeds the {len(chosen)} {args.split} sentences (raise --builtin-pool)")
         items = [(s.text, s.intent) for s in chosen[: args.builtin]]
     jobs = plan_jobs(
         items, voices, Path(args.out_dir), args.seed, args.voices_per_sentence, args.speed_perturb,
@@ -390,7 +391,7 @@ def _recognizer(args: argparse.Namespace):
 
     if is_speech_lm_dir(args.model_dir):
         if args.lm or getattr(args, "timestamps", False):
-            raise SystemExit("error: a joint speech-LM writes text with its own LM; --lm and --timestamps are for CTC models")
+            raise SpeechLMError("a joint speech-LM writes text with its own LM; --lm and --timestamps are for CTC models")
         return SpeechLMRunner.load(args.model_dir)
     return Recognizer.load(args.model_dir, lm=args.lm)
 
@@ -402,7 +403,7 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
     audios = [load_audio(f) for f in args.files]
     if args.timestamps:
         if args.beam > 1 or args.lm:
-            raise SystemExit("error: --timestamps come from the greedy alignment; drop --beam and --lm")
+            raise SpeechLMError("--timestamps come from the greedy alignment; drop --beam and --lm")
         for f, t in zip(args.files, rec.transcribe_words(audios)):
             words = [dataclasses.asdict(w) for w in t.words]
             if args.json:
@@ -444,7 +445,7 @@ def cmd_intent_train(args: argparse.Namespace) -> None:
     from speechlm.intent import IntentClassifier, IntentConfig, read_labeled_text
 
     if bool(args.data) == bool(args.builtin):
-        raise SystemExit("error: give either --data FILE... or --builtin N")
+        raise SpeechLMError("give either --data FILE... or --builtin N")
     if args.data:
         texts, labels = read_labeled_text(args.data)
     else:
@@ -703,8 +704,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from speechlm.errors import SpeechLMError
-
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may come after options; argparse alone cannot interleave them
