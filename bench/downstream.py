@@ -74,6 +74,7 @@ def finetune(name: str, train: list[Utterance], test: list[Utterance], init: str
         minutes = float((run / "minutes.txt").read_text())  # the same config finished by an earlier run of this script
         steps_done = steps
     else:
+        (run / "minutes.txt").unlink(missing_ok=True)  # an interrupted run must not pass for finished next time
         start = time.perf_counter()
         steps_done = train_classifier(cfg, run, progress=False).steps
         minutes = (time.perf_counter() - start) / 60
