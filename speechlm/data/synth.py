@@ -204,18 +204,19 @@ def plan_jobs(
     voices: Sequence[Voice],
     out_dir: Path,
     seed: int = 0,
-    voices_per_sentence: int = 1,
+    voices_per_sentence: int | None = 1,
     speed_factors: Sequence[float] = (1.0,),
     noise_snr_db: tuple[float, float] | None = None,
     noise_prob: float = 0.0,
     max_hz: float | None = None,
 ) -> list[SynthJob]:
-    """Deterministic job list: each sentence gets ``voices_per_sentence`` distinct voices; ``max_hz`` band-limits every clip."""
+    """Deterministic job list: each sentence gets ``voices_per_sentence`` distinct voices (None: every voice);
+    ``max_hz`` band-limits every clip."""
     if max_hz is not None and not 0 < max_hz < SAMPLE_RATE / 2:
         raise SpeechLMError(f"--max-hz must be between 0 and {SAMPLE_RATE // 2}, got {max_hz:g}")
     rng = np.random.default_rng(seed)
     jobs = []
-    k = min(voices_per_sentence, len(voices))
+    k = len(voices) if voices_per_sentence is None else min(voices_per_sentence, len(voices))
     for i, (text, label) in enumerate(items):
         for j in rng.choice(len(voices), size=k, replace=False):
             voice = voices[int(j)]

@@ -33,6 +33,8 @@ def test_plan_is_deterministic(tmp_path):
     b = plan_jobs(items, voices, tmp_path, seed=3, voices_per_sentence=2, speed_factors=(0.9, 1.1))
     assert a == b and len(a) == 20
     assert all(a[2 * i].voice != a[2 * i + 1].voice for i in range(10))
+    every = plan_jobs(items, voices, tmp_path, voices_per_sentence=None)
+    assert len(every) == 50 and {j.voice for j in every[:5]} == set(voices)
 
 
 def test_random_voices_are_reproducible_and_never_a_held_out_pair():
