@@ -184,7 +184,7 @@ SYNTH_RECIPE = (*FRONT_ENDS["mfcc13"], "train.warmup_steps=200")
 DIGIT_WORDS = "zero one two three four five six seven eight nine".split()
 # Variants of SYNTH_RECIPE tried on every LOSO fold with the synthesized clips (--synth-variants); reported beside
 # the recipe, never in its place. wide-speed: speed perturbation 0.8-1.2 instead of 0.9-1.1, so formants and pitch
-# move by up to 20 %, about the spread between adult speakers' vocal tracts
+# move by up to 20 % instead of 10 % (a wider spread of simulated vocal tracts)
 SYNTH_VARIANTS = {"wide-speed": ("augment.speed_factors=[0.8,0.9,1.0,1.1,1.2]",)}
 
 
@@ -521,7 +521,7 @@ def main() -> None:
     ap.add_argument("--no-synth-official", dest="synth_official", action="store_false",
                     help="synth-voices: skip the official-split runs with and without the synthesized clips (~20 min)")
     ap.add_argument("--synth-variants", nargs="*", choices=list(SYNTH_VARIANTS), default=[],
-                    help="synth-voices: also train every LOSO fold with these variants of the recipe (~60 min each)")
+                    help="synth-voices: also train every LOSO fold with these variants of the recipe (~75 min each here)")
     ap.add_argument("--steps-sc", type=int, default=300)
     ap.add_argument("--steps-spoken", type=int, default=600)
     ap.add_argument("--mlm-pretrain-steps", type=int, default=800, help="masked-LM pretraining on the intent sets' text, labels dropped")
