@@ -105,6 +105,15 @@ def fsdd_utts() -> list[tuple[Utterance, int]]:
     return [(Utterance(str(root / r[0]), float(r[5]), "", r[1], r[2]), int(r[3])) for r in rows]
 
 
+def official_split(data: list[tuple[Utterance, int]]) -> tuple[list[Utterance], list[Utterance]]:
+    """FSDD's official split: recordings 5-49 of every speaker train, 0-4 test."""
+    return [u for u, i in data if i >= 5], [u for u, i in data if i < 5]
+
+
+def mean_accuracy(rows: list[dict]) -> float | None:
+    return float(np.mean([r["accuracy"] for r in rows])) if rows else None
+
+
 def k_shot(utts: list[Utterance], k: int, seed: int = 0) -> list[Utterance]:
     """k examples of every label from every speaker (a fixed random draw)."""
     rng = np.random.default_rng(seed)
@@ -130,8 +139,7 @@ FSDD_SPEC_AUGMENT = {
 def run_fsdd(args) -> dict:
     print("== FSDD: 6 speakers, official split (index 0-4 = test)")
     data = fsdd_utts()
-    train = [u for u, i in data if i >= 5]
-    test = [u for u, i in data if i < 5]
+    train, test = official_split(data)
     dev_train, dev = [u for u, i in data if i >= 10], [u for u, i in data if 5 <= i < 10]
     dev_rows = [finetune(f"fsdd_dev_specaugment_{key}", dev_train, dev, args.init, args.steps_dev, *extra)
                 for key, extra in FSDD_SPEC_AUGMENT.items()] if args.steps_dev else []  # fmt: skip
@@ -145,7 +153,7 @@ def run_fsdd(args) -> dict:
     # the default recipe: a dev split of seen speakers says nothing about an unseen one
     loso = [finetune(f"fsdd_loso_{spk}", *fold, args.init, args.steps_loso) for spk, fold in loso_folds(data).items()]
     return {
-        "rows": rows, "dev_rows": dev_rows, "loso": loso, "loso_mean": float(np.mean([r["accuracy"] for r in loso])),
+        "rows": rows, "dev_rows": dev_rows, "loso": loso, "loso_mean": mean_accuracy(loso),
         "test_acc": rows[0]["accuracy"], "test_acc_scratch": rows[1]["accuracy"], "spec_augment": args.fsdd_spec_augment,
     }  # fmt: skip
 
@@ -170,7 +178,7 @@ def run_front_ends(args) -> dict:
     out = {}
     for key, extra in FRONT_ENDS.items():
         rows = [finetune(f"fsdd_loso_scratch_{key}_{spk}", *fold, None, args.steps_loso, *extra) for spk, fold in folds.items()]
-        out[key] = {"rows": rows, "loso_mean": float(np.mean([r["accuracy"] for r in rows])), "overrides": list(extra)}
+        out[key] = {"rows": rows, "loso_mean": mean_accuracy(rows), "overrides": list(extra)}
     return out
 
 
@@ -208,23 +216,23 @@ def run_synth_voices(args) -> dict:
     data = fsdd_utts()
     only = finetune("fsdd_synth_only_mfcc13", synth, [u for u, _ in data], None, args.steps_loso, *extra)
     folds = loso_folds(data)
-    rows = [finetune(f"fsdd_loso_synth_mfcc13_{spk}", train + synth, test, None, args.steps_synth, *extra) for spk, (train, test) in folds.items()]
+
+    def fold_runs(prefix: str, clips: list[Utterance], *more: str, n: int = len(folds)) -> list[dict]:
+        """The first ``n`` LOSO folds, each fold's training speakers plus ``clips``, with the recipe and ``more``."""
+        return [finetune(f"{prefix}_{spk}", train + clips, test, None, args.steps_synth, *extra, *more) for spk, (train, test) in list(folds.items())[:n]]
+
+    rows = fold_runs("fsdd_loso_synth_mfcc13", synth)
     # the same folds and steps without the synthesized clips: what they add, measured in the same run (~10 min a fold)
-    real = [finetune(f"fsdd_loso_real_mfcc13_{spk}", train, test, None, args.steps_synth, *extra)
-            for spk, (train, test) in list(folds.items())[: args.synth_baseline_folds]]  # fmt: skip
-    paired = rows[: len(real)]  # the folds measured both ways
+    real = fold_runs("fsdd_loso_real_mfcc13", [], n=args.synth_baseline_folds)
     # the official split (speakers seen in training) with the same recipe, with and without the synthesized clips
-    train, test = [u for u, i in data if i >= 5], [u for u, i in data if i < 5]
+    train, test = official_split(data)
     official = [finetune("fsdd_all_synth_mfcc13", train + synth, test, None, args.steps_synth, *extra),
                 finetune("fsdd_all_real_mfcc13", train, test, None, args.steps_synth, *extra)] if args.synth_official else []  # fmt: skip
     # the variants last: the longest runs (6 folds each)
-    variants = {key: [finetune(f"fsdd_loso_synth_mfcc13_{key.replace('-', '_')}_{spk}", train + synth, test, None, args.steps_synth, *extra, *more)
-                      for spk, (train, test) in folds.items()] for key, more in SYNTH_VARIANTS.items() if key in args.synth_variants}  # fmt: skip
-    return {"synth_only": only, "rows": rows, "loso_mean": float(np.mean([r["accuracy"] for r in rows])), "real_rows": real,
-            "loso_mean_real": float(np.mean([r["accuracy"] for r in real])) if real else None,
-            "paired_mean_synth": float(np.mean([r["accuracy"] for r in paired])) if paired else None, "overrides": list(extra), "official": official,
-            "variants": {key: {"rows": v, "loso_mean": float(np.mean([r["accuracy"] for r in v])), "overrides": list(SYNTH_VARIANTS[key])}
-                         for key, v in variants.items()},
+    variants = {key: fold_runs(f"fsdd_loso_synth_mfcc13_{key.replace('-', '_')}", synth, *more) for key, more in SYNTH_VARIANTS.items() if key in args.synth_variants}
+    return {"synth_only": only, "rows": rows, "loso_mean": mean_accuracy(rows), "real_rows": real, "loso_mean_real": mean_accuracy(real),
+            "paired_mean_synth": mean_accuracy(rows[: len(real)]), "overrides": list(extra), "official": official,  # paired: the folds measured both ways
+            "variants": {key: {"rows": v, "loso_mean": mean_accuracy(v), "overrides": list(SYNTH_VARIANTS[key])} for key, v in variants.items()},
             "voices": SYNTH_DIGIT_VOICES, "synth_clips": len(synth), "synth_voices": len({u.speaker for u in synth})}  # fmt: skip
 
 
