@@ -31,11 +31,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from speechlm.config import ConfigError
 from speechlm.errors import SpeechLMError
 
 DEFAULTS = argparse.ArgumentDefaultsHelpFormatter
+ENSEMBLE_HELP = "speech classifiers of the same labels (other seeds or recipes) whose class probabilities are averaged with MODEL_DIR's"
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -195,6 +197,11 @@ def _train_text_classifier(args: argparse.Namespace, overrides: list[str]) -> No
         _report_classifier(Path(args.run_dir) / "model", cfg.data.valid_file, Path(args.run_dir) / "valid")
 
 
+def _no_ensemble(ensemble: Sequence[str], what: str) -> None:
+    if ensemble:
+        raise SpeechLMError(f"--ensemble averages speech classifiers; the model directory holds {what}")
+
+
 def _is_text_classifier(model_dir: Path) -> bool:
     d = model_dir if (model_dir / "labels.json").is_file() else model_dir / "model"
     try:
@@ -203,10 +210,11 @@ def _is_text_classifier(model_dir: Path) -> bool:
         return False
 
 
-def _report_classifier(model_dir: Path, manifest: str, out: Path | None) -> None:
-    from speechlm.train.classify import Classifier, evaluate_classifier, plot_confusion, read_labeled
+def _report_classifier(model_dir: Path, manifest: str, out: Path | None, ensemble: Sequence[str] = ()) -> None:
+    from speechlm.train.classify import evaluate_classifier, load_classifier, plot_confusion, read_labeled
 
     if _is_text_classifier(model_dir):
+        _no_ensemble(ensemble, "a text classifier")
         from speechlm.intent import read_labeled_text
         from speechlm.train.text_classify import TextClassifierModel
 
@@ -216,8 +224,7 @@ def _report_classifier(model_dir: Path, manifest: str, out: Path | None) -> None
         report = model.evaluate(texts, truth)
         rows = [{"text": t, "label": y, "predicted": p, "confidence": c} for t, y, (p, c) in zip(texts, truth, preds)]
     else:
-        clf = Classifier.load(model_dir)
-        report, rows, _ = evaluate_classifier(clf, read_labeled(manifest))
+        report, rows, _ = evaluate_classifier(load_classifier(model_dir, ensemble), read_labeled(manifest))
     s = report.summary()
     print(f"accuracy {s['accuracy']:.2%}  macro P/R/F1 {s['macro_precision']:.3f}/{s['macro_recall']:.3f}/{s['macro_f1']:.3f}  ({s['examples']} utterances)")
     for lab, m in report.per_class.items():
@@ -232,10 +239,11 @@ def _report_classifier(model_dir: Path, manifest: str, out: Path | None) -> None
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from speechlm.data.audio import load_audio
-    from speechlm.train.classify import Classifier
+    from speechlm.train.classify import load_classifier
     from speechlm.train.speech_lm import SpeechLMRunner, is_speech_lm_dir
 
     if is_speech_lm_dir(args.model_dir):
+        _no_ensemble(args.ensemble, "a speech-text model")
         answers = SpeechLMRunner.load(args.model_dir).answer([load_audio(f) for f in args.files], "intent")
         for f, label in zip(args.files, answers):
             print(json.dumps({"audio_filepath": f, "label": label}) if args.json else f"{f}\t{label}")
@@ -243,10 +251,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if _is_text_classifier(Path(args.model_dir)):
         from speechlm.train.text_classify import TextClassifierModel
 
+        _no_ensemble(args.ensemble, "a text classifier")
         for text, (label, conf) in zip(args.files, TextClassifierModel.load(args.model_dir).predict(args.files)):
             print(json.dumps({"text": text, "label": label, "confidence": round(conf, 4)}) if args.json else f"{label}\t{conf:.3f}\t{text}")
         return
-    clf = Classifier.load(args.model_dir)
+    clf = load_classifier(args.model_dir, args.ensemble)
     for f, (label, conf) in zip(args.files, clf.predict([load_audio(f) for f in args.files])):
         print(json.dumps({"audio_filepath": f, "label": label, "confidence": round(conf, 4)}) if args.json else f"{f}\t{label}\t{conf:.3f}")
 
@@ -423,8 +432,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from speechlm.evaluate import evaluate
 
     if (Path(args.model_dir) / "labels.json").is_file() or (Path(args.model_dir) / "model" / "labels.json").is_file():
-        _report_classifier(Path(args.model_dir), args.manifest, Path(args.out).with_suffix("") if args.out else None)
+        _report_classifier(Path(args.model_dir), args.manifest, Path(args.out).with_suffix("") if args.out else None, args.ensemble)
         return
+    _no_ensemble(args.ensemble, "a recognizer")
     rec = _recognizer(args)
     utts = read_manifest(args.manifest, require_text=True)
     res = evaluate(rec, utts, _decoding(args))
@@ -646,6 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("manifest", help="JSON Lines manifest with transcripts")
             s.add_argument("--out", default=None, help="write per-utterance results as JSON here")
             s.add_argument("--show", type=int, default=5, help="print this many worst utterances")
+            s.add_argument("--ensemble", nargs="+", default=[], metavar="DIR", help=ENSEMBLE_HELP)
             s.set_defaults(func=cmd_evaluate)
         s.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy; 8 when --lm is given)")
         s.add_argument("--lm", default=None, help="fuse this LM into beam search: an n-gram (speechlm ngram) or causal/LSTM LM directory")
@@ -656,6 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model_dir", help="classifier directory (or its run directory)")
     s.add_argument("files", nargs="+", help="audio files, or texts for a text classifier")
     s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s.add_argument("--ensemble", nargs="+", default=[], metavar="DIR", help=ENSEMBLE_HELP)
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("merge-adapter", help="fold a LoRA/adapter classifier into a standalone model directory", formatter_class=DEFAULTS)

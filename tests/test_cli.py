@@ -245,6 +245,12 @@ def test_classify_finetune_predict_evaluate_and_merge(pitch_corpus, tmp_path):
     assert r.returncode == 0 and "standalone" in r.stdout
     same = [json.loads(run_cli("predict", str(d), utts[1].audio_filepath, "--json").stdout) for d in (lora, tmp_path / "merged")]
     assert same[0]["label"] == same[1]["label"] and abs(same[0]["confidence"] - same[1]["confidence"]) < 1e-3
+    r = run_cli("evaluate", str(run), str(manifest), "--ensemble", str(lora), str(tmp_path / "merged"))
+    assert r.returncode == 0 and "accuracy" in r.stdout and "(36 utterances)" in r.stdout, r.stderr
+    r = run_cli("predict", str(run), utts[1].audio_filepath, "--json", "--ensemble", str(lora))
+    assert r.returncode == 0 and 0 < json.loads(r.stdout)["confidence"] <= 1, r.stderr
+    r = run_cli("predict", str(run), utts[1].audio_filepath, "--ensemble", str(tmp_path / "nothing"))
+    assert r.returncode != 0 and "nothing" in r.stderr and "Traceback" not in r.stderr
 
     unlabeled = tmp_path / "plain.jsonl"
     unlabeled.write_text(json.dumps({"audio_filepath": utts[0].audio_filepath, "duration": utts[0].duration, "text": "x"}) + "\n")

@@ -231,6 +231,35 @@ class Classifier:
         return [(self.labels[int(p.argmax())], float(p.max())) for p in probs]
 
 
+class ClassifierEnsemble(Classifier):
+    """Several classifiers of the same labels (other seeds or recipes of one task) as one: the
+    mean of their class probabilities. Each member keeps its own features and padding; labels are
+    matched by name, so members may list them in any order."""
+
+    def __init__(self, members: Sequence[Classifier], names: Sequence[str]):
+        if not members:
+            raise ValueError("an ensemble needs at least one classifier")
+        self.members, self.labels = list(members), list(members[0].labels)
+        for name, m in zip(names[1:], members[1:]):
+            if sorted(m.labels) != sorted(self.labels):
+                extra, missing = sorted(set(m.labels) - set(self.labels)), sorted(set(self.labels) - set(m.labels))
+                raise CheckpointError(f"{name}: its labels differ from {names[0]}'s (only here: {extra[:5]}, missing: {missing[:5]}); "
+                                      "an ensemble averages classifiers of the same labels")  # fmt: skip
+        self._order = [[m.labels.index(label) for label in self.labels] for m in self.members]
+
+    @classmethod
+    def load(cls, model_dirs: Sequence[str | Path]) -> "ClassifierEnsemble":  # type: ignore[override]
+        return cls([Classifier.load(d) for d in model_dirs], [str(d) for d in model_dirs])
+
+    def probabilities(self, audios: Sequence[np.ndarray], batch_seconds: float = 100.0) -> np.ndarray:
+        return np.mean([m.probabilities(audios, batch_seconds)[:, order] for m, order in zip(self.members, self._order)], axis=0)
+
+
+def load_classifier(model_dir: str | Path, ensemble: Sequence[str | Path] = ()) -> Classifier:
+    """The classifier in ``model_dir``, or, with ``ensemble``, its ensemble with those directories."""
+    return ClassifierEnsemble.load([model_dir, *ensemble]) if ensemble else Classifier.load(model_dir)
+
+
 def evaluate_classifier(clf: Classifier, utts: Sequence[Utterance]) -> tuple[ClassificationReport, list[dict], float]:
     """Report, per-utterance rows and seconds of compute on labeled ``utts``; labels the model
     does not know are an error naming them (they could never be predicted)."""

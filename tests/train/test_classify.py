@@ -11,11 +11,11 @@ import torch
 
 from speechlm.config import ClassifyConfig, load_config
 from speechlm.data.manifest import Utterance, write_manifest
-from speechlm.errors import ManifestError, SpeechLMError
+from speechlm.errors import CheckpointError, ManifestError, SpeechLMError
 from speechlm.features import FeatureConfig, SpecAugmentConfig
 from speechlm.models.classifier import HeadConfig, SpeechClassifier
 from speechlm.models.encoders import EncoderConfig
-from speechlm.train.classify import ADAPTER_FILE, Classifier, checkpoint_bytes, evaluate_classifier, merge_adapter_dir, train_classifier
+from speechlm.train.classify import ADAPTER_FILE, Classifier, ClassifierEnsemble, checkpoint_bytes, evaluate_classifier, merge_adapter_dir, train_classifier
 from speechlm.train.checkpoint import MODEL_FILE
 
 from conftest import PITCH, SHARED_DATA
@@ -109,6 +109,32 @@ def test_lora_and_adapters_train_few_weights_save_them_alone_and_merge(trained, 
         assert cfg_merged["peft"]["method"] == ("none" if method == "lora" else "adapter")
         if method == "lora":
             assert not any("lora" in n for n in standalone.model.state_dict())
+
+
+def test_an_ensemble_averages_its_members_by_label_name(trained, pitch_corpus, tmp_path):
+    manifest, utts = pitch_corpus
+    base, _ = trained
+    other = tmp_path / "seed1"
+    train_classifier(tiny_cfg(manifest, "train.seed=1", "train.max_steps=15"), other, progress=False)
+    from speechlm.data.audio import load_audio
+
+    audios = [load_audio(u.audio_filepath) for u in utts[::6]]
+    a, b = Classifier.load(base), Classifier.load(other)
+    pa, pb = a.probabilities(audios), b.probabilities(audios)
+    assert not np.allclose(pa, pb, atol=1e-3)  # two different models
+    mean = ClassifierEnsemble.load([base, other]).probabilities(audios)
+    assert np.allclose(mean, (pa + pb) / 2, atol=1e-6) and np.allclose(mean.sum(1), 1, atol=1e-5)
+    # a member that lists its labels in another order is matched by name, not by column
+    last = b.model.head.mlp[-1]
+    with torch.no_grad():
+        last.weight.copy_(last.weight.flip(0))
+        last.bias.copy_(last.bias.flip(0))
+    b.labels = b.labels[::-1]
+    assert np.allclose(b.probabilities(audios), pb[:, ::-1], atol=1e-6)
+    assert np.allclose(ClassifierEnsemble([a, b], ["a", "b"]).probabilities(audios), mean, atol=1e-6)
+    b.labels = ["high", "loud", "mid"]
+    with pytest.raises(CheckpointError, match=r"b: its labels differ from a's \(only here: \['loud'\], missing: \['low'\]"):
+        ClassifierEnsemble([a, b], ["a", "b"])
 
 
 def test_bad_labels_and_setups_are_clear_errors(pitch_corpus, tmp_path):
