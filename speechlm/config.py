@@ -23,7 +23,7 @@ import yaml
 
 from speechlm.data.augment import AugmentConfig
 from speechlm.data.tokenizer import TokenizerConfig
-from speechlm.features import FeatureConfig, SpecAugmentConfig
+from speechlm.features import FeatureConfig, SpecAugmentConfig, utterance_norm_only
 from speechlm.models.classifier import HeadConfig
 from speechlm.models.encoders import EncoderConfig
 from speechlm.models.joint_pretrain import JointConfig
@@ -77,6 +77,9 @@ class ASRConfig:
     finetune: FinetuneConfig = FinetuneConfig()
     train: TrainConfig = TrainConfig()
 
+    def __post_init__(self):
+        utterance_norm_only(self.features, "recognizer")
+
 
 @dataclasses.dataclass(frozen=True)
 class ClassifyConfig:
@@ -104,6 +107,9 @@ class SpeechPretrainConfig:
     encoder: EncoderConfig = EncoderConfig()
     ssl: SSLConfig = SSLConfig()
     train: TrainConfig = TrainConfig(lr=1e-3, warmup_steps=300)
+
+    def __post_init__(self):
+        utterance_norm_only(self.features, "pretrained speech encoder")
 
 
 def to_dict(cfg: Any) -> dict:
@@ -292,6 +298,7 @@ class SpeechLMConfig:
     train: TrainConfig = TrainConfig(max_steps=1000, lr=1e-3, warmup_steps=100, batch_seconds=60.0)
 
     def __post_init__(self):
+        utterance_norm_only(self.features, "speech-text model")
         if self.lm_mode not in ("frozen", "lora", "full"):
             raise ValueError(f"lm_mode must be 'frozen', 'lora' or 'full', got {self.lm_mode!r}")
         unknown = [t for t in self.tasks if t not in SPEECH_LM_TASKS]
@@ -324,3 +331,6 @@ class JointPretrainConfig:
     ssl: SSLConfig = SSLConfig()
     joint: JointConfig = JointConfig()
     train: TrainConfig = TrainConfig(lr=1e-3, warmup_steps=300)
+
+    def __post_init__(self):
+        utterance_norm_only(self.features, "joint speech-text pretraining")

@@ -35,15 +35,26 @@ class FeatureConfig:
     n_mels: int = N_MELS  # mel bands (log-mel, and the bands MFCCs are taken from)
     n_mfcc: int = 40  # cepstral coefficients kept when kind == "mfcc"
     lpc_order: int = 16  # predictor order when kind == "lpc" (features: order coefficients + log gain)
-    normalize: bool = True  # per-utterance mean/variance normalization over valid frames
+    normalize: bool = True  # mean/variance normalization of every feature dimension over valid frames
+    # whose mean and variance: "utterance" (each utterance its own) or "corpus" (the training set's, measured before
+    # training and saved with the weights; keeps what a short clip's average spectrum tells, e.g. a one-word
+    # clip's vowel). "corpus": speech classifiers only
+    normalize_over: str = "utterance"
 
     def __post_init__(self):
         if self.kind not in ("logmel", "mfcc", "lpc"):
             raise ValueError(f"features.kind must be 'logmel', 'mfcc' or 'lpc', got {self.kind!r}")
+        if self.normalize_over not in ("utterance", "corpus"):
+            raise ValueError(f"features.normalize_over must be 'utterance' or 'corpus', got {self.normalize_over!r}")
         if self.n_mels < 1 or self.lpc_order < 1:
             raise ValueError(f"features.n_mels and features.lpc_order must be >= 1, got {self.n_mels} and {self.lpc_order}")
         if self.kind == "mfcc" and not 1 <= self.n_mfcc <= self.n_mels:
             raise ValueError(f"features.n_mfcc must be between 1 and features.n_mels ({self.n_mels}), got {self.n_mfcc}")
+
+    @property
+    def corpus_norm(self) -> bool:
+        """Whether the model normalizes with statistics of its training set (:class:`CorpusNorm`)."""
+        return self.normalize and self.normalize_over == "corpus"
 
     @property
     def spectral(self) -> bool:
@@ -170,9 +181,49 @@ def compute_features(
     else:
         feats = lpc(audio, cfg.lpc_order)
     feat_lens = torch.clamp(num_frames(audio_lens), max=feats.shape[1])
-    if cfg.normalize:
+    if cfg.normalize and not cfg.corpus_norm:  # corpus statistics live in the model (CorpusNorm)
         feats = normalize(feats, feat_lens)
     return feats, feat_lens
+
+
+def utterance_norm_only(cfg: FeatureConfig, model: str) -> None:
+    """Refuse ``features.normalize_over=corpus`` in a model that has no :class:`CorpusNorm`."""
+    if cfg.corpus_norm:
+        raise ValueError(f"features.normalize_over='corpus' is for speech classifiers (speechlm finetune --task classify); the {model} "
+                         "normalizes each utterance: set features.normalize_over=utterance")
+
+
+class CorpusNorm(torch.nn.Module):
+    """Mean/variance normalization of every feature dimension with statistics of a corpus (the
+    training set's, like a global CMVN), held in buffers so they are saved with the weights.
+
+    :meth:`estimate` sets them before training; until then the normalization is the identity.
+    ``(B, T, D)`` in and out; padded frames are set to zero.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @torch.no_grad()
+    def estimate(self, batches) -> int:
+        """Set the statistics from an iterable of ``(feats, lens)`` (unnormalized features); returns the frames counted."""
+        total, sq, n = 0.0, 0.0, 0
+        for feats, lens in batches:
+            mask = (torch.arange(feats.shape[1])[None, :] < lens[:, None]).unsqueeze(-1)
+            x = feats.double() * mask
+            total, sq, n = total + x.sum((0, 1)), sq + (x * x).sum((0, 1)), n + int(lens.sum())
+        if n == 0:
+            raise ValueError("corpus normalization: no frames to estimate the statistics from")
+        mean = total / n
+        self.mean.copy_(mean.float())
+        self.std.copy_(((sq / n - mean * mean).clamp(min=0) + 1e-5).sqrt().float())
+        return n
+
+    def forward(self, feats: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        mask = (torch.arange(feats.shape[1], device=feats.device)[None, :] < lens[:, None]).unsqueeze(-1)
+        return (feats - self.mean) / self.std * mask
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,7 @@ import scipy.linalg
 import torch
 
 from speechlm.features import (
+    CorpusNorm,
     FeatureConfig,
     SpecAugment,
     SpecAugmentConfig,
@@ -83,6 +84,31 @@ def test_normalize_ignores_padding():
     a = normalize(x, torch.tensor([30]))
     b = normalize(padded, torch.tensor([30]))
     assert torch.allclose(a, b[:, :30], atol=1e-5)
+
+
+def test_corpus_norm_uses_the_corpus_statistics_of_valid_frames_only():
+    torch.manual_seed(0)
+    clips = [torch.randn(n, 3) * torch.tensor([1.0, 5.0, 0.5]) + torch.tensor([2.0, -40.0, 0.0]) for n in (30, 12, 50)]
+    frames = torch.cat(clips)
+    padded = torch.full((3, 50, 3), 1e3)  # padding far from the data: counting it would show
+    for b, c in enumerate(clips):
+        padded[b, : len(c)] = c
+    lens = torch.tensor([30, 12, 50])
+    norm = CorpusNorm(3)
+    assert torch.equal(norm(padded, lens)[0, :30], clips[0])  # identity until estimated
+    assert norm.estimate([(padded[:2], lens[:2]), (padded[2:], lens[2:])]) == 92  # two batches
+    assert torch.allclose(norm.mean, frames.mean(0), atol=1e-4) and torch.allclose(norm.std, frames.std(0, unbiased=False), atol=1e-3)
+    out = norm(padded, lens)
+    assert torch.allclose(torch.cat([out[b, : int(n)] for b, n in enumerate(lens)]).mean(0), torch.zeros(3), atol=1e-4)
+    assert out[1, 12:].abs().max() == 0
+    # one clip's own statistics are not the corpus's: a clip keeps its offset from the corpus mean
+    assert out[1, :12].mean(0).abs().max() > 0.05 and normalize(padded[1:2], lens[1:2])[0, :12].mean(0).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="no frames"):
+        CorpusNorm(3).estimate([])
+    feats, _ = compute_features(torch.randn(2, 8000), None, FeatureConfig(normalize_over="corpus"))
+    assert feats.mean().abs() > 1  # compute_features leaves corpus normalization to the model
+    with pytest.raises(ValueError, match="normalize_over"):
+        FeatureConfig(normalize_over="speaker")
 
 
 def test_power_spectrogram_peak_at_tone_frequency():

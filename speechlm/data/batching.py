@@ -120,21 +120,27 @@ class SpeechDataset:
         return self._tokens[i]
 
     def collate(self, indices: Sequence[int]) -> Batch:
-        audios = [self.audio(i) for i in indices]
+        audio, audio_lens = pad_audio([self.audio(i) for i in indices])
         tokens = [self.tokens(i) for i in indices]
-        B = len(indices)
-        audio = torch.zeros(B, max(a.size for a in audios))
-        tok = torch.zeros(B, max(1, max(len(t) for t in tokens)), dtype=torch.long)
-        for b, (a, t) in enumerate(zip(audios, tokens)):
-            audio[b, : a.size] = torch.from_numpy(a)
+        tok = torch.zeros(len(indices), max(1, max(len(t) for t in tokens)), dtype=torch.long)
+        for b, t in enumerate(tokens):
             tok[b, : len(t)] = torch.tensor(t, dtype=torch.long)
         return Batch(
             audio,
-            torch.tensor([a.size for a in audios]),
+            audio_lens,
             tok,
             torch.tensor([len(t) for t in tokens]),
             list(indices),
         )
+
+
+def pad_audio(audios: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float waveforms -> ``(B, N)`` zero-padded batch and ``(B,)`` lengths in samples."""
+    lens = torch.tensor([a.size for a in audios])
+    batch = torch.zeros(len(audios), int(lens.max()))
+    for b, a in enumerate(audios):
+        batch[b, : a.size] = torch.from_numpy(a)
+    return batch, lens
 
 
 def bucket_batches(

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from speechlm.data.batching import bucket_batches
+from speechlm.data.batching import bucket_batches, pad_audio
 from speechlm.decode.ctc import DecodingOptions, decode, greedy_alignment
 from speechlm.features import HOP_LENGTH, SAMPLE_RATE
 from speechlm.models.encoders import SUBSAMPLING
@@ -121,11 +121,7 @@ class Recognizer:
         durations = [a.size / SAMPLE_RATE for a in pieces]
         results: list[Transcript] = [Transcript("", [])] * len(pieces)
         for idx in bucket_batches(durations, batch_seconds, 256, seed=0, epoch=0, shuffle=False):
-            lens = torch.tensor([pieces[i].size for i in idx])
-            batch = torch.zeros(len(idx), int(lens.max()))
-            for b, i in enumerate(idx):
-                batch[b, : pieces[i].size] = torch.from_numpy(pieces[i])
-            res = self.model(batch, lens)
+            res = self.model(*pad_audio([pieces[i] for i in idx]))
             for b, (i, ids) in enumerate(zip(idx, decode(res.logits, res.lens, options, self.lm if options.method == "beam" else None))):
                 words = []
                 if with_words:

@@ -21,7 +21,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from speechlm.features import FeatureConfig, SpecAugment, SpecAugmentConfig, compute_features
+from speechlm.features import CorpusNorm, FeatureConfig, SpecAugment, SpecAugmentConfig, compute_features
 from speechlm.models.encoders import EncoderConfig, build_encoder, padding_mask
 from speechlm.models.lm import LanguageModel, LMConfig
 
@@ -79,6 +79,7 @@ class SpeechClassifier(nn.Module):
     def __init__(self, features: FeatureConfig, spec_augment: SpecAugmentConfig, encoder: EncoderConfig, head: HeadConfig, num_classes: int):
         super().__init__()
         self.features = features
+        self.corpus_norm = CorpusNorm(features.dim) if features.corpus_norm else None
         self.spec_augment = SpecAugment(spec_augment, spectral=features.spectral)
         self.encoder = build_encoder(encoder, features.dim)
         self.head = PoolingHead(head, encoder.d_model, encoder.n_layers, num_classes)
@@ -87,6 +88,8 @@ class SpeechClassifier(nn.Module):
         """audio: ``(B, N)`` samples at 16 kHz; audio_lens: ``(B,)`` samples."""
         with torch.no_grad(), torch.autocast(audio.device.type, enabled=False):
             feats, feat_lens = compute_features(audio.float(), audio_lens, self.features)  # (B, T, D)
+            if self.corpus_norm is not None:
+                feats = self.corpus_norm(feats, feat_lens)
             feats = self.spec_augment(feats, feat_lens)
         enc = self.encoder(feats, feat_lens)
         return self.head(enc.x, enc.x_lens, enc.hidden_states)

@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from speechlm.config import ClassifyConfig, format_config, from_dict, save_config
-from speechlm.data.batching import SpeechDataset, bucket_batches
+from speechlm.data.batching import SpeechDataset, bucket_batches, pad_audio
 from speechlm.data.manifest import Utterance, filter_utterances, read_manifest
 from speechlm.decode.transcribe import MIN_SECONDS
 from speechlm.errors import CheckpointError, ManifestError, SpeechLMError
-from speechlm.features import SAMPLE_RATE
+from speechlm.features import SAMPLE_RATE, compute_features
 from speechlm.metrics import ClassificationReport, classification_report
 from speechlm.models.asr import count_parameters
 from speechlm.models.classifier import SpeechClassifier
@@ -115,6 +115,9 @@ def train_classifier(cfg: ClassifyConfig, run_dir: str | Path, resume: bool = Fa
     short = [i for i, a in enumerate(dataset.durations) if a < MIN_SECONDS]
     if short:
         raise SpeechLMError(f"{len(short)} clips are shorter than {MIN_SECONDS} s (e.g. {utts[short[0]].audio_filepath}); raise data.min_duration")
+    if model.corpus_norm is not None and ckpt is None:
+        clips, frames = estimate_corpus_norm(model, dataset)
+        print(f"corpus normalization: mean and variance of {frames} frames from {clips} training clips")
 
     def save_extras(d: Path) -> None:
         save_config(cfg, d / CONFIG_FILE)
@@ -131,11 +134,25 @@ def train_classifier(cfg: ClassifyConfig, run_dir: str | Path, resume: bool = Fa
     return result
 
 
+CORPUS_NORM_CLIPS = 2000  # training clips, evenly spread, that features.normalize_over=corpus measures
+
+
+def estimate_corpus_norm(model: SpeechClassifier, dataset: SpeechDataset, batch_size: int = 64) -> tuple[int, int]:
+    """Set ``model.corpus_norm`` from the features of (up to :data:`CORPUS_NORM_CLIPS`) clean training clips;
+    returns (clips, frames) measured."""
+    picks = np.unique(np.linspace(0, len(dataset) - 1, min(len(dataset), CORPUS_NORM_CLIPS)).round().astype(int))
+    chunks = [picks[i : i + batch_size] for i in range(0, len(picks), batch_size)]
+    feats = (compute_features(*pad_audio([dataset.clean_audio(int(i)) for i in chunk]), model.features) for chunk in chunks)
+    return len(picks), model.corpus_norm.estimate(feats)
+
+
 def save_adapter_dir(target: Path, model: torch.nn.Module, save_extras, summary: dict) -> Path:
     """Only the trained tensors (LoRA/adapters and the head), for a base encoder at ``finetune.init``."""
 
     def write(d: Path) -> None:
-        save_file(trainable_state(model), str(d / ADAPTER_FILE))
+        # the corpus statistics are measured on this run's data, like the trained tensors
+        buffers = {n: t for n, t in model.state_dict().items() if n.startswith("corpus_norm.")}
+        save_file(trainable_state(model) | buffers, str(d / ADAPTER_FILE))
         save_extras(d)
         (d / "training.json").write_text(json.dumps(summary) + "\n")
 
@@ -219,11 +236,7 @@ class Classifier:
         out = np.zeros((len(audios), len(self.labels)), np.float32)
         durations = [a.size / SAMPLE_RATE for a in audios]
         for idx in bucket_batches(durations, batch_seconds, 256, seed=0, epoch=0, shuffle=False):
-            lens = torch.tensor([audios[i].size for i in idx])
-            batch = torch.zeros(len(idx), int(lens.max()))
-            for b, i in enumerate(idx):
-                batch[b, : audios[i].size] = torch.from_numpy(audios[i])
-            out[idx] = self.model(batch, lens).logits.float().softmax(-1).numpy()
+            out[idx] = self.model(*pad_audio([audios[i] for i in idx])).logits.float().softmax(-1).numpy()
         return out
 
     def predict(self, audios: Sequence[np.ndarray]) -> list[tuple[str, float]]:

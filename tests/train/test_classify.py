@@ -137,6 +137,31 @@ def test_an_ensemble_averages_its_members_by_label_name(trained, pitch_corpus, t
         ClassifierEnsemble([a, b], ["a", "b"])
 
 
+def test_corpus_normalization_is_measured_on_the_training_clips_and_saved(pitch_corpus, tmp_path):
+    manifest, utts = pitch_corpus
+    from speechlm.config import ASRConfig, ConfigError
+    from speechlm.data.audio import load_audio
+    from speechlm.features import compute_features
+
+    run = tmp_path / "corpus"
+    train_classifier(tiny_cfg(manifest, "features.kind=mfcc", "features.n_mfcc=13", "features.normalize_over=corpus", "train.max_steps=10"), run, progress=False)
+    clf = Classifier.load(run)
+    norm = clf.model.corpus_norm
+    audios = [load_audio(u.audio_filepath) for u in utts]
+    feats = torch.cat([compute_features(torch.from_numpy(a)[None], None, clf.cfg.features)[0][0] for a in audios])
+    assert torch.allclose(norm.mean, feats.mean(0), atol=1e-2 * feats.std(0).max())  # all 36 clips, clean, were measured
+    assert torch.allclose(norm.std, feats.std(0), rtol=0.02)
+    assert float(norm.std[0]) > 5  # MFCC c0 in dB: far from unit scale before normalization
+    assert clf.predict(audios[:2])[0][0] in PITCH
+    lora = tmp_path / "corpus_lora"  # an adapter-only checkpoint keeps the statistics it was trained with
+    from speechlm.train.finetune import config_from_pretrained
+
+    train_classifier(config_from_pretrained(tiny_cfg(manifest, "peft.method=lora", "train.max_steps=3"), run / "model"), lora, progress=False)
+    assert torch.allclose(Classifier.load(lora).model.corpus_norm.mean, norm.mean, atol=1e-3 * float(norm.std.max()))
+    with pytest.raises(ConfigError, match="for speech classifiers"):
+        load_config(ASRConfig, overrides=["features.normalize_over=corpus"])
+
+
 def test_bad_labels_and_setups_are_clear_errors(pitch_corpus, tmp_path):
     manifest, utts = pitch_corpus
     unlabeled = tmp_path / "unlabeled.jsonl"
