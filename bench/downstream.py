@@ -7,7 +7,7 @@ Usage:
     .venv/bin/python bench/downstream.py --only text fsdd             # about 75 min
     .venv/bin/python bench/downstream.py --only fsdd sc               # some sections; the others keep their last results
     .venv/bin/python bench/downstream.py --only front-ends            # FSDD LOSO from scratch, log-mel vs 13 MFCCs (about 50 min)
-    .venv/bin/python bench/downstream.py --only synth-voices          # FSDD with synthesized digit voices (about 65 min, + 10 min per --synth-baseline-folds)
+    .venv/bin/python bench/downstream.py --only synth-voices          # FSDD with synthesized voices (about 65 min, + 10 min per --synth-baseline-folds, + 40 min official split)
     .venv/bin/python bench/downstream.py --init runs/ssl/model        # another pretrained encoder
 
 The pretrained encoder (default: the one `bench/label_efficiency.py` pretrains, BEST-RQ on
@@ -44,7 +44,7 @@ from speechlm.data.manifest import Utterance, read_manifest, write_manifest  # n
 from speechlm.intent import IntentClassifier, IntentConfig  # noqa: E402
 from speechlm.metrics import classification_report  # noqa: E402
 from speechlm.train.checkpoint import read_config_json  # noqa: E402
-from speechlm.train.classify import Classifier, checkpoint_bytes, evaluate_classifier, plot_confusion, train_classifier  # noqa: E402
+from speechlm.train.classify import Classifier, ClassifierEnsemble, checkpoint_bytes, evaluate_classifier, plot_confusion, train_classifier  # noqa: E402
 from speechlm.train.finetune import config_from_pretrained  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,9 +80,6 @@ def finetune(name: str, train: list[Utterance], test: list[Utterance], init: str
         minutes = (time.perf_counter() - start) / 60
         (run / "minutes.txt").write_text(f"{minutes:.3f}")
     clf = Classifier.load(run)
-    report, rows, _ = evaluate_classifier(clf, test)
-    plot_confusion(report, run / "confusion.png", name)
-    speakers = sorted({r["speaker"] for r in rows})
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()] if (run / "train_log.jsonl").is_file() else []
     fit = [r["acc"] for r in log if "acc" in r][-1:]  # training accuracy at the last log step: did the model fit at all?
     frozen_encoder = "finetune.freeze_encoder_steps=-1" in extra  # a loaded model does not remember what was frozen
@@ -90,11 +87,34 @@ def finetune(name: str, train: list[Utterance], test: list[Utterance], init: str
     row = {
         "name": name, "init": "pretrained" if init else "scratch", "train_examples": len(train),
         "train_minutes_audio": round(sum(u.duration for u in train) / 60, 2), "test_examples": len(test),
-        "accuracy": report.accuracy, "macro_f1": report.macro_f1, "train_acc": fit[0] if fit else None, "steps": steps_done, "train_minutes": round(minutes, 2),
+        "train_acc": fit[0] if fit else None, "steps": steps_done, "train_minutes": round(minutes, 2),
         "checkpoint_mb": round(checkpoint_bytes(run) / 1e6, 2), "trainable_params": trainable,
-    } | ({"by_speaker": {spk: float(np.mean([r["label"] == r["predicted"] for r in rows if r["speaker"] == spk])) for spk in speakers}}
-         if 1 < len(speakers) <= 10 else {})  # fmt: skip
-    print(f"  {name}: accuracy {report.accuracy:.2%} (macro F1 {report.macro_f1:.3f}), {len(train)} train / {len(test)} test, {minutes:.1f} min")
+    } | scores(name, clf, test)  # fmt: skip
+    print(f"  {name}: accuracy {row['accuracy']:.2%} (macro F1 {row['macro_f1']:.3f}), {len(train)} train / {len(test)} test, {minutes:.1f} min")
+    return row
+
+
+def scores(name: str, clf: Classifier, test: list[Utterance]) -> dict:
+    """Accuracy, macro F1 and (for a few speakers) accuracy by speaker on ``test``; the confusion matrix
+    is drawn into the run directory ``name``."""
+    report, rows, _ = evaluate_classifier(clf, test)
+    (WORK / name).mkdir(parents=True, exist_ok=True)
+    plot_confusion(report, WORK / name / "confusion.png", name)
+    speakers = sorted({r["speaker"] for r in rows})
+    by_speaker = {spk: float(np.mean([r["label"] == r["predicted"] for r in rows if r["speaker"] == spk])) for spk in speakers}
+    return {"accuracy": report.accuracy, "macro_f1": report.macro_f1} | ({"by_speaker": by_speaker} if 1 < len(speakers) <= 10 else {})
+
+
+def ensemble(name: str, members: list[dict], test: list[Utterance]) -> dict:
+    """The ``members`` rows' models as one (:class:`ClassifierEnsemble`, the mean of their class probabilities)
+    scored on ``test``; a row of the same table, with the members' training and sizes summed."""
+    clf = ClassifierEnsemble.load([WORK / m["name"] for m in members])
+    row = {"name": name, "init": "/".join(sorted({m["init"] for m in members})), "members": [m["name"] for m in members],
+           "train_examples": members[0]["train_examples"], "train_minutes_audio": members[0]["train_minutes_audio"],
+           "test_examples": len(test), "train_acc": None, "steps": " + ".join(str(m["steps"]) for m in members),
+           "train_minutes": round(sum(m["train_minutes"] for m in members), 2), "checkpoint_mb": round(sum(m["checkpoint_mb"] for m in members), 2),
+           "trainable_params": sum(m["trainable_params"] for m in members)} | scores(name, clf, test)  # fmt: skip
+    print(f"  {name}: accuracy {row['accuracy']:.2%} (the mean probabilities of {len(members)} models)")
     return row
 
 
@@ -192,8 +212,14 @@ SYNTH_RECIPE = (*FRONT_ENDS["mfcc13"], "train.warmup_steps=200")
 DIGIT_WORDS = "zero one two three four five six seven eight nine".split()
 # Variants of SYNTH_RECIPE tried on every LOSO fold with the synthesized clips (--synth-variants); reported beside
 # the recipe, never in its place. wide-speed: speed perturbation 0.8-1.2 instead of 0.9-1.1, so formants and pitch
-# move by up to 20 % instead of 10 % (a wider spread of simulated vocal tracts)
-SYNTH_VARIANTS = {"wide-speed": ("augment.speed_factors=[0.8,0.9,1.0,1.1,1.2]",)}
+# move by up to 20 % instead of 10 % (a wider spread of simulated vocal tracts). corpus-norm: the MFCCs normalized
+# with the training set's mean and variance instead of each clip's own; a one-word clip's mean is mostly its vowel,
+# which per-clip normalization subtracts (the errors of the recipe are vowel confusions: george's six -> eight)
+SYNTH_VARIANTS = {"wide-speed": ("augment.speed_factors=[0.8,0.9,1.0,1.1,1.2]",), "corpus-norm": ("features.normalize_over=corpus",)}
+# The official split's recipe run without the synthesized clips is one draw of its seed: these seeds train it
+# again, and all of them together are scored as one ensemble (mean class probabilities). Three models in all,
+# fixed before the extra seeds were scored.
+OFFICIAL_SEEDS = (1, 2)
 
 
 def synth_baseline_text(sv: dict) -> str:
@@ -226,12 +252,23 @@ def run_synth_voices(args) -> dict:
     real = fold_runs("fsdd_loso_real_mfcc13", [], n=args.synth_baseline_folds)
     # the official split (speakers seen in training) with the same recipe, with and without the synthesized clips
     train, test = official_split(data)
-    official = [finetune("fsdd_all_synth_mfcc13", train + synth, test, None, args.steps_synth, *extra),
-                finetune("fsdd_all_real_mfcc13", train, test, None, args.steps_synth, *extra)] if args.synth_official else []  # fmt: skip
+    official, seeds = [], []
+    if args.synth_official:
+        official = [finetune("fsdd_all_synth_mfcc13", train + synth, test, None, args.steps_synth, *extra),
+                    finetune("fsdd_all_real_mfcc13", train, test, None, args.steps_synth, *extra)]
+        seeds = [finetune(f"fsdd_all_real_mfcc13_seed{seed}", train, test, None, args.steps_synth, *extra, f"train.seed={seed}") for seed in OFFICIAL_SEEDS]
+        seeds.append(ensemble("fsdd_all_real_mfcc13_ensemble", [official[1], *seeds], test))
     # the variants last: the longest runs (6 folds each)
     variants = {key: fold_runs(f"fsdd_loso_synth_mfcc13_{key.replace('-', '_')}", synth, *more) for key, more in SYNTH_VARIANTS.items() if key in args.synth_variants}
+    # every model this run trained for a fold, as one ensemble: no selection among them
+    by_fold = [[row] for row in rows]
+    for group in (real, *variants.values()):  # each in fold order; the baseline may cover only the first folds
+        for fold, row in zip(by_fold, group):
+            fold.append(row)
+    fold_ensembles = [ensemble(f"fsdd_loso_ensemble_{spk}", fold, test) for fold, (spk, (_, test)) in zip(by_fold, folds.items()) if len(fold) > 1]
     return {"synth_only": only, "rows": rows, "loso_mean": mean_accuracy(rows), "real_rows": real, "loso_mean_real": mean_accuracy(real),
             "paired_mean_synth": mean_accuracy(rows[: len(real)]), "overrides": list(extra), "official": official,  # paired: the folds measured both ways
+            "official_seeds": seeds, "fold_ensembles": fold_ensembles, "loso_mean_ensembles": mean_accuracy(fold_ensembles),
             "variants": {key: {"rows": v, "loso_mean": mean_accuracy(v), "overrides": list(SYNTH_VARIANTS[key])} for key, v in variants.items()},
             "voices": SYNTH_DIGIT_VOICES, "synth_clips": len(synth), "synth_voices": len({u.speaker for u in synth})}  # fmt: skip
 
@@ -527,7 +564,7 @@ def main() -> None:
                     help="synth-voices: also train this many of the folds (speakers in alphabetical order) without the synthesized clips")
     ap.add_argument("--no-synth-baseline", dest="synth_baseline_folds", action="store_const", const=0, help="the same as --synth-baseline-folds 0")
     ap.add_argument("--no-synth-official", dest="synth_official", action="store_false",
-                    help="synth-voices: skip the official-split runs with and without the synthesized clips (~20 min)")
+                    help="synth-voices: skip the official-split runs: with and without the synthesized clips, and the extra seeds (~40 min)")
     ap.add_argument("--synth-variants", nargs="*", choices=list(SYNTH_VARIANTS), default=[],
                     help="synth-voices: also train every LOSO fold with these variants of the recipe (~75 min each here)")
     ap.add_argument("--steps-sc", type=int, default=300)
@@ -570,6 +607,8 @@ def write(sections: dict) -> None:
         "fsdd_loso_acc_synth_voices": sv and round(sv["loso_mean"], 4), "fsdd_acc_synth_only": sv and round(sv["synth_only"]["accuracy"], 4),
         "fsdd_test_acc_synth_voices": round(sv["official"][0]["accuracy"], 4) if sv and sv.get("official") else None,
         "fsdd_test_acc_scratch_mfcc13": round(sv["official"][1]["accuracy"], 4) if sv and sv.get("official") else None,
+        "fsdd_test_acc_ensemble": round(sv["official_seeds"][-1]["accuracy"], 4) if sv and sv.get("official_seeds") else None,
+        "fsdd_loso_acc_ensemble": round(sv["loso_mean_ensembles"], 4) if sv and sv.get("fold_ensembles") else None,
         "speech_commands_acc_pretrained": sc and round(sc["acc_pretrained"], 4), "speech_commands_acc_scratch": sc and round(sc["acc_scratch"], 4),
         "snips_spoken_acc": sp and round(spoken_best(sp["snips"])[0], 4), "clinc_spoken_acc": sp and round(spoken_best(sp["clinc"])[0], 4),
         "snips_text_acc": text and round(text["snips"]["accuracy"], 4), "clinc_text_acc": text and round(text["clinc"]["in_scope_accuracy"], 4),
@@ -616,11 +655,22 @@ def write(sections: dict) -> None:
             parts += [f"Variant `{key}` (`{' '.join(v['overrides'])}` on top of the recipe), every fold: mean **{v['loso_mean']:.2%}** against "
                       f"{sv['loso_mean']:.2%} with the recipe; a variant tried after the recipe was fixed, reported beside it, never "
                       "in its place.", table(v["rows"])]
+        if sv.get("fold_ensembles"):
+            parts += [f"Every model this run trained for a fold (the recipe with and without the synthesized clips, and each variant) as one "
+                      f"ensemble, the mean of their class probabilities, no selection among them: mean **{sv['loso_mean_ensembles']:.2%}**; "
+                      "added after every member had been scored.", table(sv["fold_ensembles"])]
         if sv.get("official"):
             with_synth, real_only = sv["official"]
             parts += [f"Official split (index 0-4 = test, speakers seen in training), same recipe and steps: **{with_synth['accuracy']:.2%}** "
                       f"with the synthesized clips, **{real_only['accuracy']:.2%}** without them (target ≥ 99.5 %; the pretrained log-mel encoder's "
                       "figure is in the FSDD section).", table(sv["official"])]
+            if sv.get("official_seeds"):
+                *more, ens = sv["official_seeds"]
+                parts += [f"The run without them is one draw of its seed; {len(more)} more seeds of it: "
+                          + ", ".join(f"{r['accuracy']:.2%}" for r in more)
+                          + f". The {len(more) + 1} models as one (`speechlm evaluate MODEL MANIFEST --ensemble MODEL2 ...`: the mean of their "
+                          f"class probabilities; the ensemble's size fixed before the extra seeds were scored): **{ens['accuracy']:.2%}**.",
+                          table(sv["official_seeds"])]
     if sc:
         parts += ["## Speech Commands sample (real, 30 words, speaker-disjoint)", f"Command: `{sc.get('command', '-')}`",
                   f"{sc['train_speakers']} training speakers, {sc['test_speakers']} test speakers. Best pretrained **{sc['acc_pretrained']:.2%}** vs scratch "
