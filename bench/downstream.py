@@ -214,7 +214,8 @@ DIGIT_WORDS = "zero one two three four five six seven eight nine".split()
 # the recipe, never in its place. wide-speed: speed perturbation 0.8-1.2 instead of 0.9-1.1, so formants and pitch
 # move by up to 20 % instead of 10 % (a wider spread of simulated vocal tracts). corpus-norm: the MFCCs normalized
 # with the training set's mean and variance instead of each clip's own; a one-word clip's mean is mostly its vowel,
-# which per-clip normalization subtracts (the errors of the recipe are vowel confusions: george's six -> eight)
+# which per-clip normalization subtracts (the errors of the recipe are vowel confusions: george's six -> eight).
+# Measured: worse on 5 of the 6 folds (bench/results/downstream.md)
 SYNTH_VARIANTS = {"wide-speed": ("augment.speed_factors=[0.8,0.9,1.0,1.1,1.2]",), "corpus-norm": ("features.normalize_over=corpus",)}
 # The official split's recipe run without the synthesized clips is one draw of its seed: these seeds train it
 # again, and all of them together are scored as one ensemble (mean class probabilities). Three models in all,
