@@ -149,6 +149,11 @@ def lpc(audio: torch.Tensor, order: int = 16) -> torch.Tensor:
     return out.reshape(*shape, out.shape[-2], out.shape[-1])
 
 
+def valid_frames(feats: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+    """``(B, T, 1)`` mask of the frames of ``(B, T, D)`` features within each utterance's ``(B,)`` length."""
+    return (torch.arange(feats.shape[1], device=feats.device)[None, :] < lens[:, None].to(feats.device)).unsqueeze(-1)
+
+
 def normalize(feats: torch.Tensor, lens: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
     """Per-utterance, per-dimension mean/variance normalization over the valid frames.
 
@@ -157,7 +162,7 @@ def normalize(feats: torch.Tensor, lens: torch.Tensor | None = None, eps: float 
     B, T, _ = feats.shape
     if lens is None:
         lens = torch.full((B,), T, device=feats.device)
-    mask = (torch.arange(T, device=feats.device)[None, :] < lens[:, None]).unsqueeze(-1)  # (B, T, 1)
+    mask = valid_frames(feats, lens)
     n = lens.clamp(min=1).to(feats.dtype)[:, None, None]
     mean = (feats * mask).sum(1, keepdim=True) / n
     var = (((feats - mean) * mask) ** 2).sum(1, keepdim=True) / n
@@ -211,8 +216,7 @@ class CorpusNorm(torch.nn.Module):
         """Set the statistics from an iterable of ``(feats, lens)`` (unnormalized features); returns the frames counted."""
         total, sq, n = 0.0, 0.0, 0
         for feats, lens in batches:
-            mask = (torch.arange(feats.shape[1])[None, :] < lens[:, None]).unsqueeze(-1)
-            x = feats.double() * mask
+            x = feats.double() * valid_frames(feats, lens)
             total, sq, n = total + x.sum((0, 1)), sq + (x * x).sum((0, 1)), n + int(lens.sum())
         if n == 0:
             raise ValueError("corpus normalization: no frames to estimate the statistics from")
@@ -222,8 +226,7 @@ class CorpusNorm(torch.nn.Module):
         return n
 
     def forward(self, feats: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
-        mask = (torch.arange(feats.shape[1], device=feats.device)[None, :] < lens[:, None]).unsqueeze(-1)
-        return (feats - self.mean) / self.std * mask
+        return (feats - self.mean) / self.std * valid_frames(feats, lens)
 
 
 @dataclasses.dataclass(frozen=True)
