@@ -108,7 +108,7 @@ def scores(name: str, clf: Classifier, test: list[Utterance]) -> dict:
 
 def ensemble(name: str, members: list[dict], test: list[Utterance]) -> dict:
     """The ``members`` rows' models as one (:class:`ClassifierEnsemble`, the mean of their class probabilities)
-    scored on ``test``; a row of the same table, with the members' training and sizes summed."""
+    scored on ``test``; a row of the same table: the members' training time and sizes summed, the largest member's training list."""
     clf = ClassifierEnsemble.load([WORK / m["name"] for m in members])
     row = {"name": name, "init": "/".join(sorted({m["init"] for m in members})), "members": [m["name"] for m in members],
            "train_examples": max(m["train_examples"] for m in members),  # the largest member's: the others' lists are within it
