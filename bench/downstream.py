@@ -223,8 +223,8 @@ DIGIT_WORDS = "zero one two three four five six seven eight nine".split()
 # times (5, fixed before any fold was trained: 500 entries, one FSDD speaker's worth, drawn with their own augmentation).
 # Measured: 85.07 % against the recipe's 84.40 %, fold by fold -4.8 to +6.2 points (bench/results/downstream.md).
 # seed-1: the recipe itself with another seed, to show how far one fold moves from seed to seed alone. Measured on
-# the first 3 folds only so far (the run was stopped for time; not in the committed report): george 74.8 %, jackson
-# 84.2 %, lucas 85.0 % against seed 0's 75.4 / 90.0 / 83.4 %.
+# the first 4 folds only so far (the run was stopped for time; not in the committed report): george 74.8 %, jackson
+# 84.2 %, lucas 85.0 %, nicolas 74.6 % against seed 0's 75.4 / 90.0 / 83.4 / 78.2 %.
 SYNTH_VARIANTS = {"wide-speed": ("augment.speed_factors=[0.8,0.9,1.0,1.1,1.2]",), "corpus-norm": ("features.normalize_over=corpus",), "sc-digits": (),
                   "seed-1": ("train.seed=1",)}
 SC_DIGIT_REPEATS = 5
