@@ -121,9 +121,14 @@ def ensemble(name: str, members: list[dict], test: list[Utterance]) -> dict:
 
 
 # -- FSDD ----------------------------------------------------------------------------------------
+def shared_manifest(name: str) -> tuple[Path, list[list[str]]]:
+    """A shared-data set's folder and the rows of its manifest.tsv (header dropped)."""
+    root = SHARED_DATA / name
+    return root, [line.split("\t") for line in (root / "manifest.tsv").read_text().splitlines()[1:]]
+
+
 def fsdd_utts() -> list[tuple[Utterance, int]]:
-    root = SHARED_DATA / "fsdd"
-    rows = [line.split("\t") for line in (root / "manifest.tsv").read_text().splitlines()[1:]]
+    root, rows = shared_manifest("fsdd")
     return [(Utterance(str(root / r[0]), float(r[5]), "", r[1], r[2]), int(r[3])) for r in rows]
 
 
@@ -292,8 +297,7 @@ def run_synth_voices(args) -> dict:
 
 # -- Speech Commands sample ------------------------------------------------------------------------
 def sc_utts() -> list[Utterance]:
-    root = SHARED_DATA / "speech_commands_sample"
-    rows = [line.split("\t") for line in (root / "manifest.tsv").read_text().splitlines()[1:]]
+    root, rows = shared_manifest("speech_commands_sample")
     return [Utterance(str(root / r[0]), float(r[3]), "", r[1], r[2]) for r in rows]
 
 
@@ -689,7 +693,7 @@ def write(sections: dict) -> None:
                   f"mean **{sv['loso_mean']:.2%}** (target ≥ 95 %). " + synth_baseline_text(sv),
                   table([only, *sv["rows"], *sv["real_rows"]])]  # fmt: skip
         for key, v in sv.get("variants", {}).items():
-            what = (f"`{' '.join(v['overrides'])}` on top of the recipe" if v["overrides"] else
+            what = (f"`{' '.join(v['overrides'])}` on top of the recipe" if "added_clips" not in v else
                     f"the recipe with {v['added_clips']} more entries in every fold's training list: the Speech Commands sample's digit words, "
                     f"{v['added_speakers']} human speakers, trimmed and band-limited to 4 kHz, each clip listed {SC_DIGIT_REPEATS} times")
             parts += [f"Variant `{key}` ({what}), every fold: mean **{v['loso_mean']:.2%}** against "
