@@ -235,15 +235,18 @@ DIGIT_WORDS = "zero one two three four five six seven eight nine".split()
 # parameters, 3 blocks of width 64, 71.6 / 76.6 %) before the other folds were trained. Measured: 85.87 %, better
 # than seed 0 on 5 folds (jackson -4.4 points) and than seed 1 on all 6, in 4-5 minutes a fold instead of 10-12.
 # tiny-sc-digits: the two variants that beat the recipe, together. Measured: 87.13 % (81.0 / 89.0 / 90.0 / 78.4 / 90.8 /
-# 93.6 %): above tiny on 4 folds, level on theo, 2.8 points below on nicolas.
+# 93.6 %): above tiny on 4 folds, level on theo, 2.8 points below on nicolas. tiny-sc-digits-seed-1: the same with
+# seed 1, since tiny-sc-digits was picked after seeing its parts' scores: a fresh draw of it is the fair estimate.
 TINY = ("encoder.d_model=96", "encoder.n_layers=4", "encoder.dropout=0.2")
 SYNTH_VARIANTS = {"wide-speed": ("augment.speed_factors=[0.8,0.9,1.0,1.1,1.2]",), "corpus-norm": ("features.normalize_over=corpus",),
-                  "sc-digits": (), "seed-1": ("train.seed=1",), "tiny": TINY, "tiny-sc-digits": TINY}
+                  "sc-digits": (), "seed-1": ("train.seed=1",), "tiny": TINY, "tiny-sc-digits": TINY,
+                  "tiny-sc-digits-seed-1": (*TINY, "train.seed=1")}
 # what the report says of a variant besides its overrides: how it was chosen, or what it is for
 VARIANT_NOTES = {"seed-1": "the recipe itself with another seed: how far a fold moves from seed alone",
                  "tiny": "its size chosen on george and nicolas from throw-away runs of 0.92 M and 0.45 M parameters, "
                          "before the other folds were trained",
-                 "tiny-sc-digits": "chosen after tiny and sc-digits had been measured on every fold"}
+                 "tiny-sc-digits": "chosen after tiny and sc-digits had been measured on every fold",
+                 "tiny-sc-digits-seed-1": "tiny-sc-digits trained again with seed 1: a draw not chosen by its score"}
 SC_DIGIT_REPEATS = 5
 SC_TRIM_DB = 30.0  # the clips are 1 s with the word somewhere inside; trimmed at 30 dB below the peak they last 0.26-1.0 s, like FSDD's
 # The official split's recipe run without the synthesized clips is one draw of its seed: these seeds train it
@@ -289,8 +292,8 @@ def run_synth_voices(args) -> dict:
         seeds = [finetune(f"fsdd_all_real_mfcc13_seed{seed}", train, test, None, args.steps_synth, *extra, f"train.seed={seed}") for seed in OFFICIAL_SEEDS]
         seeds.append(ensemble("fsdd_all_real_mfcc13_ensemble", [official[1], *seeds], test))
     # the variants last: the longest runs (6 folds each)
-    sc_clips = sc_digit_clips() if any(k.endswith("sc-digits") for k in args.synth_variants) else []
-    added = {key: sc_clips for key in args.synth_variants if key.endswith("sc-digits")}  # clips a variant adds to every fold
+    sc_clips = sc_digit_clips() if any("sc-digits" in k for k in args.synth_variants) else []
+    added = {key: sc_clips for key in args.synth_variants if "sc-digits" in key}  # clips a variant adds to every fold
     variants = {key: fold_runs(f"fsdd_loso_synth_mfcc13_{key.replace('-', '_')}", synth + added.get(key, []), *more)
                 for key, more in SYNTH_VARIANTS.items() if key in args.synth_variants}
     # every model this run trained for a fold, as one ensemble: no selection among them
