@@ -237,6 +237,7 @@ DIGIT_WORDS = "zero one two three four five six seven eight nine".split()
 # tiny-sc-digits: the two variants that beat the recipe, together. Measured: 87.13 % (81.0 / 89.0 / 90.0 / 78.4 / 90.8 /
 # 93.6 %): above tiny on 4 folds, level on theo, 2.8 points below on nicolas. tiny-sc-digits-seed-1: the same with
 # seed 1, since tiny-sc-digits was picked after seeing its parts' scores: a fresh draw of it is the fair estimate.
+# Measured: 87.90 % (85.0 / 91.8 / 90.8 / 77.6 / 90.2 / 92.0 %).
 TINY = ("encoder.d_model=96", "encoder.n_layers=4", "encoder.dropout=0.2")
 SYNTH_VARIANTS = {"wide-speed": ("augment.speed_factors=[0.8,0.9,1.0,1.1,1.2]",), "corpus-norm": ("features.normalize_over=corpus",),
                   "sc-digits": (), "seed-1": ("train.seed=1",), "tiny": TINY, "tiny-sc-digits": TINY,
