@@ -242,6 +242,7 @@ TINY = ("encoder.d_model=96", "encoder.n_layers=4", "encoder.dropout=0.2")
 SYNTH_VARIANTS = {"wide-speed": ("augment.speed_factors=[0.8,0.9,1.0,1.1,1.2]",), "corpus-norm": ("features.normalize_over=corpus",),
                   "sc-digits": (), "seed-1": ("train.seed=1",), "tiny": TINY, "tiny-sc-digits": TINY,
                   "tiny-sc-digits-seed-1": (*TINY, "train.seed=1")}
+SC_DIGIT_VARIANTS = {"sc-digits", "tiny-sc-digits", "tiny-sc-digits-seed-1"}  # the variants that add sc_digit_clips() to every fold
 # what the report says of a variant besides its overrides: how it was chosen, or what it is for
 VARIANT_NOTES = {"seed-1": "the recipe itself with another seed: how far a fold moves from seed alone",
                  "tiny": "its size chosen on george and nicolas from throw-away runs of 0.92 M and 0.45 M parameters, "
@@ -293,8 +294,8 @@ def run_synth_voices(args) -> dict:
         seeds = [finetune(f"fsdd_all_real_mfcc13_seed{seed}", train, test, None, args.steps_synth, *extra, f"train.seed={seed}") for seed in OFFICIAL_SEEDS]
         seeds.append(ensemble("fsdd_all_real_mfcc13_ensemble", [official[1], *seeds], test))
     # the variants last: the longest runs (6 folds each)
-    sc_clips = sc_digit_clips() if any("sc-digits" in k for k in args.synth_variants) else []
-    added = {key: sc_clips for key in args.synth_variants if "sc-digits" in key}  # clips a variant adds to every fold
+    sc_keys = SC_DIGIT_VARIANTS.intersection(args.synth_variants)
+    added = dict.fromkeys(sc_keys, sc_digit_clips()) if sc_keys else {}  # clips a variant adds to every fold
     variants = {key: fold_runs(f"fsdd_loso_synth_mfcc13_{key.replace('-', '_')}", synth + added.get(key, []), *more)
                 for key, more in SYNTH_VARIANTS.items() if key in args.synth_variants}
     # every model this run trained for a fold, as one ensemble: no selection among them
@@ -710,11 +711,12 @@ def write(sections: dict) -> None:
                   f"mean **{sv['loso_mean']:.2%}** (target ≥ 95 %). " + synth_baseline_text(sv),
                   table([only, *sv["rows"], *sv["real_rows"]])]  # fmt: skip
         for key, v in sv.get("variants", {}).items():
-            what = "; ".join(([f"`{' '.join(v['overrides'])}` on top of the recipe"] if v["overrides"] else []) +
-                             ([f"{v['added_clips']} more entries in every fold's training list: the Speech Commands sample's digit words, "
-                               f"{v['added_speakers']} human speakers, trimmed and band-limited to 4 kHz, each clip listed {SC_DIGIT_REPEATS} times"]
-                              if "added_clips" in v else []))
-            what += f"; {VARIANT_NOTES[key]}" if key in VARIANT_NOTES else ""
+            what = [f"`{' '.join(v['overrides'])}` on top of the recipe"] if v["overrides"] else []
+            if "added_clips" in v:
+                what.append(f"{v['added_clips']} more entries in every fold's training list: the Speech Commands sample's digit words, "
+                            f"{v['added_speakers']} human speakers, trimmed and band-limited to 4 kHz, each clip listed {SC_DIGIT_REPEATS} times")
+            what += [VARIANT_NOTES[key]] if key in VARIANT_NOTES else []
+            what = "; ".join(what)
             parts += [f"Variant `{key}` ({what}), every fold: mean **{v['loso_mean']:.2%}** against "
                       f"{sv['loso_mean']:.2%} with the recipe; a variant tried after the recipe was fixed, reported beside it, never "
                       "in its place.", table(v["rows"])]
