@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 
 import librosa
 import numpy as np
@@ -40,16 +41,25 @@ class FeatureConfig:
     # training and saved with the weights; keeps what a short clip's average spectrum tells, e.g. a one-word
     # clip's vowel). "corpus": speech classifiers only
     normalize_over: str = "utterance"
+    # the frequency range the mel bands cover, in Hz. Telephone-band or 8 kHz recordings (resampled to 16 kHz) hold
+    # nothing above 4 kHz: with f_max=3800 no band is left to the resampler's residue and the log floor
+    f_min: float = 0.0
+    f_max: float = SAMPLE_RATE / 2
 
     def __post_init__(self):
         if self.kind not in ("logmel", "mfcc", "lpc"):
             raise ValueError(f"features.kind must be 'logmel', 'mfcc' or 'lpc', got {self.kind!r}")
         if self.normalize_over not in ("utterance", "corpus"):
             raise ValueError(f"features.normalize_over must be 'utterance' or 'corpus', got {self.normalize_over!r}")
+        if not 0 <= self.f_min < self.f_max <= SAMPLE_RATE / 2:
+            raise ValueError(f"features.f_min and features.f_max must satisfy 0 <= f_min < f_max <= {SAMPLE_RATE // 2} Hz, "
+                             f"got {self.f_min} and {self.f_max}")
         if self.n_mels < 1 or self.lpc_order < 1:
             raise ValueError(f"features.n_mels and features.lpc_order must be >= 1, got {self.n_mels} and {self.lpc_order}")
         if self.kind == "mfcc" and not 1 <= self.n_mfcc <= self.n_mels:
             raise ValueError(f"features.n_mfcc must be between 1 and features.n_mels ({self.n_mels}), got {self.n_mfcc}")
+        if self.kind != "lpc":
+            mel_filters(self.n_mels, self.f_min, self.f_max)  # bands too narrow for their range: refused here, not at the first batch
 
     @property
     def corpus_norm(self) -> bool:
@@ -67,9 +77,19 @@ class FeatureConfig:
 
 
 @functools.lru_cache(maxsize=8)
-def mel_filters(n_mels: int) -> torch.Tensor:
-    """Slaney-normalised mel filterbank from librosa, ``(n_mels, N_FFT // 2 + 1)``."""
-    return torch.from_numpy(librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels)).float()
+def mel_filters(n_mels: int, f_min: float = 0.0, f_max: float = SAMPLE_RATE / 2) -> torch.Tensor:
+    """Slaney-normalised mel filterbank from librosa over ``f_min``-``f_max`` Hz, ``(n_mels, N_FFT // 2 + 1)``.
+
+    A band narrower than the FFT's bin spacing would hold no bin: an error, as it would be a constant feature.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # librosa's empty-filter warning: checked below, with the fix named
+        fb = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels, fmin=f_min, fmax=f_max)
+    empty = int((fb.max(axis=1) == 0).sum())
+    if empty:
+        raise ValueError(f"features.n_mels={n_mels} over {f_min:g}-{f_max:g} Hz leaves {empty} mel bands without an FFT bin "
+                         f"(bins are {SAMPLE_RATE / N_FFT:g} Hz apart): use fewer bands or a wider range")
+    return torch.from_numpy(fb).float()
 
 
 @functools.lru_cache(maxsize=8)
@@ -104,19 +124,19 @@ def power_spectrogram(audio: torch.Tensor) -> torch.Tensor:
     return power.transpose(-1, -2).reshape(*shape, power.shape[-1], power.shape[-2])
 
 
-def mel_power(audio: torch.Tensor, n_mels: int = N_MELS) -> torch.Tensor:
-    """``(..., N)`` samples -> ``(..., T, n_mels)`` mel power."""
-    return power_spectrogram(audio) @ mel_filters(n_mels).to(audio.device).T
+def mel_power(audio: torch.Tensor, n_mels: int = N_MELS, f_range: tuple[float, float] = (0.0, SAMPLE_RATE / 2)) -> torch.Tensor:
+    """``(..., N)`` samples -> ``(..., T, n_mels)`` mel power; ``f_range``: the bands' ``(f_min, f_max)`` in Hz."""
+    return power_spectrogram(audio) @ mel_filters(n_mels, *f_range).to(audio.device).T
 
 
-def log_mel_spectrogram(audio: torch.Tensor, n_mels: int = N_MELS) -> torch.Tensor:
+def log_mel_spectrogram(audio: torch.Tensor, n_mels: int = N_MELS, f_range: tuple[float, float] = (0.0, SAMPLE_RATE / 2)) -> torch.Tensor:
     """``(..., N)`` samples -> ``(..., T, n_mels)`` natural-log mel power."""
-    return torch.log(mel_power(audio, n_mels).clamp(min=LOG_FLOOR))
+    return torch.log(mel_power(audio, n_mels, f_range).clamp(min=LOG_FLOOR))
 
 
-def mfcc(audio: torch.Tensor, n_mfcc: int = 40, n_mels: int = N_MELS) -> torch.Tensor:
+def mfcc(audio: torch.Tensor, n_mfcc: int = 40, n_mels: int = N_MELS, f_range: tuple[float, float] = (0.0, SAMPLE_RATE / 2)) -> torch.Tensor:
     """``(..., N)`` samples -> ``(..., T, n_mfcc)``: DCT-II of the mel power in dB (librosa's convention)."""
-    db = 10.0 * torch.log10(mel_power(audio, n_mels).clamp(min=LOG_FLOOR))
+    db = 10.0 * torch.log10(mel_power(audio, n_mels, f_range).clamp(min=LOG_FLOOR))
     return db @ _dct_matrix(n_mels, n_mfcc).to(audio.device)
 
 
@@ -180,9 +200,9 @@ def compute_features(
     if audio_lens is None:
         audio_lens = torch.full((audio.shape[0],), audio.shape[-1], device=audio.device)
     if cfg.kind == "logmel":
-        feats = log_mel_spectrogram(audio, cfg.n_mels)
+        feats = log_mel_spectrogram(audio, cfg.n_mels, (cfg.f_min, cfg.f_max))
     elif cfg.kind == "mfcc":
-        feats = mfcc(audio, cfg.n_mfcc, cfg.n_mels)
+        feats = mfcc(audio, cfg.n_mfcc, cfg.n_mels, (cfg.f_min, cfg.f_max))
     else:
         feats = lpc(audio, cfg.lpc_order)
     feat_lens = torch.clamp(num_frames(audio_lens), max=feats.shape[1])

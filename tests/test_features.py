@@ -1,3 +1,5 @@
+import dataclasses
+
 import librosa
 import numpy as np
 import pytest
@@ -38,6 +40,32 @@ def test_mfcc_matches_librosa(audio):
     ref = librosa.feature.mfcc(S=librosa.power_to_db(mel, top_db=None), n_mfcc=13)
     ours = mfcc(torch.from_numpy(audio), n_mfcc=13).numpy().T
     np.testing.assert_allclose(ours, ref, atol=2e-2, rtol=1e-3)
+
+
+def test_mel_band_range_matches_librosa(audio):
+    ref = librosa.feature.melspectrogram(y=audio, sr=16000, n_fft=400, hop_length=160, n_mels=40, fmin=100, fmax=3800,
+                                         center=True, pad_mode="constant")  # fmt: skip
+    ours = log_mel_spectrogram(torch.from_numpy(audio), 40, (100.0, 3800.0)).numpy().T
+    np.testing.assert_allclose(ours, np.log(np.maximum(ref, 1e-10)), atol=2e-3, rtol=1e-3)
+
+
+def test_f_max_keeps_every_band_inside_a_band_limited_recording(audio):
+    from speechlm.data.augment import band_limit
+
+    narrow = torch.from_numpy(band_limit(audio, 4000))  # an 8 kHz recording resampled to 16 kHz
+    floor_db = 10 * np.log10(np.maximum(np.exp(log_mel_spectrogram(narrow).numpy().mean(0)), 1e-10))
+    assert (floor_db < floor_db.max() - 60).sum() >= 10  # the default bands above 4 kHz hold next to nothing
+    cfg = FeatureConfig(kind="logmel", n_mels=40, f_max=3800)
+    feats, _ = compute_features(narrow[None], None, dataclasses.replace(cfg, normalize=False))
+    band_db = 10 * np.log10(np.exp(feats[0].numpy().mean(0)))
+    assert band_db.min() > band_db.max() - 40
+
+
+@pytest.mark.parametrize("fields, problem", [({"f_max": 9000}, "f_max <= 8000"), ({"f_min": 500, "f_max": 400}, "f_min < f_max"),
+                                             ({"n_mels": 200, "f_max": 1000}, "without an FFT bin")])  # fmt: skip
+def test_mel_band_range_is_checked(fields, problem):
+    with pytest.raises(ValueError, match=problem):
+        FeatureConfig(**fields)
 
 
 def test_lpc_matches_toeplitz_solution(audio):
