@@ -195,7 +195,7 @@ def loso_folds(data: list[tuple[Utterance, int]]) -> dict[str, tuple[list[Uttera
 # input): 80 log-mel bands keep the harmonics, so the speaker's pitch; 13 MFCCs keep the spectral envelope only.
 # logmel40-4k: log-mel bands inside FSDD's 4 kHz band only. Of the default 80 bands over 0-8 kHz, the top 17 lie wholly
 # above 4 kHz, where an 8 kHz recording holds only the resampler's residue, and per-utterance variance normalization
-# scales that residue up to unit variance: 17 input dimensions of recording noise. Measured: 37.97 % against 51.87 %,
+# scales that residue up to unit variance; the question was whether those 17 dimensions hurt. Measured: 37.97 % against 51.87 %,
 # worse on 5 folds; but 4 of the 6 folds did not fit their own training data (training accuracy 27-58 % at step 600,
 # the 60-step warmup instability SYNTH_RECIPE's 200 steps fixed), so this compares optimization as much as bands
 FRONT_ENDS = {

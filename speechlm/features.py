@@ -28,6 +28,7 @@ HOP_LENGTH = 160  # 10 ms hop
 N_MELS = 80
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100
 LOG_FLOOR = 1e-10  # power floor before the log: -100 dB
+FULL_BAND = (0.0, SAMPLE_RATE / 2)  # the mel bands' default (f_min, f_max) in Hz
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,17 +125,17 @@ def power_spectrogram(audio: torch.Tensor) -> torch.Tensor:
     return power.transpose(-1, -2).reshape(*shape, power.shape[-1], power.shape[-2])
 
 
-def mel_power(audio: torch.Tensor, n_mels: int = N_MELS, f_range: tuple[float, float] = (0.0, SAMPLE_RATE / 2)) -> torch.Tensor:
+def mel_power(audio: torch.Tensor, n_mels: int = N_MELS, f_range: tuple[float, float] = FULL_BAND) -> torch.Tensor:
     """``(..., N)`` samples -> ``(..., T, n_mels)`` mel power; ``f_range``: the bands' ``(f_min, f_max)`` in Hz."""
     return power_spectrogram(audio) @ mel_filters(n_mels, *f_range).to(audio.device).T
 
 
-def log_mel_spectrogram(audio: torch.Tensor, n_mels: int = N_MELS, f_range: tuple[float, float] = (0.0, SAMPLE_RATE / 2)) -> torch.Tensor:
+def log_mel_spectrogram(audio: torch.Tensor, n_mels: int = N_MELS, f_range: tuple[float, float] = FULL_BAND) -> torch.Tensor:
     """``(..., N)`` samples -> ``(..., T, n_mels)`` natural-log mel power."""
     return torch.log(mel_power(audio, n_mels, f_range).clamp(min=LOG_FLOOR))
 
 
-def mfcc(audio: torch.Tensor, n_mfcc: int = 40, n_mels: int = N_MELS, f_range: tuple[float, float] = (0.0, SAMPLE_RATE / 2)) -> torch.Tensor:
+def mfcc(audio: torch.Tensor, n_mfcc: int = 40, n_mels: int = N_MELS, f_range: tuple[float, float] = FULL_BAND) -> torch.Tensor:
     """``(..., N)`` samples -> ``(..., T, n_mfcc)``: DCT-II of the mel power in dB (librosa's convention)."""
     db = 10.0 * torch.log10(mel_power(audio, n_mels, f_range).clamp(min=LOG_FLOOR))
     return db @ _dct_matrix(n_mels, n_mfcc).to(audio.device)
