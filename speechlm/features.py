@@ -44,8 +44,8 @@ class FeatureConfig:
     normalize_over: str = "utterance"
     # the frequency range the mel bands cover, in Hz. Telephone-band or 8 kHz recordings (resampled to 16 kHz) hold
     # nothing above 4 kHz: with f_max=3800 no band is left to the resampler's residue and the log floor
-    f_min: float = 0.0
-    f_max: float = SAMPLE_RATE / 2
+    f_min: float = FULL_BAND[0]
+    f_max: float = FULL_BAND[1]
 
     def __post_init__(self):
         if self.kind not in ("logmel", "mfcc", "lpc"):
@@ -78,7 +78,7 @@ class FeatureConfig:
 
 
 @functools.lru_cache(maxsize=8)
-def mel_filters(n_mels: int, f_min: float = 0.0, f_max: float = SAMPLE_RATE / 2) -> torch.Tensor:
+def mel_filters(n_mels: int, f_min: float = FULL_BAND[0], f_max: float = FULL_BAND[1]) -> torch.Tensor:
     """Slaney-normalised mel filterbank from librosa over ``f_min``-``f_max`` Hz, ``(n_mels, N_FFT // 2 + 1)``.
 
     A band narrower than the FFT's bin spacing would hold no bin: an error, as it would be a constant feature.
