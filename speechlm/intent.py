@@ -148,12 +148,15 @@ class IntentClassifier:
             clf.coef, clf.intercept = lr.coef_.astype(np.float32), lr.intercept_.astype(np.float32)
         return clf
 
-    def predict(self, texts: Sequence[str]) -> list[IntentPrediction]:
-        logits = np.asarray(self.features(texts) @ self.coef.T) + self.intercept  # (N, C)
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        """``(N, len(self.labels))`` class probabilities of ``texts``."""
+        logits = np.asarray(self.features(texts) @ self.coef.T) + self.intercept
         probs = np.exp(logits - logits.max(1, keepdims=True))
-        probs /= probs.sum(1, keepdims=True)
+        return probs / probs.sum(1, keepdims=True)
+
+    def predict(self, texts: Sequence[str]) -> list[IntentPrediction]:
         out = []
-        for p in probs:
+        for p in self.probabilities(texts):
             best = int(p.argmax())
             out.append(IntentPrediction(self.labels[best], float(p[best]), {lab: float(v) for lab, v in zip(self.labels, p)}))
         return out

@@ -167,17 +167,18 @@ class TextClassifierModel:
         return cls(cfg, model, tokenizer, labels)
 
     @torch.inference_mode()
-    def predict(self, texts: Sequence[str], batch_size: int = 128) -> list[tuple[str, float]]:
+    def probabilities(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
+        """``(N, len(self.labels))`` class probabilities of ``texts``."""
         seqs = encode_texts(texts, self.tokenizer, self.special, self.cfg.lm.context)
         out = []
         for i in range(0, len(seqs), batch_size):
             chunk = seqs[i : i + batch_size]
-            tokens = torch.zeros(len(chunk), max(len(s) for s in chunk), dtype=torch.long)
-            for b, s in enumerate(chunk):
-                tokens[b, : len(s)] = torch.tensor(s)
-            probs = self.model(tokens, torch.tensor([len(s) for s in chunk])).logits.float().softmax(-1)
-            out += [(self.labels[int(p.argmax())], float(p.max())) for p in probs]
-        return out
+            batch = LabeledTextDataset(chunk, [0] * len(chunk)).collate(range(len(chunk)))  # labels unused
+            out.append(self.model(batch.tokens, batch.lens).logits.float().softmax(-1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+
+    def predict(self, texts: Sequence[str], batch_size: int = 128) -> list[tuple[str, float]]:
+        return [(self.labels[int(p.argmax())], float(p.max())) for p in self.probabilities(texts, batch_size)]
 
     def evaluate(self, texts: Sequence[str], truth: Sequence[str]) -> ClassificationReport:
         unknown = sorted(set(truth) - set(self.labels))

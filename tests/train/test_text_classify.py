@@ -45,6 +45,9 @@ def test_from_scratch_learns_intents_from_csv(intent_files, tmp_path):
     print(f"accuracy {report.accuracy:.3f}")
     assert report.accuracy > 0.6  # measured 0.98 after 60 steps; 10 intents, chance 0.1
     assert len(model.labels) == 10 and model.predict(["set an alarm for six"])[0][0] == "set_alarm"
+    probs = model.probabilities(texts[:5], batch_size=2)  # three batches, the last one short
+    assert probs.shape == (5, 10) and abs(probs.sum(1) - 1).max() < 1e-5
+    assert [model.labels[k] for k in probs.argmax(1)] == [lab for lab, _ in model.predict(texts[:5])]
 
 
 def test_lora_on_a_pretrained_lm_saves_only_its_weights(intent_files, tiny_lm_dir, tmp_path):
