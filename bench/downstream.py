@@ -473,15 +473,15 @@ def run_text(args) -> dict:
     clinc, clinc_words = (text_scores(clinc_split("train"), clinc_split("test"), cfg) for cfg in (IntentConfig(), words))
     print(f"  SNIPS text {snips['accuracy']:.2%} ({snips_words['accuracy']:.2%} with word n-grams); CLINC150 in-scope "
           f"{clinc['in_scope_accuracy']:.2%} ({clinc_words['in_scope_accuracy']:.2%}), out-of-scope recall {clinc['oos_recall']:.2%}")
-    mlm = {}
+    mlm, mlm_dir = {}, None
+    if args.mlm_steps or args.clinc_mlm_steps:  # one masked LM for both sets, from both sets' training text
+        mlm_dir = pretrain_mlm([t for t, _ in snips_split("train") + clinc_split("train")], args.mlm_pretrain_steps, args.mlm_pretrain_lr)
     if args.mlm_steps:
         snips_train, snips_test = snips_split("train"), snips_split("test")
-        mlm_dir = pretrain_mlm([t for t, _ in snips_train + clinc_split("train")], args.mlm_pretrain_steps, args.mlm_pretrain_lr)
         mlm["snips_pretrained"] = lm_classifier("text_snips_mlm_pretrained", snips_train, snips_test, mlm_dir, args.mlm_steps)
         mlm["snips_scratch"] = lm_classifier("text_snips_mlm_scratch", snips_train, snips_test, None, args.mlm_steps)
     if args.clinc_mlm_steps:
         train, val, test = clinc_split("train"), clinc_split("val"), clinc_split("test")
-        mlm_dir = pretrain_mlm([t for t, _ in snips_split("train") + train], args.mlm_pretrain_steps, args.mlm_pretrain_lr)
         mlm["clinc_pretrained"] = lm_classifier("text_clinc_mlm_pretrained", train, test, mlm_dir, args.clinc_mlm_steps)
         mlm["clinc_scratch"] = lm_classifier("text_clinc_mlm_scratch", train, test, None, args.clinc_mlm_steps)
         mlm["clinc_ensemble"] = text_ensemble(train, val, test, words, WORK / "text_clinc_mlm_pretrained")
