@@ -150,6 +150,8 @@ class IntentClassifier:
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         """``(N, len(self.labels))`` class probabilities of ``texts``."""
+        if not len(texts):  # the vectorizers cannot transform an empty batch
+            return np.zeros((0, len(self.labels)), np.float32)
         logits = np.asarray(self.features(texts) @ self.coef.T) + self.intercept
         probs = np.exp(logits - logits.max(1, keepdims=True))
         return probs / probs.sum(1, keepdims=True)

@@ -21,6 +21,9 @@ def test_word_bigrams_see_what_characters_inside_words_cannot():
     # the same bag of character n-grams: the characters-only model cannot tell the two apart
     a, b = chars_only.predict(pairs)
     assert a.scores == pytest.approx(b.scores)
+    probs = with_words.probabilities(pairs)
+    assert probs.shape == (2, 2) and probs.argmax(1).tolist() == [0, 1] and np.allclose(probs.sum(1), 1)
+    assert with_words.probabilities([]).shape == (0, 2) and with_words.predict([]) == []  # an empty batch
 
 
 def test_save_load_round_trip_and_models_saved_before_word_ngrams(tmp_path):
