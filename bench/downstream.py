@@ -529,8 +529,9 @@ def text_ensemble(train: list[tuple[str, str]], val: list[tuple[str, str]], test
         return intent_scores(classification_report(truth, preds, labels))
 
     on_val, on_test = both(val), both(test)
-    weight = max(ENSEMBLE_WEIGHTS, key=lambda w: scored(on_val, w)["accuracy"])  # ties: the smaller MLM weight
-    out = {**scored(on_test, weight), "mlm_weight": weight, "val_accuracy": scored(on_val, weight)["accuracy"], "train": len(train), "test": len(test)}
+    val_accuracy = {w: scored(on_val, w)["accuracy"] for w in ENSEMBLE_WEIGHTS}
+    weight = max(ENSEMBLE_WEIGHTS, key=val_accuracy.get)  # ties: the smaller MLM weight
+    out = {**scored(on_test, weight), "mlm_weight": weight, "val_accuracy": val_accuracy[weight], "train": len(train), "test": len(test)}
     print(f"  n-gram + MLM ensemble (MLM weight {weight} chosen on {len(val)} validation texts): accuracy {out['accuracy']:.2%}"
           + (f", in-scope {out['in_scope_accuracy']:.2%}" if "in_scope_accuracy" in out else ""))
     if "oos" in labels:

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from speechlm.data.audio import load_audio
 from speechlm.data.augment import AugmentConfig, augment
 from speechlm.data.manifest import Utterance
+from speechlm.data.text import pad_tokens
 from speechlm.data.tokenizer import Tokenizer
 from speechlm.features import SAMPLE_RATE
 
@@ -121,17 +122,8 @@ class SpeechDataset:
 
     def collate(self, indices: Sequence[int]) -> Batch:
         audio, audio_lens = pad_audio([self.audio(i) for i in indices])
-        tokens = [self.tokens(i) for i in indices]
-        tok = torch.zeros(len(indices), max(1, max(len(t) for t in tokens)), dtype=torch.long)
-        for b, t in enumerate(tokens):
-            tok[b, : len(t)] = torch.tensor(t, dtype=torch.long)
-        return Batch(
-            audio,
-            audio_lens,
-            tok,
-            torch.tensor([len(t) for t in tokens]),
-            list(indices),
-        )
+        tokens, token_lens = pad_tokens([self.tokens(i) for i in indices])
+        return Batch(audio, audio_lens, tokens, token_lens, list(indices))
 
 
 def pad_audio(audios: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

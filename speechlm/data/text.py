@@ -18,6 +18,15 @@ from speechlm.data.tokenizer import normalize_text
 from speechlm.errors import SpeechLMError
 
 
+def pad_tokens(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id sequences -> ``(B, L)`` ids zero-padded on the right (``L >= 1``) and ``(B,)`` lengths."""
+    lens = torch.tensor([len(s) for s in seqs])
+    tokens = torch.zeros(len(seqs), max(1, int(lens.max())), dtype=torch.long)
+    for b, s in enumerate(seqs):
+        tokens[b, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+    return tokens, lens
+
+
 class TextError(SpeechLMError):
     """A text file cannot be used: unreadable, not UTF-8, binary, or empty."""
 
@@ -98,7 +107,4 @@ class TextDataset:
 
     def collate(self, indices: Sequence[int]) -> TextBatch:
         seqs = [self.stream[i * self.seq_len : (i + 1) * self.seq_len] for i in indices]
-        tokens = torch.zeros(len(seqs), max(len(s) for s in seqs), dtype=torch.long)
-        for b, s in enumerate(seqs):
-            tokens[b, : len(s)] = torch.from_numpy(s)
-        return TextBatch(tokens, torch.tensor([len(s) for s in seqs]))
+        return TextBatch(*pad_tokens(seqs))

@@ -23,7 +23,7 @@ import torch
 from speechlm.config import FinetuneConfig, JointPretrainConfig, format_config, save_config
 from speechlm.data.batching import Batch, SpeechDataset
 from speechlm.data.manifest import filter_utterances, read_manifest
-from speechlm.data.text import TextBatch
+from speechlm.data.text import TextBatch, pad_tokens
 from speechlm.data.tokenizer import CharTokenizer
 from speechlm.errors import SpeechLMError
 from speechlm.models.asr import count_parameters
@@ -113,11 +113,7 @@ class JointDataset:
             pick[source].append(i)
         text = None
         if pick["text"]:
-            seqs = [self.texts[i] for i in pick["text"]]
-            tokens = torch.zeros(len(seqs), max(len(s) for s in seqs), dtype=torch.long)
-            for b, s in enumerate(seqs):
-                tokens[b, : len(s)] = torch.tensor(s)
-            text = TextBatch(tokens, torch.tensor([len(s) for s in seqs]))
+            text = TextBatch(*pad_tokens([self.texts[i] for i in pick["text"]]))
         return JointBatch(
             self.speech.collate(pick["speech"]),
             self.paired.collate(pick["paired"]) if pick["paired"] else None,

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from speechlm.config import TextClassifyConfig, format_config, from_dict, save_config
+from speechlm.data.text import pad_tokens
 from speechlm.data.tokenizer import load_tokenizer, train_tokenizer
 from speechlm.errors import CheckpointError, ManifestError, SpeechLMError
 from speechlm.intent import read_labeled_text
@@ -63,11 +64,7 @@ class LabeledTextDataset:
         return [order[i : i + cfg.max_batch_size].tolist() for i in range(0, len(order), cfg.max_batch_size)]
 
     def collate(self, indices: Sequence[int]) -> LabeledTextBatch:
-        seqs = [self.sequences[i] for i in indices]
-        tokens = torch.zeros(len(seqs), max(len(s) for s in seqs), dtype=torch.long)
-        for b, s in enumerate(seqs):
-            tokens[b, : len(s)] = torch.tensor(s)
-        return LabeledTextBatch(tokens, torch.tensor([len(s) for s in seqs]), torch.tensor([self.labels[i] for i in indices]))
+        return LabeledTextBatch(*pad_tokens([self.sequences[i] for i in indices]), torch.tensor([self.labels[i] for i in indices]))
 
 
 def encode_texts(texts: Sequence[str], tokenizer, special, context: int) -> list[list[int]]:
@@ -172,9 +169,8 @@ class TextClassifierModel:
         seqs = encode_texts(texts, self.tokenizer, self.special, self.cfg.lm.context)
         out = []
         for i in range(0, len(seqs), batch_size):
-            chunk = seqs[i : i + batch_size]
-            batch = LabeledTextDataset(chunk, [0] * len(chunk)).collate(range(len(chunk)))  # labels unused
-            out.append(self.model(batch.tokens, batch.lens).logits.float().softmax(-1).numpy())
+            tokens, lens = pad_tokens(seqs[i : i + batch_size])
+            out.append(self.model(tokens, lens).logits.float().softmax(-1).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
 
     def predict(self, texts: Sequence[str], batch_size: int = 128) -> list[tuple[str, float]]:
