@@ -260,6 +260,34 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(json.dumps({"audio_filepath": f, "label": label, "confidence": round(conf, 4)}) if args.json else f"{f}\t{label}\t{conf:.3f}")
 
 
+def cmd_pseudo_label(args: argparse.Namespace) -> None:
+    from collections import Counter
+
+    from speechlm.data.manifest import read_manifest, write_manifest
+    from speechlm.train.classify import load_classifier, pseudo_label
+
+    if Path(args.out).resolve() == Path(args.manifest).resolve():
+        raise SpeechLMError(f"{args.out}: the output would overwrite the input manifest; write the pseudo-labels to another file")
+    if not 0.0 <= args.min_confidence <= 1.0:
+        raise SpeechLMError(f"--min-confidence must be between 0 and 1, got {args.min_confidence}")
+    if args.per_label is not None and args.per_label < 1:
+        raise SpeechLMError(f"--per-label must be at least 1, got {args.per_label}")
+    if _is_text_classifier(Path(args.model_dir)):
+        raise SpeechLMError(f"{args.model_dir} is a text classifier; pseudo-label takes a speech classifier (speechlm finetune --task classify)")
+    utts = read_manifest(args.manifest)
+    kept = pseudo_label(load_classifier(args.model_dir, args.ensemble), utts, args.min_confidence, args.per_label)
+    write_manifest(args.out, kept)
+    counts = Counter(u.label for u in kept)
+    print(f"kept {len(kept)} of {len(utts)} clips (probability >= {args.min_confidence}"
+          + (f", at most {args.per_label} per label" if args.per_label else "") + f") -> {args.out}")
+    print("  " + "  ".join(f"{label}: {n}" for label, n in sorted(counts.items())))
+    truth = {u.audio_filepath: u.label for u in utts if u.label}
+    checked = [u for u in kept if u.audio_filepath in truth]
+    if checked:  # the manifest had labels: how many of the pseudo-labels agree with them
+        agree = sum(truth[u.audio_filepath] == u.label for u in checked)
+        print(f"  agree with the manifest's own labels: {agree} of {len(checked)} ({agree / len(checked):.1%})")
+
+
 def cmd_merge_adapter(args: argparse.Namespace) -> None:
     from speechlm.train.classify import checkpoint_bytes, merge_adapter_dir
 
@@ -669,6 +697,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="one JSON object per line")
     s.add_argument("--ensemble", nargs="+", default=[], metavar="DIR", help=ENSEMBLE_HELP)
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("pseudo-label", help="label unlabeled audio with a speech classifier's confident predictions (self-training)",
+                       formatter_class=DEFAULTS)
+    s.add_argument("model_dir", help="speech classifier directory (or its run directory)")
+    s.add_argument("manifest", help="JSON Lines manifest of the audio to label (labels, if any, are replaced)")
+    s.add_argument("out", help="write the confidently labeled clips here (a manifest to add to a training list)")
+    s.add_argument("--min-confidence", type=float, default=0.9, help="keep a clip when its predicted label's probability is at least this")
+    s.add_argument("--per-label", type=int, default=None, help="keep at most this many clips per predicted label, the most confident first")
+    s.add_argument("--ensemble", nargs="+", default=[], metavar="DIR", help=ENSEMBLE_HELP)
+    s.set_defaults(func=cmd_pseudo_label)
 
     s = sub.add_parser("merge-adapter", help="fold a LoRA/adapter classifier into a standalone model directory", formatter_class=DEFAULTS)
     s.add_argument("model_dir", help="adapter-only classifier directory")

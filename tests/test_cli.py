@@ -252,6 +252,18 @@ def test_classify_finetune_predict_evaluate_and_merge(pitch_corpus, tmp_path):
     r = run_cli("predict", str(run), utts[1].audio_filepath, "--ensemble", str(tmp_path / "nothing"))
     assert r.returncode != 0 and "nothing" in r.stderr and "Traceback" not in r.stderr
 
+    out = tmp_path / "pseudo.jsonl"
+    r = run_cli("pseudo-label", str(run), str(manifest), str(out), "--min-confidence", "0.5", "--per-label", "5")
+    assert r.returncode == 0 and "agree with the manifest's own labels" in r.stdout, r.stderr
+    kept = [json.loads(line) for line in out.read_text().splitlines()]
+    assert 0 < len(kept) <= 15 and all(row["label"] in ("high", "low", "mid") for row in kept)
+    assert f"kept {len(kept)} of 36 clips" in r.stdout
+    r = run_cli("pseudo-label", str(run), str(manifest), str(manifest))
+    assert r.returncode == 2 and "overwrite the input manifest" in r.stderr and "Traceback" not in r.stderr
+    assert len(manifest.read_text().splitlines()) == 36  # the input is untouched
+    r = run_cli("pseudo-label", str(run), str(manifest), str(out), "--min-confidence", "2")
+    assert r.returncode == 2 and "--min-confidence" in r.stderr
+
     unlabeled = tmp_path / "plain.jsonl"
     unlabeled.write_text(json.dumps({"audio_filepath": utts[0].audio_filepath, "duration": utts[0].duration, "text": "x"}) + "\n")
     r = run_cli("finetune", str(tmp_path / "bad"), "--task", "classify", "--train-manifest", str(unlabeled))

@@ -8,6 +8,7 @@ A model directory holds ``config.json``, ``labels.json`` and either the full wei
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -287,6 +288,32 @@ def evaluate_classifier(clf: Classifier, utts: Sequence[Utterance]) -> tuple[Cla
     seconds = time.perf_counter() - start
     rows = [{"audio_filepath": u.audio_filepath, "speaker": u.speaker, "label": u.label, "predicted": p, "confidence": c} for u, (p, c) in zip(utts, preds)]
     return classification_report([u.label for u in utts], [p for p, _ in preds], clf.labels), rows, seconds
+
+
+def pseudo_label(clf: Classifier, utts: Sequence[Utterance], min_confidence: float = 0.9, per_label: int | None = None) -> list[Utterance]:
+    """Self-training data from unlabeled audio: ``utts`` labeled with ``clf``'s predictions, keeping a clip only
+    when its predicted label's probability is at least ``min_confidence``. With ``per_label``, at most that many
+    clips of each predicted label, the most confident first, so a label the model over-predicts (a confusion it
+    makes on a new speaker or channel) cannot flood the training set. Kept clips come back in input order, with
+    ``label`` set (an existing label is replaced: it is the prediction, not the truth, that goes into training)."""
+    from speechlm.data.audio import load_audio
+
+    if not 0.0 <= min_confidence <= 1.0:
+        raise ValueError(f"min_confidence must be between 0 and 1, got {min_confidence}")
+    if per_label is not None and per_label < 1:
+        raise ValueError(f"per_label must be at least 1, got {per_label}")
+    if not utts:
+        return []
+    preds = clf.predict([load_audio(u.audio_filepath) for u in utts])
+    confident = sorted((i for i, (_, conf) in enumerate(preds) if conf >= min_confidence), key=lambda i: -preds[i][1])
+    taken: dict[str, int] = {}
+    keep = []
+    for i in confident:
+        label = preds[i][0]
+        if per_label is None or taken.get(label, 0) < per_label:
+            taken[label] = taken.get(label, 0) + 1
+            keep.append(i)
+    return [dataclasses.replace(utts[i], label=preds[i][0]) for i in sorted(keep)]
 
 
 def plot_confusion(report: ClassificationReport, path: str | Path, title: str = "") -> None:

@@ -15,7 +15,7 @@ from speechlm.errors import CheckpointError, ManifestError, SpeechLMError
 from speechlm.features import FeatureConfig, SpecAugmentConfig
 from speechlm.models.classifier import HeadConfig, SpeechClassifier
 from speechlm.models.encoders import EncoderConfig
-from speechlm.train.classify import ADAPTER_FILE, Classifier, ClassifierEnsemble, checkpoint_bytes, evaluate_classifier, merge_adapter_dir, train_classifier
+from speechlm.train.classify import ADAPTER_FILE, Classifier, ClassifierEnsemble, checkpoint_bytes, evaluate_classifier, merge_adapter_dir, pseudo_label, train_classifier
 from speechlm.train.checkpoint import MODEL_FILE
 
 from conftest import PITCH, SHARED_DATA
@@ -135,6 +135,33 @@ def test_an_ensemble_averages_its_members_by_label_name(trained, pitch_corpus, t
     b.labels = ["high", "loud", "mid"]
     with pytest.raises(CheckpointError, match=r"b: its labels differ from a's \(only here: \['loud'\], missing: \['low'\]"):
         ClassifierEnsemble([a, b], ["a", "b"])
+
+
+def test_pseudo_labels_keep_confident_predictions_capped_per_label(trained, pitch_corpus):
+    _, utts = pitch_corpus
+    run, _ = trained
+    clf = Classifier.load(run)
+    from speechlm.data.audio import load_audio
+
+    probs = clf.probabilities([load_audio(u.audio_filepath) for u in utts])
+    predicted, conf = [clf.labels[i] for i in probs.argmax(1)], probs.max(1)
+    everything = pseudo_label(clf, utts, min_confidence=0.0)
+    assert [u.audio_filepath for u in everything] == [u.audio_filepath for u in utts]  # input order, nothing dropped
+    assert [u.label for u in everything] == predicted  # the prediction replaces the manifest's label
+    assert np.mean([u.label == t.label for u, t in zip(everything, utts)]) >= 0.7  # the trained model is mostly right
+    cut = float(np.median(conf))
+    confident = pseudo_label(clf, utts, min_confidence=cut)
+    assert {u.audio_filepath for u in confident} == {u.audio_filepath for u, c in zip(utts, conf) if c >= cut}
+    capped = pseudo_label(clf, utts, min_confidence=0.0, per_label=2)
+    for label in set(predicted):
+        mine = sorted((c for p, c in zip(predicted, conf) if p == label), reverse=True)
+        kept = sorted((c for u, p, c in zip(utts, predicted, conf) if p == label and u.audio_filepath in {k.audio_filepath for k in capped}), reverse=True)
+        assert kept == mine[:2]  # the two most confident of each predicted label
+    assert pseudo_label(clf, [], 0.5) == []
+    with pytest.raises(ValueError, match="min_confidence"):
+        pseudo_label(clf, utts, min_confidence=1.5)
+    with pytest.raises(ValueError, match="per_label"):
+        pseudo_label(clf, utts, per_label=0)
 
 
 def test_corpus_normalization_is_measured_on_the_training_clips_and_saved(pitch_corpus, tmp_path):
