@@ -43,7 +43,7 @@ from speechlm.config import ClassifyConfig, from_dict, load_config  # noqa: E402
 from speechlm.data.audio import audio_duration, load_audio, write_audio  # noqa: E402
 from speechlm.data.augment import band_limit  # noqa: E402
 from speechlm.data.manifest import Utterance, read_manifest, write_manifest  # noqa: E402
-from speechlm.intent import IntentClassifier, IntentConfig  # noqa: E402
+from speechlm.intent import IntentClassifier, IntentConfig, decide  # noqa: E402
 from speechlm.metrics import classification_report  # noqa: E402
 from speechlm.train.checkpoint import read_config_json  # noqa: E402
 from speechlm.train.classify import Classifier, ClassifierEnsemble, checkpoint_bytes, evaluate_classifier, plot_confusion, pseudo_label, train_classifier  # noqa: E402
@@ -569,7 +569,7 @@ def text_ensemble(train: list[tuple[str, str]], val: list[tuple[str, str]], test
     def scored(split, weight: float, threshold: float = 0.0) -> dict:
         truth, p_ngram, p_lm = split
         p = weight * p_lm + (1 - weight) * p_ngram
-        preds = [labels[k] if p[n, k] >= threshold else "oos" for n, k in enumerate(p.argmax(1))]
+        preds = decide(p, labels, threshold, "oos")
         return intent_scores(classification_report(truth, preds, labels))
 
     on_val, on_test = both(val), both(test)

@@ -490,7 +490,11 @@ def cmd_intent_train(args: argparse.Namespace) -> None:
         train, _ = sentences.split(sentences.generate(args.builtin, seed=args.seed))
         texts, labels = [s.text for s in train], [s.intent for s in train]
     start = time.perf_counter()
-    clf = IntentClassifier.train(texts, labels, IntentConfig(c=args.c, word_ngram_max=args.word_ngrams))
+    try:
+        cfg = IntentConfig(c=args.c, word_ngram_max=args.word_ngrams, reject_below=args.reject_below, reject_label=args.reject_label)
+    except ValueError as e:
+        raise SpeechLMError(str(e).replace("intent reject_below", "--reject-below").replace("intent reject_label", "--reject-label")) from None
+    clf = IntentClassifier.train(texts, labels, cfg)
     summary = {"examples": len(texts), "train_seconds": round(time.perf_counter() - start, 2)}
     if args.valid:
         vt, vl = read_labeled_text(args.valid)
@@ -503,8 +507,10 @@ def cmd_intent_train(args: argparse.Namespace) -> None:
 def cmd_intent_predict(args: argparse.Namespace) -> None:
     from speechlm.intent import IntentClassifier
 
+    if args.reject_below is not None and not 0.0 <= args.reject_below < 1.0:
+        raise SpeechLMError(f"--reject-below must be in [0, 1), got {args.reject_below}")
     clf = IntentClassifier.load(args.model_dir)
-    for text, pred in zip(args.texts, clf.predict(args.texts)):
+    for text, pred in zip(args.texts, clf.predict(args.texts, args.reject_below)):
         print(json.dumps({"text": text, "intent": pred.intent, "confidence": round(pred.confidence, 4)}))
 
 
@@ -723,10 +729,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--c", type=float, default=10.0, help="inverse regularization strength")
     s.add_argument("--word-ngrams", type=int, default=0, choices=range(6), metavar="N", help="also word n-grams up to this length (helps on clean text, hurts on noisy transcripts)")
     s.add_argument("--seed", type=int, default=0, help="built-in sentence draw")
+    s.add_argument("--reject-below", type=float, default=0.0, help="answer --reject-label when the best intent's probability is below this (0 = never); saved with the model")
+    s.add_argument("--reject-label", default="oos", help="the out-of-scope answer")
     s.set_defaults(func=cmd_intent_train)
     s = kinds.add_parser("predict", help="print the intent of each text", formatter_class=DEFAULTS)
     s.add_argument("model_dir", help="intent model directory")
     s.add_argument("texts", nargs="+", help="texts to classify")
+    s.add_argument("--reject-below", type=float, default=None, help="override the model's out-of-scope threshold (0 = never reject)")
     s.set_defaults(func=cmd_intent_predict)
 
     s = sub.add_parser("serve", help="HTTP server and web page: transcribe, intent, generate, synthesize, assistant", formatter_class=DEFAULTS)

@@ -46,12 +46,20 @@ class IntentConfig:
     num_features: int = 2**16  # hashed buckets per analyzer; the weights are (classes, dim) floats
     c: float = 10.0  # inverse L2 regularization strength of the logistic regression
     max_iter: int = 500  # solver iterations
+    # answer reject_label instead of the best intent when that intent's probability is below reject_below (0 = never):
+    # out-of-scope rejection for a set with no "other" class, or a stricter one for a set with one (CLINC150's "oos")
+    reject_below: float = 0.0
+    reject_label: str = "oos"
 
     def __post_init__(self):
         if not 1 <= self.ngram_min <= self.ngram_max:
             raise ValueError(f"intent n-gram range must satisfy 1 <= ngram_min <= ngram_max, got {self.ngram_min}-{self.ngram_max}")
         if self.word_ngram_max < 0:
             raise ValueError(f"intent word_ngram_max must be >= 0, got {self.word_ngram_max}")
+        if not 0.0 <= self.reject_below < 1.0:
+            raise ValueError(f"intent reject_below must be in [0, 1), got {self.reject_below}")
+        if not self.reject_label.strip():
+            raise ValueError("intent reject_label must be a non-empty label")
 
     @property
     def dim(self) -> int:
@@ -116,6 +124,13 @@ def _labeled_rows(path: Path, content: str):
         yield f"{path}:{n}", row.get("text"), row.get("label", row.get("intent"))
 
 
+def decide(probs: np.ndarray, labels: Sequence[str], reject_below: float = 0.0, reject_label: str = "oos") -> list[str]:
+    """Each row's most probable label of ``(N, len(labels))`` ``probs``, or ``reject_label`` where that label's
+    probability is below ``reject_below``: the classifier's answer with out-of-scope rejection."""
+    best = probs.argmax(1)
+    return [labels[k] if probs[n, k] >= reject_below else reject_label for n, k in enumerate(best)]
+
+
 class IntentClassifier:
     def __init__(self, cfg: IntentConfig, labels: Sequence[str], coef: np.ndarray, intercept: np.ndarray):
         self.cfg = cfg
@@ -156,12 +171,13 @@ class IntentClassifier:
         probs = np.exp(logits - logits.max(1, keepdims=True))
         return probs / probs.sum(1, keepdims=True)
 
-    def predict(self, texts: Sequence[str]) -> list[IntentPrediction]:
-        out = []
-        for p in self.probabilities(texts):
-            best = int(p.argmax())
-            out.append(IntentPrediction(self.labels[best], float(p[best]), {lab: float(v) for lab, v in zip(self.labels, p)}))
-        return out
+    def predict(self, texts: Sequence[str], reject_below: float | None = None) -> list[IntentPrediction]:
+        """The best intent of each text, or ``cfg.reject_label`` where its probability is below ``reject_below``
+        (default: the model's ``cfg.reject_below``); ``confidence`` is the best intent's probability either way."""
+        probs = self.probabilities(texts)
+        threshold = self.cfg.reject_below if reject_below is None else reject_below
+        names = decide(probs, self.labels, threshold, self.cfg.reject_label)
+        return [IntentPrediction(name, float(p.max()), {lab: float(v) for lab, v in zip(self.labels, p)}) for name, p in zip(names, probs)]
 
     def save(self, target: str | Path, summary: dict | None = None) -> Path:
         def write(d: Path) -> None:

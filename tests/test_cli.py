@@ -168,6 +168,10 @@ def test_intent_train_predict_and_bad_rows(tmp_path):
     assert "2 intents from 12 examples" in r.stdout and "held-out accuracy 100.00%" in r.stdout
     r = run_cli("intent", "predict", str(tmp_path / "intent"), "set the alarm", "is it raining")
     assert [json.loads(line)["intent"] for line in r.stdout.splitlines()] == ["alarm", "weather"]
+    r = run_cli("intent", "predict", str(tmp_path / "intent"), "set the alarm", "--reject-below", "0.99")
+    assert json.loads(r.stdout)["intent"] == "oos" and json.loads(r.stdout)["confidence"] < 0.99
+    r = run_cli("intent", "train", str(tmp_path / "y"), "--data", str(data), "--reject-below", "1.5")
+    assert r.returncode == 2 and "--reject-below must be in [0, 1)" in r.stderr and "Traceback" not in r.stderr
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "hello", "label": "greet"}\n{"text": "bye"}\n')
     r = run_cli("intent", "train", str(tmp_path / "x"), "--data", str(bad))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from speechlm.errors import CheckpointError
-from speechlm.intent import IntentClassifier, IntentConfig
+from speechlm.intent import IntentClassifier, IntentConfig, decide
 
 # the two intents share every word; only the word order tells them apart, which character
 # n-grams inside word boundaries cannot see and word bigrams can
@@ -44,3 +44,23 @@ def test_save_load_round_trip_and_models_saved_before_word_ngrams(tmp_path):
     (d / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="do not match"):
         IntentClassifier.load(d)
+
+
+def test_out_of_scope_rejection_below_a_probability_threshold(tmp_path):
+    probs = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25], [0.1, 0.1, 0.8]])
+    assert decide(probs, ["a", "b", "c"]) == ["a", "a", "c"]
+    assert decide(probs, ["a", "b", "c"], reject_below=0.5, reject_label="none") == ["a", "none", "c"]
+
+    texts = ["set an alarm for six", "wake me at seven", "what's the weather in paris", "will it rain tomorrow"] * 3
+    labels = ["alarm", "alarm", "weather", "weather"] * 3
+    clf = IntentClassifier.train(texts, labels, IntentConfig(reject_below=0.9))
+    queries = ["set an alarm for six", "order a pizza with olives"]
+    plain = clf.predict(queries, reject_below=0.0)
+    assert plain[0].intent == "alarm" and plain[1].intent in ("alarm", "weather")
+    assert plain[1].confidence < 0.9 < plain[0].confidence  # an unrelated request is an unsure one
+    saved = IntentClassifier.load(clf.save(tmp_path / "m"))
+    rejected = saved.predict(queries)  # the saved threshold applies by default
+    assert [p.intent for p in rejected] == ["alarm", "oos"] and rejected[1].confidence == pytest.approx(plain[1].confidence)
+    assert [p.intent for p in saved.predict(queries, reject_below=0.0)] == [p.intent for p in plain]
+    with pytest.raises(ValueError, match="reject_below"):
+        IntentConfig(reject_below=1.0)
