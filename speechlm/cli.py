@@ -276,6 +276,9 @@ def cmd_pseudo_label(args: argparse.Namespace) -> None:
         raise SpeechLMError(f"{args.model_dir} is a text classifier; pseudo-label takes a speech classifier (speechlm finetune --task classify)")
     utts = read_manifest(args.manifest)
     kept = pseudo_label(load_classifier(args.model_dir, args.ensemble), utts, args.min_confidence, args.per_label)
+    if not kept:
+        raise SpeechLMError(f"no clip of {args.manifest} reached probability {args.min_confidence}; nothing written to {args.out} "
+                            "(lower --min-confidence, or the model does not know this audio)")
     write_manifest(args.out, kept)
     counts = Counter(u.label for u in kept)
     print(f"kept {len(kept)} of {len(utts)} clips (probability >= {args.min_confidence}"

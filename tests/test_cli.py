@@ -267,6 +267,8 @@ def test_classify_finetune_predict_evaluate_and_merge(pitch_corpus, tmp_path):
     assert len(manifest.read_text().splitlines()) == 36  # the input is untouched
     r = run_cli("pseudo-label", str(run), str(manifest), str(out), "--min-confidence", "2")
     assert r.returncode == 2 and "--min-confidence" in r.stderr
+    r = run_cli("pseudo-label", str(run), str(manifest), str(tmp_path / "none.jsonl"), "--min-confidence", "1")  # 30 steps: never that sure
+    assert r.returncode == 2 and "nothing written" in r.stderr and not (tmp_path / "none.jsonl").exists()
 
     unlabeled = tmp_path / "plain.jsonl"
     unlabeled.write_text(json.dumps({"audio_filepath": utts[0].audio_filepath, "duration": utts[0].duration, "text": "x"}) + "\n")
