@@ -898,13 +898,14 @@ def write(sections: dict) -> None:
         rounds = st["rounds"]
         by_round = ", ".join(f"round {n} **{r['loso_mean']:.2%}**" for n, r in enumerate(rounds, 1))
         parts += ["## FSDD leave one speaker out, self-trained on the new speaker's unlabeled clips", f"Command: `{st.get('command', '-')}`",
-                  f"Each fold's `{st['variant']}` model (the synth-voices section's run) labels half of the held-out speaker's clips "
+                  f"Each fold's `{st['variant']}` model (the synth-voices section's run of that name, trained again when this run does not find it; 'before' is its accuracy here) labels half of the held-out speaker's clips "
                   f"(`speechlm pseudo-label --min-confidence {st['min_confidence']} --per-label 25`: probability >= {st['min_confidence']}, at most "
                   f"25 clips per predicted digit); those clips, listed {st['repeats']} times, join the fold's training list, and a model trained "
-                  "from scratch on it is tested on the speaker's other half; then the halves swap. In each further round the model "
-                  "just trained labels the same half again. No clip is scored by a model that heard it, labeled or not, and no "
-                  "label of the held-out speaker is used. Threshold, cap and repeats were fixed before any fold ran; the second "
-                  "round was added after the first fold's first round had been scored.",
+                  "from scratch on it is tested on the speaker's other half; then the halves swap. "
+                  + ("In each further round the model just trained labels the same half again. " if len(rounds) > 1 else
+                     f"One round of pseudo-labeling (`--self-train-rounds {len(rounds)}`). ")
+                  + "No clip is scored by a model that heard it, labeled or not, and no label of the held-out speaker is used. "
+                  "Threshold, cap and repeats were fixed before any fold ran.",
                   f"Mean over the 6 folds: {by_round}, against {st['loso_mean_base']:.2%} for the same folds' models before (target ≥ 95 %).",
                   markdown_table(["held-out speaker", "before", *(f"round {n}" for n in range(1, len(rounds) + 1)),
                                   *(f"round {n} pseudo-labels kept" for n in range(1, len(rounds) + 1))],
