@@ -8,7 +8,7 @@ Usage:
     .venv/bin/python bench/downstream.py --only fsdd sc               # some sections; the others keep their last results
     .venv/bin/python bench/downstream.py --only front-ends            # FSDD LOSO from scratch, log-mel vs 13 MFCCs (about 80 min)
     .venv/bin/python bench/downstream.py --only synth-voices          # FSDD with synthesized voices (about 65 min, + 10 min per --synth-baseline-folds, + 40 min official split)
-    .venv/bin/python bench/downstream.py --only self-train            # FSDD LOSO self-trained on the new speaker's unlabeled clips (about 110 min)
+    .venv/bin/python bench/downstream.py --only self-train            # FSDD LOSO self-trained on the new speaker's unlabeled clips (about 90 min: 30 models of 3 min)
     .venv/bin/python bench/downstream.py --init runs/ssl/model        # another pretrained encoder
 
 The pretrained encoder (default: the one `bench/label_efficiency.py` pretrains, BEST-RQ on
