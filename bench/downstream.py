@@ -905,7 +905,8 @@ def write(sections: dict) -> None:
                   + ("In each further round the model just trained labels the same half again. " if len(rounds) > 1 else
                      f"One round of pseudo-labeling (`--self-train-rounds {len(rounds)}`). ")
                   + "No clip is scored by a model that heard it, labeled or not, and no label of the held-out speaker is used. "
-                  "Threshold, cap and repeats were fixed before any fold ran.",
+                  "Threshold, cap and repeats were fixed before any fold ran"
+                  + ("; the second round was added after the first fold's first round had been scored." if len(rounds) > 1 else "."),
                   f"Mean over the 6 folds: {by_round}, against {st['loso_mean_base']:.2%} for the same folds' models before (target ≥ 95 %).",
                   markdown_table(["held-out speaker", "before", *(f"round {n}" for n in range(1, len(rounds) + 1)),
                                   *(f"round {n} pseudo-labels kept" for n in range(1, len(rounds) + 1))],
