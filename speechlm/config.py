@@ -49,6 +49,18 @@ class DataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ClassifyDataConfig(DataConfig):
+    # strip each clip's leading and trailing audio quieter than this many dB below its loudest frame, in training
+    # and in every prediction (0 = keep the clips as they are). One-word clips framed with more or less silence
+    # than the training clips otherwise look like other words: mean/variance normalization averages over the silence
+    trim_db: float = 0.0
+
+    def __post_init__(self):
+        if self.trim_db < 0:
+            raise ValueError(f"data.trim_db must be >= 0 (0 = no trimming), got {self.trim_db}")
+
+
+@dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
     init: str = ""  # pretrained model directory whose encoder initializes this model ("" = from scratch)
     labeled_fraction: float = 1.0  # train on this fraction of the labeled utterances (a deterministic subset)
@@ -86,7 +98,7 @@ class ClassifyConfig:
     """An utterance classifier (keywords, digits, spoken intent): encoder + pooling head, labels from
     the manifest's ``label`` field."""
 
-    data: DataConfig = DataConfig(min_duration=0.05)
+    data: ClassifyDataConfig = ClassifyDataConfig(min_duration=0.05)
     features: FeatureConfig = FeatureConfig()
     spec_augment: SpecAugmentConfig = SpecAugmentConfig()
     augment: AugmentConfig = AugmentConfig()

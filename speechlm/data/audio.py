@@ -77,10 +77,17 @@ def prepare_samples(
         raise AudioError(f"{name}: contains NaN or infinite samples")
     audio = resample(audio, sr, sample_rate)
     if trim_db is not None:
-        audio, _ = librosa.effects.trim(audio, top_db=trim_db, frame_length=512, hop_length=128)
+        audio = trim_silence(audio, trim_db)
         if audio.size == 0:
             raise AudioError(f"{name}: nothing left after trimming silence")
     return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def trim_silence(audio: np.ndarray, top_db: float) -> np.ndarray:
+    """``audio`` without its leading and trailing stretches quieter than ``top_db`` below its loudest
+    32 ms frame (empty for digital silence)."""
+    trimmed, _ = librosa.effects.trim(audio, top_db=top_db, frame_length=512, hop_length=128)
+    return trimmed
 
 
 def audio_duration(path: str | Path) -> float:

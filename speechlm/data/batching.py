@@ -59,15 +59,17 @@ class SpeechDataset:
         seed: int = 0,
         progress: bool = True,
         label_ids: Sequence[int] | None = None,
+        trim_db: float | None = None,
     ):
-        """label_ids: one class id per utterance; a batch then carries them as ``tokens[:, 0]``."""
+        """label_ids: one class id per utterance; a batch then carries them as ``tokens[:, 0]``.
+        trim_db: strip each clip's leading and trailing audio this many dB below its peak as it is read."""
         self.utts = list(utts)
         self.tokenizer = tokenizer
         self.augment_cfg = augment_cfg
         self.seed = seed
         self.epoch = 0
         self._audio = [
-            (load_audio(u.audio_filepath) * 32767).astype(np.int16)
+            (load_audio(u.audio_filepath, trim_db=trim_db) * 32767).astype(np.int16)
             for u in tqdm(self.utts, desc="load audio", unit="utt", disable=not progress, leave=False)
         ]
         if label_ids is not None:

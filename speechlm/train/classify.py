@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from speechlm.config import ClassifyConfig, format_config, from_dict, save_config
+from speechlm.data.audio import trim_silence
 from speechlm.data.batching import SpeechDataset, bucket_batches, pad_audio
 from speechlm.data.manifest import Utterance, filter_utterances, read_manifest
 from speechlm.decode.transcribe import MIN_SECONDS
@@ -112,7 +113,8 @@ def train_classifier(cfg: ClassifyConfig, run_dir: str | Path, resume: bool = Fa
         f"{len(labels)} classes, {len(utts)} utterances"
     )
     save_config(cfg, run_dir / CONFIG_FILE)
-    dataset = SpeechDataset(utts, None, cfg.augment, seed=cfg.train.seed, progress=progress, label_ids=[index[u.label] for u in utts])
+    dataset = SpeechDataset(utts, None, cfg.augment, seed=cfg.train.seed, progress=progress, label_ids=[index[u.label] for u in utts],
+                            trim_db=cfg.data.trim_db or None)
     short = [i for i, a in enumerate(dataset.durations) if a < MIN_SECONDS]
     if short:
         raise SpeechLMError(f"{len(short)} clips are shorter than {MIN_SECONDS} s (e.g. {utts[short[0]].audio_filepath}); raise data.min_duration")
@@ -231,7 +233,10 @@ class Classifier:
 
     @torch.inference_mode()
     def probabilities(self, audios: Sequence[np.ndarray], batch_seconds: float = 100.0) -> np.ndarray:
-        """``(N, C)`` class probabilities; clips shorter than :data:`MIN_SECONDS` are padded with silence."""
+        """``(N, C)`` class probabilities; with ``data.trim_db`` each clip is first trimmed as in training (one that would
+        lose everything is kept whole), then clips shorter than :data:`MIN_SECONDS` are padded with silence."""
+        if self.cfg.data.trim_db:
+            audios = [t if (t := trim_silence(a, self.cfg.data.trim_db)).size else a for a in audios]
         min_len = int(MIN_SECONDS * SAMPLE_RATE)
         audios = [a if a.size >= min_len else np.pad(a, (0, min_len - a.size)) for a in audios]
         out = np.zeros((len(audios), len(self.labels)), np.float32)

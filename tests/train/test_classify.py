@@ -189,6 +189,34 @@ def test_corpus_normalization_is_measured_on_the_training_clips_and_saved(pitch_
         load_config(ASRConfig, overrides=["features.normalize_over=corpus"])
 
 
+def test_trimmed_classifiers_train_and_predict_without_the_clips_silence(pitch_corpus, tmp_path):
+    import dataclasses
+
+    from speechlm.config import ConfigError
+    from speechlm.data.audio import load_audio, trim_silence, write_audio
+    from speechlm.data.batching import SpeechDataset
+
+    _, utts = pitch_corpus
+    padded = []  # the same tones framed by 0.5 s of silence on each side
+    for i, u in enumerate(utts):
+        write_audio(tmp_path / f"p{i}.wav", np.pad(load_audio(u.audio_filepath), 8000))
+        padded.append(dataclasses.replace(u, audio_filepath=str(tmp_path / f"p{i}.wav"), duration=u.duration + 1.0))
+    write_manifest(tmp_path / "padded.jsonl", padded)
+    dataset = SpeechDataset(padded[:4], trim_db=30, progress=False)
+    assert np.allclose(dataset.durations, [u.duration for u in utts[:4]], atol=0.05)  # what the model trains on
+    run = tmp_path / "trim"
+    train_classifier(tiny_cfg(tmp_path / "padded.jsonl", "data.trim_db=30", "train.max_steps=5"), run, progress=False)
+    clf = Classifier.load(run)
+    assert clf.cfg.data.trim_db == 30  # saved with the model: every prediction trims as training did
+    audio = load_audio(padded[0].audio_filepath)
+    assert np.allclose(clf.probabilities([audio]), clf.probabilities([trim_silence(audio, 30)]))
+    untrimmed = Classifier(dataclasses.replace(clf.cfg, data=dataclasses.replace(clf.cfg.data, trim_db=0.0)), clf.model, clf.labels)
+    assert not np.allclose(clf.probabilities([audio]), untrimmed.probabilities([audio]), atol=1e-4)
+    assert clf.predict([np.zeros(16000, np.float32)])[0][0] in PITCH  # digital silence is kept whole, not an error
+    with pytest.raises(ConfigError, match="data.trim_db must be >= 0"):
+        load_config(ClassifyConfig, overrides=["data.trim_db=-5"])
+
+
 def test_bad_labels_and_setups_are_clear_errors(pitch_corpus, tmp_path):
     manifest, utts = pitch_corpus
     unlabeled = tmp_path / "unlabeled.jsonl"
