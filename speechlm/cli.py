@@ -38,6 +38,8 @@ from speechlm.errors import SpeechLMError
 
 DEFAULTS = argparse.ArgumentDefaultsHelpFormatter
 ENSEMBLE_HELP = "speech classifiers of the same labels (other seeds or recipes) whose class probabilities are averaged with MODEL_DIR's"
+BALANCE_HELP = ("label the clips together, as a batch that holds every label about equally often (a new user reading each "
+                "word of a list): class probabilities rescaled so that each label gets an equal share of the batch")
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -202,6 +204,10 @@ def _no_ensemble(ensemble: Sequence[str], what: str) -> None:
         raise SpeechLMError(f"--ensemble averages speech classifiers; the model directory holds {what}")
 
 
+BALANCE_HELP = ("label the clips together as a batch that holds every label about equally often (a new user reading each word "
+                "of a list): class probabilities rescaled so that each label gets an equal share of the batch")
+
+
 def _is_text_classifier(model_dir: Path) -> bool:
     d = model_dir if (model_dir / "labels.json").is_file() else model_dir / "model"
     try:
@@ -210,11 +216,13 @@ def _is_text_classifier(model_dir: Path) -> bool:
         return False
 
 
-def _report_classifier(model_dir: Path, manifest: str, out: Path | None, ensemble: Sequence[str] = ()) -> None:
+def _report_classifier(model_dir: Path, manifest: str, out: Path | None, ensemble: Sequence[str] = (), balance: bool = False) -> None:
     from speechlm.train.classify import evaluate_classifier, load_classifier, plot_confusion, read_labeled
 
     if _is_text_classifier(model_dir):
         _no_ensemble(ensemble, "a text classifier")
+        if balance:
+            raise SpeechLMError("--balance applies to speech classifiers; the model directory holds a text classifier")
         from speechlm.intent import read_labeled_text
         from speechlm.train.text_classify import TextClassifierModel
 
@@ -224,7 +232,10 @@ def _report_classifier(model_dir: Path, manifest: str, out: Path | None, ensembl
         report = model.evaluate(texts, truth)
         rows = [{"text": t, "label": y, "predicted": p, "confidence": c} for t, y, (p, c) in zip(texts, truth, preds)]
     else:
-        report, rows, _ = evaluate_classifier(load_classifier(model_dir, ensemble), read_labeled(manifest))
+        try:
+            report, rows, _ = evaluate_classifier(load_classifier(model_dir, ensemble), read_labeled(manifest), balance)
+        except ValueError as e:  # --balance with fewer clips than labels
+            raise SpeechLMError(f"{manifest}: {e}") from None
     s = report.summary()
     print(f"accuracy {s['accuracy']:.2%}  macro P/R/F1 {s['macro_precision']:.3f}/{s['macro_recall']:.3f}/{s['macro_f1']:.3f}  ({s['examples']} utterances)")
     for lab, m in report.per_class.items():
@@ -275,13 +286,16 @@ def cmd_pseudo_label(args: argparse.Namespace) -> None:
     if _is_text_classifier(Path(args.model_dir)):
         raise SpeechLMError(f"{args.model_dir} is a text classifier; pseudo-label takes a speech classifier (speechlm finetune --task classify)")
     utts = read_manifest(args.manifest)
-    kept = pseudo_label(load_classifier(args.model_dir, args.ensemble), utts, args.min_confidence, args.per_label)
+    try:
+        kept = pseudo_label(load_classifier(args.model_dir, args.ensemble), utts, args.min_confidence, args.per_label, args.balance)
+    except ValueError as e:  # --balance with fewer clips than labels
+        raise SpeechLMError(f"{args.manifest}: {e}") from None
     if not kept:
         raise SpeechLMError(f"no clip of {args.manifest} reached probability {args.min_confidence}; nothing written to {args.out} "
                             "(lower --min-confidence, or the model does not know this audio)")
     write_manifest(args.out, kept)
     counts = Counter(u.label for u in kept)
-    print(f"kept {len(kept)} of {len(utts)} clips (probability >= {args.min_confidence}"
+    print(f"kept {len(kept)} of {len(utts)} clips ({'balanced ' if args.balance else ''}probability >= {args.min_confidence}"
           + (f", at most {args.per_label} per label" if args.per_label else "") + f") -> {args.out}")
     print("  " + "  ".join(f"{label}: {n}" for label, n in sorted(counts.items())))
     truth = {u.audio_filepath: u.label for u in utts if u.label}
@@ -463,9 +477,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from speechlm.evaluate import evaluate
 
     if (Path(args.model_dir) / "labels.json").is_file() or (Path(args.model_dir) / "model" / "labels.json").is_file():
-        _report_classifier(Path(args.model_dir), args.manifest, Path(args.out).with_suffix("") if args.out else None, args.ensemble)
+        _report_classifier(Path(args.model_dir), args.manifest, Path(args.out).with_suffix("") if args.out else None, args.ensemble, args.balance)
         return
     _no_ensemble(args.ensemble, "a recognizer")
+    if args.balance:
+        raise SpeechLMError("--balance applies to speech classifiers; the model directory holds a recognizer")
     rec = _recognizer(args)
     utts = read_manifest(args.manifest, require_text=True)
     res = evaluate(rec, utts, _decoding(args))
@@ -694,6 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--out", default=None, help="write per-utterance results as JSON here")
             s.add_argument("--show", type=int, default=5, help="print this many worst utterances")
             s.add_argument("--ensemble", nargs="+", default=[], metavar="DIR", help=ENSEMBLE_HELP)
+            s.add_argument("--balance", action="store_true", help=BALANCE_HELP)
             s.set_defaults(func=cmd_evaluate)
         s.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy; 8 when --lm is given)")
         s.add_argument("--lm", default=None, help="fuse this LM into beam search: an n-gram (speechlm ngram) or causal/LSTM LM directory")
@@ -715,6 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-confidence", type=float, default=0.9, help="keep a clip when its predicted label's probability is at least this")
     s.add_argument("--per-label", type=int, default=None, help="keep at most this many clips per predicted label, the most confident first")
     s.add_argument("--ensemble", nargs="+", default=[], metavar="DIR", help=ENSEMBLE_HELP)
+    s.add_argument("--balance", action="store_true", help=BALANCE_HELP + "; the threshold applies to the balanced probabilities")
     s.set_defaults(func=cmd_pseudo_label)
 
     s = sub.add_parser("merge-adapter", help="fold a LoRA/adapter classifier into a standalone model directory", formatter_class=DEFAULTS)

@@ -269,6 +269,15 @@ def test_classify_finetune_predict_evaluate_and_merge(pitch_corpus, tmp_path):
     assert r.returncode == 2 and "--min-confidence" in r.stderr
     r = run_cli("pseudo-label", str(run), str(manifest), str(tmp_path / "none.jsonl"), "--min-confidence", "1")  # 30 steps: never that sure
     assert r.returncode == 2 and "nothing written" in r.stderr and not (tmp_path / "none.jsonl").exists()
+    r = run_cli("pseudo-label", str(run), str(manifest), str(out), "--min-confidence", "0", "--balance")
+    assert r.returncode == 0 and "balanced probability >= 0.0" in r.stdout, r.stderr
+    assert len(out.read_text().splitlines()) == 36
+    r = run_cli("evaluate", str(run), str(manifest), "--balance")
+    assert r.returncode == 0 and "(36 utterances)" in r.stdout, r.stderr
+    two = tmp_path / "two.jsonl"
+    two.write_text("".join(line + "\n" for line in manifest.read_text().splitlines()[:2]))
+    r = run_cli("evaluate", str(run), str(two), "--balance")  # 2 clips cannot hold 3 labels equally often
+    assert r.returncode == 2 and "at least as many clips as the model has labels" in r.stderr and "Traceback" not in r.stderr
 
     unlabeled = tmp_path / "plain.jsonl"
     unlabeled.write_text(json.dumps({"audio_filepath": utts[0].audio_filepath, "duration": utts[0].duration, "text": "x"}) + "\n")
@@ -290,6 +299,8 @@ def test_text_classify_finetune_predict_evaluate(tmp_path):
     assert "10 classes, 400 texts" in r.stdout and "accuracy" in r.stdout and (run / "valid" / "confusion.png").is_file()
     r = run_cli("predict", str(run), "set an alarm for seven", "--json")
     assert json.loads(r.stdout)["label"] in {s.intent for s in train}
+    r = run_cli("evaluate", str(run), str(tmp_path / "test.csv"), "--balance")
+    assert r.returncode == 2 and "--balance applies to speech classifiers" in r.stderr
     r = run_cli("finetune", str(tmp_path / "bad"), "--task", "text-classify")
     assert r.returncode == 2 and "--train-file" in r.stderr
 

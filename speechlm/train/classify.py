@@ -245,9 +245,32 @@ class Classifier:
             out[idx] = self.model(*pad_audio([audios[i] for i in idx])).logits.float().softmax(-1).numpy()
         return out
 
-    def predict(self, audios: Sequence[np.ndarray]) -> list[tuple[str, float]]:
+    def predict(self, audios: Sequence[np.ndarray], balance: bool = False) -> list[tuple[str, float]]:
+        """Label and probability of each clip; with ``balance``, of the clips taken together as a batch that says
+        every label about equally often (:func:`balance_probabilities`)."""
         probs = self.probabilities(audios)
+        if balance:
+            probs = balance_probabilities(probs)
         return [(self.labels[int(p.argmax())], float(p.max())) for p in probs]
+
+
+BALANCE_ITERATIONS = 100
+
+
+def balance_probabilities(probs: np.ndarray, iterations: int = BALANCE_ITERATIONS) -> np.ndarray:
+    """``(N, C)`` class probabilities of N clips rescaled so that, summed over the clips, every class gets N / C of the
+    mass, each row still summing to 1 (Sinkhorn-Knopp scaling of the columns). For a batch known to hold every label
+    about equally often (a new user reading each word of a list, a balanced test set), a model's systematic confusion on
+    a new voice (one word heard as another every time) shows as one class taking too much mass and another too little;
+    balancing gives the doubtful clips of the first back to the second. Wrong for a batch whose labels are not balanced."""
+    n, c = probs.shape
+    if n < c:
+        raise ValueError(f"balancing needs at least as many clips as the model has labels ({c}), got {n}")
+    q = np.maximum(probs.astype(np.float64), 1e-12)
+    for _ in range(iterations):
+        q = q / q.sum(0, keepdims=True)  # every class the same total ...
+        q = q / q.sum(1, keepdims=True)  # ... and every clip a distribution
+    return q.astype(np.float32)
 
 
 class ClassifierEnsemble(Classifier):
@@ -279,9 +302,10 @@ def load_classifier(model_dir: str | Path, ensemble: Sequence[str | Path] = ()) 
     return ClassifierEnsemble.load([model_dir, *ensemble]) if ensemble else Classifier.load(model_dir)
 
 
-def evaluate_classifier(clf: Classifier, utts: Sequence[Utterance]) -> tuple[ClassificationReport, list[dict], float]:
+def evaluate_classifier(clf: Classifier, utts: Sequence[Utterance], balance: bool = False) -> tuple[ClassificationReport, list[dict], float]:
     """Report, per-utterance rows and seconds of compute on labeled ``utts``; labels the model
-    does not know are an error naming them (they could never be predicted)."""
+    does not know are an error naming them (they could never be predicted). ``balance``: the
+    clips are labeled together, as a batch that holds every label about equally often."""
     from speechlm.data.audio import load_audio
 
     unknown = sorted({u.label for u in utts} - set(clf.labels))
@@ -289,18 +313,21 @@ def evaluate_classifier(clf: Classifier, utts: Sequence[Utterance]) -> tuple[Cla
         raise ManifestError(f"test labels {unknown} are not among the model's {len(clf.labels)} labels")
     audios = [load_audio(u.audio_filepath) for u in utts]
     start = time.perf_counter()
-    preds = clf.predict(audios)
+    preds = clf.predict(audios, balance)
     seconds = time.perf_counter() - start
     rows = [{"audio_filepath": u.audio_filepath, "speaker": u.speaker, "label": u.label, "predicted": p, "confidence": c} for u, (p, c) in zip(utts, preds)]
     return classification_report([u.label for u in utts], [p for p, _ in preds], clf.labels), rows, seconds
 
 
-def pseudo_label(clf: Classifier, utts: Sequence[Utterance], min_confidence: float = 0.9, per_label: int | None = None) -> list[Utterance]:
+def pseudo_label(clf: Classifier, utts: Sequence[Utterance], min_confidence: float = 0.9, per_label: int | None = None,
+                 balance: bool = False) -> list[Utterance]:
     """Self-training data from unlabeled audio: ``utts`` labeled with ``clf``'s predictions, keeping a clip only
     when its predicted label's probability is at least ``min_confidence``. With ``per_label``, at most that many
     clips of each predicted label, the most confident first, so a label the model over-predicts (a confusion it
     makes on a new speaker or channel) cannot flood the training set. Kept clips come back in input order, with
-    ``label`` set (an existing label is replaced: it is the prediction, not the truth, that goes into training)."""
+    ``label`` set (an existing label is replaced: it is the prediction, not the truth, that goes into training).
+    ``balance``: the clips are labeled together as a batch that says every label about equally often
+    (:func:`balance_probabilities`), and the threshold applies to the balanced probabilities."""
     from speechlm.data.audio import load_audio
 
     if not 0.0 <= min_confidence <= 1.0:
@@ -309,7 +336,7 @@ def pseudo_label(clf: Classifier, utts: Sequence[Utterance], min_confidence: flo
         raise ValueError(f"per_label must be at least 1, got {per_label}")
     if not utts:
         return []
-    preds = clf.predict([load_audio(u.audio_filepath) for u in utts])
+    preds = clf.predict([load_audio(u.audio_filepath) for u in utts], balance)
     confident = sorted((i for i, (_, conf) in enumerate(preds) if conf >= min_confidence), key=lambda i: -preds[i][1])
     taken: dict[str, int] = {}
     keep = []

@@ -164,6 +164,32 @@ def test_pseudo_labels_keep_confident_predictions_capped_per_label(trained, pitc
         pseudo_label(clf, utts, per_label=0)
 
 
+def test_balancing_gives_each_label_an_equal_share_and_undoes_a_systematic_confusion(trained, pitch_corpus):
+    from speechlm.train.classify import balance_probabilities
+
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(3), 20)  # a batch saying each of 3 labels 20 times
+    probs = np.full((60, 3), 0.05)
+    probs[truth == 0, 0] = 0.9
+    probs[truth == 1, 0] = 0.55  # a new voice's label 1 sounds like label 0 to the model ...
+    probs[truth == 1, 1] = 0.40  # ... though less surely than label 0 itself
+    probs[truth == 2, 2] = 0.9
+    probs = probs + rng.uniform(0, 0.02, probs.shape)
+    probs /= probs.sum(1, keepdims=True)
+    assert (probs.argmax(1) == truth).mean() < 0.7
+    balanced = balance_probabilities(probs)
+    assert np.allclose(balanced.sum(1), 1, atol=1e-5) and np.allclose(balanced.sum(0), 20, atol=0.05)
+    assert (balanced.argmax(1) == truth).all()
+    with pytest.raises(ValueError, match="at least as many clips as the model has labels"):
+        balance_probabilities(probs[:2])
+    _, utts = pitch_corpus  # 12 clips of each of the 3 labels: balanced pseudo-labels are about as many of each
+    clf = Classifier.load(trained[0])
+    kept = pseudo_label(clf, utts, min_confidence=0.0, balance=True)
+    assert len(kept) == 36 and all(11 <= n <= 13 for n in np.unique([u.label for u in kept], return_counts=True)[1])
+    report, _, _ = evaluate_classifier(clf, utts, balance=True)
+    assert report.accuracy >= evaluate_classifier(clf, utts)[0].accuracy - 1e-9
+
+
 def test_corpus_normalization_is_measured_on_the_training_clips_and_saved(pitch_corpus, tmp_path):
     manifest, utts = pitch_corpus
     from speechlm.config import ASRConfig, ConfigError
