@@ -9,6 +9,8 @@ Usage:
     .venv/bin/python bench/downstream.py --only front-ends            # FSDD LOSO from scratch, log-mel vs 13 MFCCs (about 80 min)
     .venv/bin/python bench/downstream.py --only synth-voices          # FSDD with synthesized voices (about 65 min, + 10 min per --synth-baseline-folds, + 40 min official split)
     .venv/bin/python bench/downstream.py --only self-train            # FSDD LOSO self-trained on the new speaker's unlabeled clips (about 90 min: 30 models of 3 min)
+    .venv/bin/python bench/downstream.py --only self-train --self-train-balance   # the same, each half pseudo-labeled as a balanced batch (a section of its own)
+    .venv/bin/python bench/downstream.py --only self-train --self-train-variant tiny-sc-digits-trim --self-train-rounds 0   # another variant's folds, no self-training
     .venv/bin/python bench/downstream.py --init runs/ssl/model        # another pretrained encoder
 
 The pretrained encoder (default: the one `bench/label_efficiency.py` pretrains, BEST-RQ on
@@ -877,6 +879,23 @@ def self_train_parts(st: dict, table) -> list[str]:
     by_round = ", ".join(f"round {k} **{r['loso_mean']:.2%}**" for k, r in zip(n, rounds))
     overrides = [o for o in SYNTH_VARIANTS.get(st["variant"], ()) if o not in TINY]
     balance = st.get("balance")
+    model = (f"Each fold's `{st['variant']}` model (the synth-voices section's run of that name, trained again when this run does not find it"
+             + (f"; `{' '.join(overrides)}` in training and prediction" if overrides else ""))
+    if not rounds:
+        protocol = model + "), tested on the held-out speaker; no self-training."
+    else:
+        protocol = (model + "; 'before' is its accuracy here) labels half of the held-out speaker's clips "
+                    f"(`speechlm pseudo-label --min-confidence {st['min_confidence']} --per-label 25{' --balance' if balance else ''}`: "
+                    f"probability >= {st['min_confidence']}"
+                    + (", the half's 250 clips labeled together as a batch that says every digit equally often, which holds for FSDD" if balance else "")
+                    + f", at most 25 clips per predicted digit); those clips, listed {st['repeats']} times, join the fold's training list, and a "
+                    "model trained from scratch on it is tested on the speaker's other half, one clip at a time; then the halves swap. "
+                    + ("In each further round the model just trained labels the same half again. " if len(rounds) > 1 else "One round. ")
+                    + "No clip is scored by a model that heard it, labeled or not, and no label of the held-out speaker is used. "
+                    + ("Threshold, cap, repeats and rounds are the unbalanced section's; balancing was chosen after the balanced labels of "
+                       "that section's models before self-training ('before, as a batch') had been scored against the truth." if balance else
+                       "Threshold, cap and repeats were fixed before any fold ran"
+                       + ("; the second round was added after the first fold's first round had been scored." if len(rounds) > 1 else ".")))
     notes = []
     if framed:
         notes.append(f"'Framed': the model before, on the same clips with {FRAMING_SECONDS} s of near-silence (white noise 60 dB below the clip) "
@@ -885,25 +904,12 @@ def self_train_parts(st: dict, table) -> list[str]:
         notes.append("'As a batch': the same models labeling each half's 250 clips together as a batch that says every digit equally often "
                      "(`speechlm evaluate --balance`), which holds for FSDD (25 of each digit per half): before "
                      f"{st['loso_mean_base_balanced']:.2%}" + "".join(f", round {k} {r['loso_mean_balanced']:.2%}" for k, r in zip(n, rounds))
-                     + ". Transductive twice over: each test clip's label depends on the other clips of its half.")
-    title = f"## FSDD leave one speaker out, self-trained on the new speaker's unlabeled clips (`{st['variant']}`{', balanced pseudo-labels' if balance else ''})"
-    return [title, f"Command: `{st.get('command', '-')}`",
-            f"Each fold's `{st['variant']}` model (the synth-voices section's run of that name, trained again when this run does not find it; "
-            + (f"`{' '.join(overrides)}` in training and prediction; " if overrides else "")
-            + "'before' is its accuracy here) labels half of the held-out speaker's clips "
-            f"(`speechlm pseudo-label --min-confidence {st['min_confidence']} --per-label 25{' --balance' if balance else ''}`: probability >= {st['min_confidence']}"
-            + (" after the half's 250 clips are balanced as a batch that says every digit equally often, which holds for FSDD; chosen after "
-               "the balanced labels of the unbalanced section's models had been compared with the truth" if balance else "")
-            + f", at most 25 clips per predicted digit); those clips, listed {st['repeats']} times, join the fold's training list, and a model trained "
-            "from scratch on it is tested on the speaker's other half, one clip at a time; then the halves swap. "
-            + ("In each further round the model just trained labels the same half again. " if len(rounds) > 1 else
-               f"{len(rounds)} rounds of pseudo-labeling (`--self-train-rounds {len(rounds)}`). ")
-            + "No clip is scored by a model that heard it, labeled or not, and no label of the held-out speaker is used. "
-            "Threshold, cap and repeats were fixed before any fold ran"
-            + ("; the second round was added after the first fold's first round had been scored." if len(rounds) > 1 and not balance else "."),
+                     + ". Transductive: each test clip's label depends on the other clips of its half.")
+    title = (f"## FSDD leave one speaker out, self-trained on the new speaker's unlabeled clips (`{st['variant']}`{', balanced pseudo-labels' if balance else ''})"
+             if rounds else f"## FSDD leave one speaker out, `{st['variant']}` (no self-training)")
+    return [title, f"Command: `{st.get('command', '-')}`", protocol,
             (f"Mean over the 6 folds: {by_round}, against {st['loso_mean_base']:.2%} for the same folds' models before (target ≥ 95 %). " if rounds else
-             f"No round of self-training in this run (`--self-train-rounds 0`): the models before only, mean **{st['loso_mean_base']:.2%}** (target ≥ 95 %). ")
-            + " ".join(notes),
+             f"Mean over the 6 folds: **{st['loso_mean_base']:.2%}** (target ≥ 95 %). ") + " ".join(notes),
             markdown_table(["held-out speaker", "before", *(["framed"] if framed else []), *(["before, as a batch"] if batch else []),
                             *(f"round {k}" for k in n), *(f"round {k} as a batch" for k in n if batch),
                             *(f"round {k} pseudo-labels kept" for k in n)],
@@ -933,7 +939,7 @@ def write(sections: dict) -> None:
     }  # fmt: skip
     for key in [k for k in sections if k.startswith("self-train ")]:  # another variant's self-train section, or a balanced one
         v = key.split(" ", 1)[1].replace("-", "_").replace(" ", "_")
-        headline |= {f"fsdd_loso_acc_self_trained_{v}": round(sections[key]["loso_mean"], 4)}
+        headline |= {f"fsdd_loso_acc_{'self_trained_' if sections[key]['rounds'] else ''}{v}": round(sections[key]["loso_mean"], 4)}
     cols = ["run", "init", "train ex.", "train audio min", "test ex.", "accuracy", "macro F1", "train acc", "steps", "trainable params", "checkpoint MB"]
 
     def table(rows):
