@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import warnings
 
 import librosa
@@ -46,6 +47,10 @@ class FeatureConfig:
     # nothing above 4 kHz: with f_max=3800 no band is left to the resampler's residue and the log floor
     f_min: float = FULL_BAND[0]
     f_max: float = FULL_BAND[1]
+    # log-mel and MFCC: mel powers more than this many dB below the clip's loudest (band, frame) are raised to that
+    # level, as Whisper clamps at 80 dB (0 = only the absolute floor, -100 dB). Near-silent frames then sit at a level
+    # set by the clip itself rather than by how quiet the recording's silence happens to be
+    dynamic_range_db: float = 0.0
 
     def __post_init__(self):
         if self.kind not in ("logmel", "mfcc", "lpc"):
@@ -55,6 +60,8 @@ class FeatureConfig:
         if not 0 <= self.f_min < self.f_max <= SAMPLE_RATE / 2:
             raise ValueError(f"features.f_min and features.f_max must satisfy 0 <= f_min < f_max <= {SAMPLE_RATE // 2} Hz, "
                              f"got {self.f_min} and {self.f_max}")
+        if self.dynamic_range_db < 0:
+            raise ValueError(f"features.dynamic_range_db must be >= 0 (0 = off), got {self.dynamic_range_db}")
         if self.n_mels < 1 or self.lpc_order < 1:
             raise ValueError(f"features.n_mels and features.lpc_order must be >= 1, got {self.n_mels} and {self.lpc_order}")
         if self.kind == "mfcc" and not 1 <= self.n_mfcc <= self.n_mels:
@@ -130,15 +137,25 @@ def mel_power(audio: torch.Tensor, n_mels: int = N_MELS, f_range: tuple[float, f
     return power_spectrogram(audio) @ mel_filters(n_mels, *f_range).to(audio.device).T
 
 
-def log_mel_spectrogram(audio: torch.Tensor, n_mels: int = N_MELS, f_range: tuple[float, float] = FULL_BAND) -> torch.Tensor:
-    """``(..., N)`` samples -> ``(..., T, n_mels)`` natural-log mel power."""
-    return torch.log(mel_power(audio, n_mels, f_range).clamp(min=LOG_FLOOR))
-
-
-def mfcc(audio: torch.Tensor, n_mfcc: int = 40, n_mels: int = N_MELS, f_range: tuple[float, float] = FULL_BAND) -> torch.Tensor:
-    """``(..., N)`` samples -> ``(..., T, n_mfcc)``: DCT-II of the mel power in dB (librosa's convention)."""
+def mel_db(audio: torch.Tensor, n_mels: int = N_MELS, f_range: tuple[float, float] = FULL_BAND, range_db: float = 0.0) -> torch.Tensor:
+    """``(..., N)`` samples -> ``(..., T, n_mels)`` mel power in dB; with ``range_db``, at most that far below
+    each clip's loudest value (the zero padding of a batch's shorter clips is below it and does not move it)."""
     db = 10.0 * torch.log10(mel_power(audio, n_mels, f_range).clamp(min=LOG_FLOOR))
-    return db @ _dct_matrix(n_mels, n_mfcc).to(audio.device)
+    if range_db:
+        db = torch.maximum(db, db.amax(dim=(-2, -1), keepdim=True) - range_db)
+    return db
+
+
+def log_mel_spectrogram(audio: torch.Tensor, n_mels: int = N_MELS, f_range: tuple[float, float] = FULL_BAND, range_db: float = 0.0) -> torch.Tensor:
+    """``(..., N)`` samples -> ``(..., T, n_mels)`` natural-log mel power (``range_db``: see :func:`mel_db`)."""
+    if not range_db:
+        return torch.log(mel_power(audio, n_mels, f_range).clamp(min=LOG_FLOOR))
+    return mel_db(audio, n_mels, f_range, range_db) * (math.log(10.0) / 10.0)
+
+
+def mfcc(audio: torch.Tensor, n_mfcc: int = 40, n_mels: int = N_MELS, f_range: tuple[float, float] = FULL_BAND, range_db: float = 0.0) -> torch.Tensor:
+    """``(..., N)`` samples -> ``(..., T, n_mfcc)``: DCT-II of the mel power in dB (librosa's convention)."""
+    return mel_db(audio, n_mels, f_range, range_db) @ _dct_matrix(n_mels, n_mfcc).to(audio.device)
 
 
 def lpc(audio: torch.Tensor, order: int = 16) -> torch.Tensor:
@@ -201,9 +218,9 @@ def compute_features(
     if audio_lens is None:
         audio_lens = torch.full((audio.shape[0],), audio.shape[-1], device=audio.device)
     if cfg.kind == "logmel":
-        feats = log_mel_spectrogram(audio, cfg.n_mels, (cfg.f_min, cfg.f_max))
+        feats = log_mel_spectrogram(audio, cfg.n_mels, (cfg.f_min, cfg.f_max), cfg.dynamic_range_db)
     elif cfg.kind == "mfcc":
-        feats = mfcc(audio, cfg.n_mfcc, cfg.n_mels, (cfg.f_min, cfg.f_max))
+        feats = mfcc(audio, cfg.n_mfcc, cfg.n_mels, (cfg.f_min, cfg.f_max), cfg.dynamic_range_db)
     else:
         feats = lpc(audio, cfg.lpc_order)
     feat_lens = torch.clamp(num_frames(audio_lens), max=feats.shape[1])

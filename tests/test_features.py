@@ -40,6 +40,24 @@ def test_mfcc_matches_librosa(audio):
     np.testing.assert_allclose(ours, ref, atol=2e-2, rtol=1e-3)
 
 
+def test_dynamic_range_clamps_like_librosa_top_db(audio):
+    quiet = np.concatenate([1e-5 * audio[:4000], audio, 1e-5 * audio[:4000]])  # a word framed by near-silence
+    mel = librosa.feature.melspectrogram(y=quiet, sr=16000, n_fft=400, hop_length=160, n_mels=80, center=True, pad_mode="constant")
+    ref = librosa.feature.mfcc(S=librosa.power_to_db(mel, top_db=60.0), n_mfcc=13)
+    ours = mfcc(torch.from_numpy(quiet), n_mfcc=13, range_db=60.0).numpy().T
+    np.testing.assert_allclose(ours, ref, atol=2e-2, rtol=1e-3)
+    assert not np.allclose(mfcc(torch.from_numpy(quiet), n_mfcc=13).numpy().T, ref, atol=1.0)  # the clamp is what matched
+    log = log_mel_spectrogram(torch.from_numpy(quiet), range_db=60.0).numpy().T
+    np.testing.assert_allclose(log, librosa.power_to_db(mel, top_db=60.0) * np.log(10) / 10, atol=2e-3, rtol=1e-3)
+    cfg = FeatureConfig(kind="mfcc", n_mfcc=13, dynamic_range_db=60.0)  # a batch's zero padding leaves each clip's features as alone
+    alone, _ = compute_features(torch.from_numpy(quiet)[None], None, cfg)
+    batch, lens = compute_features(torch.stack([torch.from_numpy(np.pad(quiet, (0, 8000))), torch.from_numpy(np.pad(audio, (0, 16000)))]),
+                                   torch.tensor([quiet.size, audio.size]), cfg)
+    assert torch.allclose(batch[0, : alone.shape[1]], alone[0], atol=1e-3)
+    with pytest.raises(ValueError, match="dynamic_range_db must be >= 0"):
+        FeatureConfig(dynamic_range_db=-1.0)
+
+
 def test_mel_band_range_matches_librosa(audio):
     ref = librosa.feature.melspectrogram(y=audio, sr=16000, n_fft=400, hop_length=160, n_mels=40, fmin=100, fmax=3800,
                                          center=True, pad_mode="constant")  # fmt: skip
