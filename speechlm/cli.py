@@ -204,10 +204,6 @@ def _no_ensemble(ensemble: Sequence[str], what: str) -> None:
         raise SpeechLMError(f"--ensemble averages speech classifiers; the model directory holds {what}")
 
 
-BALANCE_HELP = ("label the clips together as a batch that holds every label about equally often (a new user reading each word "
-                "of a list): class probabilities rescaled so that each label gets an equal share of the batch")
-
-
 def _is_text_classifier(model_dir: Path) -> bool:
     d = model_dir if (model_dir / "labels.json").is_file() else model_dir / "model"
     try:
