@@ -45,6 +45,7 @@ from speechlm.config import ClassifyConfig, from_dict, load_config  # noqa: E402
 from speechlm.data.audio import audio_duration, load_audio, write_audio  # noqa: E402
 from speechlm.data.augment import band_limit  # noqa: E402
 from speechlm.data.manifest import Utterance, read_manifest, write_manifest  # noqa: E402
+from speechlm.features import SAMPLE_RATE  # noqa: E402
 from speechlm.intent import IntentClassifier, IntentConfig, decide  # noqa: E402
 from speechlm.metrics import classification_report  # noqa: E402
 from speechlm.train.checkpoint import read_config_json  # noqa: E402
@@ -360,24 +361,24 @@ HALVES = {"first": range(0, 25), "second": range(25, 50)}  # FSDD recording inde
 FRAMING_SECONDS = 0.1  # the silence-framing check: this much near-silence added before and after every test clip
 
 
-def framed_accuracy(run: Path, test: list[Utterance], seconds: float = FRAMING_SECONDS) -> float:
+def framed_accuracy(clf: Classifier, test: list[Utterance], seconds: float = FRAMING_SECONDS) -> float:
     """Accuracy on ``test`` with every clip framed by ``seconds`` of near-silence (white noise 60 dB below the clip's
     RMS) on both sides: the same words, recorded with a little more lead-in and tail, as another user's clips would be."""
     rng = np.random.default_rng(0)
-    n = round(seconds * 16000)
+    n = round(seconds * SAMPLE_RATE)
     audios = []
     for u in test:
         a = load_audio(u.audio_filepath)
         quiet = 1e-3 * float(np.sqrt(np.mean(a**2)))
         audios.append(np.concatenate([quiet * rng.standard_normal(n), a, quiet * rng.standard_normal(n)]).astype(np.float32))
-    preds = Classifier.load(run).predict(audios)
+    preds = clf.predict(audios)
     return float(np.mean([p == u.label for (p, _), u in zip(preds, test)]))
 
 
-def balanced_accuracy(run: Path, held: list[Utterance]) -> float:
-    """Accuracy of ``run``'s model on ``held`` labeled together as one batch that says every digit equally often
+def balanced_accuracy(clf: Classifier, held: list[Utterance]) -> float:
+    """Accuracy of ``clf`` on ``held`` labeled together as one batch that says every digit equally often
     (`speechlm evaluate --balance`; true of every FSDD speaker's clips, 25 of each digit in each half)."""
-    return evaluate_classifier(Classifier.load(run), held, balance=True)[0].accuracy
+    return evaluate_classifier(clf, held, balance=True)[0].accuracy
 
 
 def run_self_train(args) -> dict:
@@ -393,10 +394,11 @@ def run_self_train(args) -> dict:
     for spk, (train, test) in loso_folds(data).items():
         name = f"fsdd_loso_synth_mfcc13_{variant.replace('-', '_')}_{spk}"  # the synth-voices variant's run, reused
         base_rows.append(finetune(name, train + added, test, None, args.steps_synth, *recipe))
-        base_rows[-1]["framed_accuracy"] = framed_accuracy(WORK / name, test)
+        base = Classifier.load(WORK / name)
+        base_rows[-1]["framed_accuracy"] = framed_accuracy(base, test)
         print(f"    clips framed by {FRAMING_SECONDS} s of near-silence: {base_rows[-1]['framed_accuracy']:.2%}")
         halves = {half: [u for u, i in data if u.speaker == spk and i in idx] for half, idx in HALVES.items()}
-        base_rows[-1]["balanced_accuracy"] = float(np.mean([balanced_accuracy(WORK / name, held) for held in halves.values()]))
+        base_rows[-1]["balanced_accuracy"] = float(np.mean([balanced_accuracy(base, held) for held in halves.values()]))
         print(f"    each half labeled as a balanced batch: {base_rows[-1]['balanced_accuracy']:.2%}")
         labelers = dict.fromkeys(halves, WORK / name)  # for the model tested on a half: who labels the other half
         for n, done in enumerate(rounds, 1):
@@ -407,7 +409,7 @@ def run_self_train(args) -> dict:
                 truth = {u.audio_filepath: u.label for u in unlabeled}
                 run = f"fsdd_loso_selftrain{n if n > 1 else ''}{tag}_{spk}_{half}"
                 row = finetune(run, train + added + pseudo * SELF_TRAIN_REPEATS, held, None, args.steps_synth, *recipe)
-                row |= {"speaker": spk, "pseudo_labeled": len(pseudo), "unlabeled": len(unlabeled), "balanced_accuracy": balanced_accuracy(WORK / run, held),
+                row |= {"speaker": spk, "pseudo_labeled": len(pseudo), "unlabeled": len(unlabeled), "balanced_accuracy": balanced_accuracy(Classifier.load(WORK / run), held),
                         "pseudo_label_precision": float(np.mean([truth[u.audio_filepath] == u.label for u in pseudo])) if pseudo else None}
                 print(f"    round {n}: {len(pseudo)} of {len(unlabeled)} clips pseudo-labeled, {row['pseudo_label_precision'] or 0:.1%} correct")
                 done.append(row)
