@@ -49,7 +49,8 @@ from speechlm.features import SAMPLE_RATE  # noqa: E402
 from speechlm.intent import IntentClassifier, IntentConfig, decide  # noqa: E402
 from speechlm.metrics import classification_report  # noqa: E402
 from speechlm.train.checkpoint import read_config_json  # noqa: E402
-from speechlm.train.classify import Classifier, ClassifierEnsemble, checkpoint_bytes, evaluate_classifier, plot_confusion, pseudo_label, train_classifier  # noqa: E402
+from speechlm.train.classify import (Classifier, ClassifierEnsemble, SpeedAveraged, checkpoint_bytes, evaluate_classifier,  # noqa: E402
+                                     plot_confusion, pseudo_label, train_classifier)
 from speechlm.train.finetune import config_from_pretrained  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -267,9 +268,10 @@ SYNTH_VARIANTS = {"wide-speed": ("augment.speed_factors=[0.8,0.9,1.0,1.1,1.2]",)
                   "sc-digits": (), "seed-1": ("train.seed=1",), "tiny": TINY, "tiny-sc-digits": TINY,
                   "tiny-sc-digits-seed-1": (*TINY, "train.seed=1"), "tiny-sc-digits-4k": (*TINY, *BAND_4K),
                   "tiny-sc-digits-4k-seed-1": (*TINY, *BAND_4K, "train.seed=1"), "tiny-sc-digits-trim": (*TINY, "data.trim_db=30"),
-                  "tiny-sc-digits-range80": (*TINY, "features.dynamic_range_db=80")}
+                  "tiny-sc-digits-range80": (*TINY, "features.dynamic_range_db=80"),
+                  "tiny-sc-digits-trim-range80": (*TINY, "data.trim_db=30", "features.dynamic_range_db=80")}
 SC_DIGIT_VARIANTS = {"sc-digits", "tiny-sc-digits", "tiny-sc-digits-seed-1", "tiny-sc-digits-4k", "tiny-sc-digits-4k-seed-1", "tiny-sc-digits-trim",
-                     "tiny-sc-digits-range80"}  # the variants that add sc_digit_clips() to every fold
+                     "tiny-sc-digits-range80", "tiny-sc-digits-trim-range80"}  # the variants that add sc_digit_clips() to every fold
 # what the report says of a variant besides its overrides: how it was chosen, or what it is for
 VARIANT_NOTES = {"seed-1": "the recipe itself with another seed: how far a fold moves from seed alone",
                  "tiny": "its size chosen on george and nicolas from throw-away runs of 0.92 M and 0.45 M parameters, "
@@ -280,7 +282,9 @@ VARIANT_NOTES = {"seed-1": "the recipe itself with another seed: how far a fold 
                  "tiny-sc-digits-4k-seed-1": "tiny-sc-digits-4k trained again with seed 1: a draw not chosen by its score",
                  "tiny-sc-digits-trim": "chosen after tiny-sc-digits models lost 14-25 points on three speakers' clips framed by 0.1 s more "
                                         "silence, before any fold was trained with it",
-                 "tiny-sc-digits-range80": "80 dB is Whisper's range, not tuned here; tried after the trimmed variant's framing check"}
+                 "tiny-sc-digits-range80": "80 dB is Whisper's range, not tuned here; tried after the trimmed variant's framing check",
+                 "tiny-sc-digits-trim-range80": "the trimmed and the 80 dB variants' settings together, both as they were, after each alone "
+                                                "had been measured on every fold"}
 SC_DIGIT_REPEATS = 5
 SC_TRIM_DB = 30.0  # the clips are 1 s with the word somewhere inside; trimmed at 30 dB below the peak they last 0.26-1.0 s, like FSDD's
 # The official split's recipe run without the synthesized clips is one draw of its seed: these seeds train it
@@ -375,6 +379,11 @@ def framed_accuracy(clf: Classifier, test: list[Utterance], seconds: float = FRA
     return float(np.mean([p == u.label for (p, _), u in zip(preds, test)]))
 
 
+# test-time augmentation of the self-train section's models (`--tta-speeds`): the recipe's own training speed
+# factors, fixed before any fold was scored with them
+TTA_SPEEDS = (0.9, 1.0, 1.1)
+
+
 def balanced_accuracy(clf: Classifier, held: list[Utterance]) -> float:
     """Accuracy of ``clf`` on ``held`` labeled together as one batch that says every digit equally often
     (`speechlm evaluate --balance`; true of every FSDD speaker's clips, 25 of each digit in each half)."""
@@ -397,6 +406,8 @@ def run_self_train(args) -> dict:
         base = Classifier.load(WORK / name)
         base_rows[-1]["framed_accuracy"] = framed_accuracy(base, test)
         print(f"    clips framed by {FRAMING_SECONDS} s of near-silence: {base_rows[-1]['framed_accuracy']:.2%}")
+        base_rows[-1]["tta_accuracy"] = evaluate_classifier(SpeedAveraged(base, TTA_SPEEDS), test)[0].accuracy
+        print(f"    each clip also played at speeds {TTA_SPEEDS} (test-time augmentation): {base_rows[-1]['tta_accuracy']:.2%}")
         halves = {half: [u for u, i in data if u.speaker == spk and i in idx] for half, idx in HALVES.items()}
         base_rows[-1]["balanced_accuracy"] = float(np.mean([balanced_accuracy(base, held) for held in halves.values()]))
         print(f"    each half labeled as a balanced batch: {base_rows[-1]['balanced_accuracy']:.2%}")
@@ -881,6 +892,7 @@ def self_train_parts(st: dict, table) -> list[str]:
 
     rounds, base = st["rounds"], st["base_rows"]
     framed = all("framed_accuracy" in b for b in base)
+    tta = all("tta_accuracy" in b for b in base)  # measured since the test-time speeds existed
     batch = all("balanced_accuracy" in b for b in base)  # results measured before the balanced scoring existed lack it
     n = range(1, len(rounds) + 1)
     by_round = ", ".join(f"round {k} **{r['loso_mean']:.2%}**" for k, r in zip(n, rounds))
@@ -907,6 +919,10 @@ def self_train_parts(st: dict, table) -> list[str]:
     if framed:
         notes.append(f"'Framed': the model before, on the same clips with {FRAMING_SECONDS} s of near-silence (white noise 60 dB below the clip) "
                      f"added before and after each: mean {np.mean([b['framed_accuracy'] for b in base]):.2%}.")
+    if tta:
+        notes.append(f"'Speeds': the model before, each clip's class probabilities averaged over the clip played at speeds "
+                     f"{', '.join(map(str, TTA_SPEEDS))} (`speechlm evaluate --tta-speeds {' '.join(map(str, TTA_SPEEDS))}`, the recipe's training "
+                     f"speed factors; inductive, one clip at a time): mean {np.mean([b['tta_accuracy'] for b in base]):.2%}.")
     if batch:
         notes.append("'As a batch': the same models labeling each half's 250 clips together as a batch that says every digit equally often "
                      "(`speechlm evaluate --balance`), which holds for FSDD (25 of each digit per half): before "
@@ -917,10 +933,11 @@ def self_train_parts(st: dict, table) -> list[str]:
     return [title, f"Command: `{st.get('command', '-')}`", protocol,
             (f"Mean over the 6 folds: {by_round}, against {st['loso_mean_base']:.2%} for the same folds' models before (target ≥ 95 %). " if rounds else
              f"Mean over the 6 folds: **{st['loso_mean_base']:.2%}** (target ≥ 95 %). ") + " ".join(notes),
-            markdown_table(["held-out speaker", "before", *(["framed"] if framed else []), *(["before, as a batch"] if batch else []),
+            markdown_table(["held-out speaker", "before", *(["framed"] if framed else []), *(["speeds"] if tta else []), *(["before, as a batch"] if batch else []),
                             *(f"round {k}" for k in n), *(f"round {k} as a batch" for k in n if batch),
                             *(f"round {k} pseudo-labels kept" for k in n)],
                            [[b["name"].rsplit("_", 1)[1], f"{b['accuracy']:.2%}", *([f"{b['framed_accuracy']:.2%}"] if framed else []),
+                             *([f"{b['tta_accuracy']:.2%}"] if tta else []),
                              *([f"{b['balanced_accuracy']:.2%}"] if batch else []),
                              *(f"{r['by_speaker'][spk]:.2%}" for r in rounds), *(f"{r['by_speaker_balanced'][spk]:.2%}" for r in rounds if batch),
                              *(kept([x for x in r["rows"] if x["speaker"] == spk]) for r in rounds)]
@@ -947,6 +964,8 @@ def write(sections: dict) -> None:
     for key in [k for k in sections if k.startswith("self-train ")]:  # another variant's self-train section, or a balanced one
         v = key.split(" ", 1)[1].replace("-", "_").replace(" ", "_")
         headline |= {f"fsdd_loso_acc_{'self_trained_' if sections[key]['rounds'] else ''}{v}": round(sections[key]["loso_mean"], 4)}
+        if not sections[key]["rounds"] and all("tta_accuracy" in b for b in sections[key]["base_rows"]):
+            headline |= {f"fsdd_loso_acc_{v}_tta": round(float(np.mean([b["tta_accuracy"] for b in sections[key]["base_rows"]])), 4)}
     cols = ["run", "init", "train ex.", "train audio min", "test ex.", "accuracy", "macro F1", "train acc", "steps", "trainable params", "checkpoint MB"]
 
     def table(rows):

@@ -40,6 +40,8 @@ DEFAULTS = argparse.ArgumentDefaultsHelpFormatter
 ENSEMBLE_HELP = "speech classifiers of the same labels (other seeds or recipes) whose class probabilities are averaged with MODEL_DIR's"
 BALANCE_HELP = ("label the clips together, as a batch that holds every label about equally often (a new user reading each "
                 "word of a list): class probabilities rescaled so that each label gets an equal share of the batch")
+TTA_HELP = ("test-time augmentation: average each clip's class probabilities over copies played at these speeds "
+            "(e.g. 0.9 1.0 1.1, the training speed perturbation); each factor between 0.5 and 2")
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -199,9 +201,23 @@ def _train_text_classifier(args: argparse.Namespace, overrides: list[str]) -> No
         _report_classifier(Path(args.run_dir) / "model", cfg.data.valid_file, Path(args.run_dir) / "valid")
 
 
-def _no_ensemble(ensemble: Sequence[str], what: str) -> None:
+def _speech_classifier_only(what: str, ensemble: Sequence[str] = (), balance: bool = False, speeds: Sequence[float] = ()) -> None:
+    """Refuse the options that only a speech classifier takes when the model directory holds ``what``."""
     if ensemble:
         raise SpeechLMError(f"--ensemble averages speech classifiers; the model directory holds {what}")
+    if balance:
+        raise SpeechLMError(f"--balance applies to speech classifiers; the model directory holds {what}")
+    if speeds:
+        raise SpeechLMError(f"--tta-speeds applies to speech classifiers; the model directory holds {what}")
+
+
+def _load_speech_classifier(model_dir: str | Path, ensemble: Sequence[str], speeds: Sequence[float] | None):
+    from speechlm.train.classify import load_classifier
+
+    try:
+        return load_classifier(model_dir, ensemble, speeds or ())
+    except ValueError as e:  # test-time speeds out of range
+        raise SpeechLMError(f"--tta-speeds: {e}") from None
 
 
 def _is_text_classifier(model_dir: Path) -> bool:
@@ -212,13 +228,12 @@ def _is_text_classifier(model_dir: Path) -> bool:
         return False
 
 
-def _report_classifier(model_dir: Path, manifest: str, out: Path | None, ensemble: Sequence[str] = (), balance: bool = False) -> None:
-    from speechlm.train.classify import evaluate_classifier, load_classifier, plot_confusion, read_labeled
+def _report_classifier(model_dir: Path, manifest: str, out: Path | None, ensemble: Sequence[str] = (), balance: bool = False,
+                       speeds: Sequence[float] = ()) -> None:
+    from speechlm.train.classify import evaluate_classifier, plot_confusion, read_labeled
 
     if _is_text_classifier(model_dir):
-        _no_ensemble(ensemble, "a text classifier")
-        if balance:
-            raise SpeechLMError("--balance applies to speech classifiers; the model directory holds a text classifier")
+        _speech_classifier_only("a text classifier", ensemble, balance, speeds)
         from speechlm.intent import read_labeled_text
         from speechlm.train.text_classify import TextClassifierModel
 
@@ -229,7 +244,7 @@ def _report_classifier(model_dir: Path, manifest: str, out: Path | None, ensembl
         rows = [{"text": t, "label": y, "predicted": p, "confidence": c} for t, y, (p, c) in zip(texts, truth, preds)]
     else:
         try:
-            report, rows, _ = evaluate_classifier(load_classifier(model_dir, ensemble), read_labeled(manifest), balance)
+            report, rows, _ = evaluate_classifier(_load_speech_classifier(model_dir, ensemble, speeds), read_labeled(manifest), balance)
         except ValueError as e:  # --balance with fewer clips than labels
             raise SpeechLMError(f"{manifest}: {e}") from None
     s = report.summary()
@@ -246,11 +261,10 @@ def _report_classifier(model_dir: Path, manifest: str, out: Path | None, ensembl
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from speechlm.data.audio import load_audio
-    from speechlm.train.classify import load_classifier
     from speechlm.train.speech_lm import SpeechLMRunner, is_speech_lm_dir
 
     if is_speech_lm_dir(args.model_dir):
-        _no_ensemble(args.ensemble, "a speech-text model")
+        _speech_classifier_only("a speech-text model", args.ensemble, speeds=args.tta_speeds)
         answers = SpeechLMRunner.load(args.model_dir).answer([load_audio(f) for f in args.files], "intent")
         for f, label in zip(args.files, answers):
             print(json.dumps({"audio_filepath": f, "label": label}) if args.json else f"{f}\t{label}")
@@ -258,11 +272,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if _is_text_classifier(Path(args.model_dir)):
         from speechlm.train.text_classify import TextClassifierModel
 
-        _no_ensemble(args.ensemble, "a text classifier")
+        _speech_classifier_only("a text classifier", args.ensemble, speeds=args.tta_speeds)
         for text, (label, conf) in zip(args.files, TextClassifierModel.load(args.model_dir).predict(args.files)):
             print(json.dumps({"text": text, "label": label, "confidence": round(conf, 4)}) if args.json else f"{label}\t{conf:.3f}\t{text}")
         return
-    clf = load_classifier(args.model_dir, args.ensemble)
+    clf = _load_speech_classifier(args.model_dir, args.ensemble, args.tta_speeds)
     for f, (label, conf) in zip(args.files, clf.predict([load_audio(f) for f in args.files])):
         print(json.dumps({"audio_filepath": f, "label": label, "confidence": round(conf, 4)}) if args.json else f"{f}\t{label}\t{conf:.3f}")
 
@@ -271,7 +285,7 @@ def cmd_pseudo_label(args: argparse.Namespace) -> None:
     from collections import Counter
 
     from speechlm.data.manifest import read_manifest, write_manifest
-    from speechlm.train.classify import load_classifier, pseudo_label
+    from speechlm.train.classify import pseudo_label
 
     if Path(args.out).resolve() == Path(args.manifest).resolve():
         raise SpeechLMError(f"{args.out}: the output would overwrite the input manifest; write the pseudo-labels to another file")
@@ -283,7 +297,8 @@ def cmd_pseudo_label(args: argparse.Namespace) -> None:
         raise SpeechLMError(f"{args.model_dir} is a text classifier; pseudo-label takes a speech classifier (speechlm finetune --task classify)")
     utts = read_manifest(args.manifest)
     try:
-        kept = pseudo_label(load_classifier(args.model_dir, args.ensemble), utts, args.min_confidence, args.per_label, args.balance)
+        clf = _load_speech_classifier(args.model_dir, args.ensemble, args.tta_speeds)
+        kept = pseudo_label(clf, utts, args.min_confidence, args.per_label, args.balance)
     except ValueError as e:  # --balance with fewer clips than labels
         raise SpeechLMError(f"{args.manifest}: {e}") from None
     if not kept:
@@ -473,11 +488,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from speechlm.evaluate import evaluate
 
     if (Path(args.model_dir) / "labels.json").is_file() or (Path(args.model_dir) / "model" / "labels.json").is_file():
-        _report_classifier(Path(args.model_dir), args.manifest, Path(args.out).with_suffix("") if args.out else None, args.ensemble, args.balance)
+        _report_classifier(Path(args.model_dir), args.manifest, Path(args.out).with_suffix("") if args.out else None, args.ensemble, args.balance,
+                           args.tta_speeds or ())
         return
-    _no_ensemble(args.ensemble, "a recognizer")
-    if args.balance:
-        raise SpeechLMError("--balance applies to speech classifiers; the model directory holds a recognizer")
+    _speech_classifier_only("a recognizer", args.ensemble, args.balance, args.tta_speeds)
     rec = _recognizer(args)
     utts = read_manifest(args.manifest, require_text=True)
     res = evaluate(rec, utts, _decoding(args))
@@ -707,6 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--show", type=int, default=5, help="print this many worst utterances")
             s.add_argument("--ensemble", nargs="+", default=[], metavar="DIR", help=ENSEMBLE_HELP)
             s.add_argument("--balance", action="store_true", help=BALANCE_HELP)
+            s.add_argument("--tta-speeds", nargs="+", type=float, default=None, metavar="FACTOR", help=TTA_HELP)
             s.set_defaults(func=cmd_evaluate)
         s.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy; 8 when --lm is given)")
         s.add_argument("--lm", default=None, help="fuse this LM into beam search: an n-gram (speechlm ngram) or causal/LSTM LM directory")
@@ -718,6 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("files", nargs="+", help="audio files, or texts for a text classifier")
     s.add_argument("--json", action="store_true", help="one JSON object per line")
     s.add_argument("--ensemble", nargs="+", default=[], metavar="DIR", help=ENSEMBLE_HELP)
+    s.add_argument("--tta-speeds", nargs="+", type=float, default=None, metavar="FACTOR", help=TTA_HELP)
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("pseudo-label", help="label unlabeled audio with a speech classifier's confident predictions (self-training)",
@@ -729,6 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--per-label", type=int, default=None, help="keep at most this many clips per predicted label, the most confident first")
     s.add_argument("--ensemble", nargs="+", default=[], metavar="DIR", help=ENSEMBLE_HELP)
     s.add_argument("--balance", action="store_true", help=BALANCE_HELP + "; the threshold applies to the balanced probabilities")
+    s.add_argument("--tta-speeds", nargs="+", type=float, default=None, metavar="FACTOR", help=TTA_HELP)
     s.set_defaults(func=cmd_pseudo_label)
 
     s = sub.add_parser("merge-adapter", help="fold a LoRA/adapter classifier into a standalone model directory", formatter_class=DEFAULTS)

@@ -279,6 +279,15 @@ def test_classify_finetune_predict_evaluate_and_merge(pitch_corpus, tmp_path):
     r = run_cli("evaluate", str(run), str(two), "--balance")  # 2 clips cannot hold 3 labels equally often
     assert r.returncode == 2 and "at least as many clips as the model has labels" in r.stderr and "Traceback" not in r.stderr
 
+    r = run_cli("evaluate", str(run), str(manifest), "--tta-speeds", "0.9", "1.0", "1.1", "--out", str(tmp_path / "tta.json"))
+    assert r.returncode == 0 and "(36 utterances)" in r.stdout, r.stderr
+    assert len(json.loads((tmp_path / "tta" / "report.json").read_text())["utterances"]) == 36
+    r = run_cli("predict", str(run), utts[0].audio_filepath, "--tta-speeds", "0.9", "1.1", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["label"] in ("high", "low", "mid"), r.stderr
+    r = run_cli("pseudo-label", str(run), str(manifest), str(tmp_path / "slow.jsonl"), "--tta-speeds", "3")
+    assert r.returncode == 2 and "--tta-speeds: test-time speeds must be between 0.5 and 2.0, got [3.0]" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "slow.jsonl").exists()
+
     unlabeled = tmp_path / "plain.jsonl"
     unlabeled.write_text(json.dumps({"audio_filepath": utts[0].audio_filepath, "duration": utts[0].duration, "text": "x"}) + "\n")
     r = run_cli("finetune", str(tmp_path / "bad"), "--task", "classify", "--train-manifest", str(unlabeled))
@@ -301,6 +310,8 @@ def test_text_classify_finetune_predict_evaluate(tmp_path):
     assert json.loads(r.stdout)["label"] in {s.intent for s in train}
     r = run_cli("evaluate", str(run), str(tmp_path / "test.csv"), "--balance")
     assert r.returncode == 2 and "--balance applies to speech classifiers" in r.stderr
+    r = run_cli("predict", str(run), "set an alarm for seven", "--tta-speeds", "0.9", "1.1")
+    assert r.returncode == 2 and "--tta-speeds applies to speech classifiers; the model directory holds a text classifier" in r.stderr
     r = run_cli("finetune", str(tmp_path / "bad"), "--task", "text-classify")
     assert r.returncode == 2 and "--train-file" in r.stderr
 

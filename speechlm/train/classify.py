@@ -297,9 +297,31 @@ class ClassifierEnsemble(Classifier):
         return np.mean([m.probabilities(audios, batch_seconds)[:, order] for m, order in zip(self.members, self._order)], axis=0)
 
 
-def load_classifier(model_dir: str | Path, ensemble: Sequence[str | Path] = ()) -> Classifier:
-    """The classifier in ``model_dir``, or, with ``ensemble``, its ensemble with those directories."""
-    return ClassifierEnsemble.load([model_dir, *ensemble]) if ensemble else Classifier.load(model_dir)
+TTA_SPEED_RANGE = (0.5, 2.0)
+
+
+class SpeedAveraged(Classifier):
+    """Test-time augmentation: a classifier's class probabilities averaged over copies of each clip played at
+    several speeds (the speed perturbation of training, :func:`speechlm.data.augment.speed_perturb`). A new voice
+    whose pitch and formants sit above or below the training voices' is heard once nearer to them."""
+
+    def __init__(self, base: Classifier, speeds: Sequence[float]):
+        bad = [s for s in speeds if not TTA_SPEED_RANGE[0] <= s <= TTA_SPEED_RANGE[1]]
+        if not speeds or bad:
+            raise ValueError(f"test-time speeds must be between {TTA_SPEED_RANGE[0]} and {TTA_SPEED_RANGE[1]}, got {list(speeds) or 'none'}")
+        self.base, self.speeds, self.labels = base, [float(s) for s in speeds], base.labels
+
+    def probabilities(self, audios: Sequence[np.ndarray], batch_seconds: float = 100.0) -> np.ndarray:
+        from speechlm.data.augment import speed_perturb
+
+        return np.mean([self.base.probabilities([speed_perturb(a, s) for a in audios], batch_seconds) for s in self.speeds], axis=0)
+
+
+def load_classifier(model_dir: str | Path, ensemble: Sequence[str | Path] = (), speeds: Sequence[float] = ()) -> Classifier:
+    """The classifier in ``model_dir``, or, with ``ensemble``, its ensemble with those directories; with ``speeds``,
+    its probabilities averaged over each clip played at those speeds (:class:`SpeedAveraged`)."""
+    clf = ClassifierEnsemble.load([model_dir, *ensemble]) if ensemble else Classifier.load(model_dir)
+    return SpeedAveraged(clf, speeds) if speeds else clf
 
 
 def evaluate_classifier(clf: Classifier, utts: Sequence[Utterance], balance: bool = False) -> tuple[ClassificationReport, list[dict], float]:

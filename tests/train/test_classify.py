@@ -137,6 +137,29 @@ def test_an_ensemble_averages_its_members_by_label_name(trained, pitch_corpus, t
         ClassifierEnsemble([a, b], ["a", "b"])
 
 
+def test_test_time_speeds_average_the_clip_played_at_each_speed(trained, pitch_corpus, tmp_path):
+    from speechlm.data.audio import load_audio
+    from speechlm.data.augment import speed_perturb
+    from speechlm.train.classify import SpeedAveraged, load_classifier
+
+    _, utts = pitch_corpus
+    audios = [load_audio(u.audio_filepath) for u in utts[::4]]
+    clf = Classifier.load(trained[0])
+    plain = clf.probabilities(audios)
+    assert np.allclose(SpeedAveraged(clf, [1.0]).probabilities(audios), plain, atol=1e-6)
+    each = [clf.probabilities([speed_perturb(a, s) for a in audios]) for s in (0.9, 1.1)]
+    assert not np.allclose(each[0], each[1], atol=1e-3)  # a pitch classifier hears the speed
+    tta = load_classifier(trained[0], speeds=[0.9, 1.1])
+    assert tta.labels == clf.labels and np.allclose(tta.probabilities(audios), (each[0] + each[1]) / 2, atol=1e-6)
+    both = load_classifier(trained[0], [trained[0]], speeds=[0.9, 1.1])  # composes with an ensemble (of one model twice)
+    assert np.allclose(both.probabilities(audios), tta.probabilities(audios), atol=1e-6)
+    report, rows, _ = evaluate_classifier(tta, utts, balance=True)
+    assert len(rows) == len(utts) and 0 <= report.accuracy <= 1
+    for bad in ([], [0.3], [1.0, 2.5]):
+        with pytest.raises(ValueError, match="test-time speeds must be between 0.5 and 2.0"):
+            SpeedAveraged(clf, bad)
+
+
 def test_pseudo_labels_keep_confident_predictions_capped_per_label(trained, pitch_corpus):
     _, utts = pitch_corpus
     run, _ = trained
