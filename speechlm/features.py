@@ -153,9 +153,27 @@ def log_mel_spectrogram(audio: torch.Tensor, n_mels: int = N_MELS, f_range: tupl
     return mel_db(audio, n_mels, f_range, range_db) * (math.log(10.0) / 10.0)
 
 
-def mfcc(audio: torch.Tensor, n_mfcc: int = 40, n_mels: int = N_MELS, f_range: tuple[float, float] = FULL_BAND, range_db: float = 0.0) -> torch.Tensor:
-    """``(..., N)`` samples -> ``(..., T, n_mfcc)``: DCT-II of the mel power in dB (librosa's convention)."""
-    return mel_db(audio, n_mels, f_range, range_db) @ _dct_matrix(n_mels, n_mfcc).to(audio.device)
+def warp_bands(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """``(B, T, D)`` features whose last axis is a frequency axis, each utterance's stretched by its factor of
+    ``alpha`` ``(B,)``: band ``d`` takes the value at ``d / alpha`` (linear interpolation, held at the edges).
+    ``alpha > 1`` moves the spectrum up, as a shorter vocal tract does."""
+    B, T, D = x.shape
+    src = (torch.arange(D, device=x.device, dtype=x.dtype)[None, :] / alpha[:, None].to(x.dtype)).clamp(0, D - 1)  # (B, D)
+    lo = src.floor().long()
+    hi = (lo + 1).clamp(max=D - 1)
+    frac = (src - lo.to(src.dtype))[:, None, :]  # (B, 1, D)
+    gather = lambda idx: torch.gather(x, 2, idx[:, None, :].expand(B, T, D))  # noqa: E731
+    return gather(lo) * (1 - frac) + gather(hi) * frac
+
+
+def mfcc(audio: torch.Tensor, n_mfcc: int = 40, n_mels: int = N_MELS, f_range: tuple[float, float] = FULL_BAND, range_db: float = 0.0,
+         warp: torch.Tensor | None = None) -> torch.Tensor:
+    """``(..., N)`` samples -> ``(..., T, n_mfcc)``: DCT-II of the mel power in dB (librosa's convention). ``warp``:
+    ``(B,)`` factors that stretch each utterance's mel bands before the DCT (:func:`warp_bands`), for ``(B, N)`` audio."""
+    db = mel_db(audio, n_mels, f_range, range_db)
+    if warp is not None:
+        db = warp_bands(db, warp)
+    return db @ _dct_matrix(n_mels, n_mfcc).to(audio.device)
 
 
 def lpc(audio: torch.Tensor, order: int = 16) -> torch.Tensor:
@@ -208,19 +226,22 @@ def normalize(feats: torch.Tensor, lens: torch.Tensor | None = None, eps: float 
 
 
 def compute_features(
-    audio: torch.Tensor, audio_lens: torch.Tensor | None, cfg: FeatureConfig
+    audio: torch.Tensor, audio_lens: torch.Tensor | None, cfg: FeatureConfig, mel_warp: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The single feature entry point.
 
     audio: ``(B, N)`` float samples at :data:`SAMPLE_RATE`, zero-padded; audio_lens: ``(B,)`` samples.
-    Returns ``(feats, feat_lens)``: ``(B, T, cfg.dim)`` and ``(B,)`` frames.
+    mel_warp: MFCC only, ``(B,)`` factors stretching each utterance's mel bands before the DCT
+    (:meth:`SpecAugment.mel_warp_factors`). Returns ``(feats, feat_lens)``: ``(B, T, cfg.dim)`` and ``(B,)`` frames.
     """
+    if mel_warp is not None and cfg.kind != "mfcc":
+        raise ValueError(f"mel_warp stretches the mel bands under MFCCs; features.kind is {cfg.kind!r}")
     if audio_lens is None:
         audio_lens = torch.full((audio.shape[0],), audio.shape[-1], device=audio.device)
     if cfg.kind == "logmel":
         feats = log_mel_spectrogram(audio, cfg.n_mels, (cfg.f_min, cfg.f_max), cfg.dynamic_range_db)
     elif cfg.kind == "mfcc":
-        feats = mfcc(audio, cfg.n_mfcc, cfg.n_mels, (cfg.f_min, cfg.f_max), cfg.dynamic_range_db)
+        feats = mfcc(audio, cfg.n_mfcc, cfg.n_mels, (cfg.f_min, cfg.f_max), cfg.dynamic_range_db, mel_warp)
     else:
         feats = lpc(audio, cfg.lpc_order)
     feat_lens = torch.clamp(num_frames(audio_lens), max=feats.shape[1])
@@ -274,6 +295,14 @@ class SpecAugmentConfig:
     time_masks: int = 5  # maximum number of time masks per utterance (scaled down for short ones)
     time_width: float = 0.05  # maximum width of a time mask, as a fraction of the utterance
     warp: float = 0.1  # max relative stretch of the frequency axis (VTLP-style voice variety); 0 = off
+    # the same for MFCC models: max relative stretch of the mel bands, before the DCT and normalization (0 = off, the
+    # default, so MFCC recipes measured before it existed train as they did); log-mel models use ``warp``
+    mfcc_warp: float = 0.0
+
+    def __post_init__(self):
+        for name in ("warp", "mfcc_warp"):
+            if not 0 <= getattr(self, name) < 0.5:
+                raise ValueError(f"spec_augment.{name} must be in [0, 0.5) (a relative stretch; 0 = off), got {getattr(self, name)}")
 
 
 class SpecAugment(torch.nn.Module):
@@ -282,7 +311,8 @@ class SpecAugment(torch.nn.Module):
     The warp rescales the feature axis by a factor in ``[1 - warp, 1 + warp]`` per utterance,
     which mimics a different vocal-tract length: cheap voice variety for synthetic corpora. It
     applies to log-mel features only (``spectral=True``): MFCC and LPC dimensions are not a
-    frequency axis. A frequency mask covers at most a fifth of the ``D`` feature dimensions, so
+    frequency axis. MFCC models warp their mel bands before the DCT instead, inside
+    :func:`compute_features`, with the factors of :meth:`mel_warp_factors` (``mfcc_warp``). A frequency mask covers at most a fifth of the ``D`` feature dimensions, so
     the 15-bin default made for 80 mel bands cannot blank 13 MFCCs. Active only in training
     mode. Input and output ``(B, T, D)``; masked values are zero, the mean of normalized features.
     """
@@ -316,12 +346,11 @@ class SpecAugment(torch.nn.Module):
         return out
 
     def _warp(self, feats: torch.Tensor) -> torch.Tensor:
-        B, T, D = feats.shape
-        alpha = 1 + (torch.rand(B, device=feats.device) * 2 - 1) * self.cfg.warp  # (B,)
-        src = torch.arange(D, device=feats.device, dtype=feats.dtype)[None, :] / alpha[:, None]  # (B, D)
-        src = src.clamp(0, D - 1)
-        lo = src.floor().long()
-        hi = (lo + 1).clamp(max=D - 1)
-        frac = (src - lo.to(src.dtype))[:, None, :]  # (B, 1, D)
-        gather = lambda idx: torch.gather(feats, 2, idx[:, None, :].expand(B, T, D))  # noqa: E731
-        return gather(lo) * (1 - frac) + gather(hi) * frac
+        return warp_bands(feats, 1 + (torch.rand(feats.shape[0], device=feats.device) * 2 - 1) * self.cfg.warp)
+
+    def mel_warp_factors(self, batch: int, features: FeatureConfig, device: torch.device | str = "cpu") -> torch.Tensor | None:
+        """``(batch,)`` mel-band stretch factors in ``[1 - mfcc_warp, 1 + mfcc_warp]`` for :func:`compute_features`, in
+        training and for MFCC features only; None otherwise."""
+        if not self.training or features.kind != "mfcc" or self.cfg.mfcc_warp <= 0:
+            return None
+        return 1 + (torch.rand(batch, device=device) * 2 - 1) * self.cfg.mfcc_warp

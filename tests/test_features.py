@@ -15,6 +15,7 @@ from speechlm.features import (
     mfcc,
     normalize,
     power_spectrogram,
+    warp_bands,
 )
 
 
@@ -177,6 +178,36 @@ def test_frequency_warp_is_identity_at_factor_one():
     aug = SpecAugment(SpecAugmentConfig(warp=0.0))
     x = torch.randn(2, 10, 80)
     assert torch.allclose(aug._warp(x), x)
+
+
+def test_band_warp_moves_a_peak_by_its_factor():
+    x = torch.zeros(2, 3, 80)
+    x[:, :, 40] = 1.0
+    y = warp_bands(x, torch.tensor([1.1, 0.9]))
+    assert int(y[0, 0].argmax()) == 44 and int(y[1, 0].argmax()) == 36  # a spectrum stretched up, one squeezed down
+    assert torch.allclose(warp_bands(x, torch.ones(2)), x)
+
+
+def test_mfcc_models_warp_their_mel_bands_before_the_dct():
+    torch.manual_seed(0)
+    t = torch.arange(8000) / 16000
+    audio = torch.stack([torch.sin(2 * torch.pi * 440 * t) * (1 + t), torch.sin(2 * torch.pi * 1500 * t)])
+    cfg = FeatureConfig(kind="mfcc", n_mfcc=13, normalize=False)
+    plain, lens = compute_features(audio, None, cfg)
+    assert torch.allclose(compute_features(audio, None, cfg, torch.ones(2))[0], plain, atol=1e-4)
+    warped = compute_features(audio, None, cfg, torch.tensor([1.15, 0.85]))[0]
+    expected = mfcc(audio, 13, warp=torch.tensor([1.15, 0.85]))  # the warp acts on the mel dB, then the DCT
+    assert torch.allclose(warped, expected, atol=1e-4) and not torch.allclose(warped, plain, atol=1e-2)
+    with pytest.raises(ValueError, match="mel_warp stretches the mel bands under MFCCs"):
+        compute_features(audio, None, FeatureConfig(), torch.ones(2))
+    aug = SpecAugment(SpecAugmentConfig(mfcc_warp=0.2))
+    assert aug.train().mel_warp_factors(4, FeatureConfig()) is None  # log-mel models warp after normalization instead
+    factors = aug.mel_warp_factors(1000, cfg)
+    assert factors.shape == (1000,) and 0.8 <= float(factors.min()) < 0.85 and 1.15 < float(factors.max()) <= 1.2
+    assert aug.eval().mel_warp_factors(4, cfg) is None  # training only
+    assert SpecAugment(SpecAugmentConfig()).train().mel_warp_factors(4, cfg) is None  # off by default
+    with pytest.raises(ValueError, match=r"spec_augment.mfcc_warp must be in \[0, 0.5\)"):
+        SpecAugmentConfig(mfcc_warp=0.6)
 
 
 def test_frequency_masks_leave_most_of_a_small_feature_vector():

@@ -32,7 +32,8 @@ class SpeechRecognizer(nn.Module):
     def forward(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> CTCOutput:
         """audio: ``(B, N)`` samples at 16 kHz; audio_lens: ``(B,)`` samples."""
         with torch.no_grad(), torch.autocast(audio.device.type, enabled=False):
-            feats, feat_lens = compute_features(audio.float(), audio_lens, self.features)  # (B, T, D)
+            warp = self.spec_augment.mel_warp_factors(audio.shape[0], self.features, audio.device)  # MFCC in training only
+            feats, feat_lens = compute_features(audio.float(), audio_lens, self.features, warp)  # (B, T, D)
             feats = self.spec_augment(feats, feat_lens)
         enc = self.encoder(feats, feat_lens)
         return CTCOutput(self.head(enc.x), enc.x_lens)

@@ -87,7 +87,8 @@ class SpeechClassifier(nn.Module):
     def forward(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> ClassifierOutput:
         """audio: ``(B, N)`` samples at 16 kHz; audio_lens: ``(B,)`` samples."""
         with torch.no_grad(), torch.autocast(audio.device.type, enabled=False):
-            feats, feat_lens = compute_features(audio.float(), audio_lens, self.features)  # (B, T, D)
+            warp = self.spec_augment.mel_warp_factors(audio.shape[0], self.features, audio.device)  # MFCC in training only
+            feats, feat_lens = compute_features(audio.float(), audio_lens, self.features, warp)  # (B, T, D)
             if self.corpus_norm is not None:
                 feats = self.corpus_norm(feats, feat_lens)
             feats = self.spec_augment(feats, feat_lens)

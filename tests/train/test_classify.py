@@ -3,6 +3,7 @@ merging), evaluation reports, bad labels; real recordings from ../shared/data wh
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -51,6 +52,21 @@ def test_every_head_field_changes_the_output():
     base = run(HeadConfig(dropout=0.0))
     for change in (dict(pooling="mean"), dict(layer_weights=True), dict(hidden=0), dict(hidden=64)):
         assert not torch.allclose(base, run(HeadConfig(dropout=0.0, **change))), change
+
+
+def test_mfcc_classifiers_warp_their_bands_in_training_only():
+    torch.manual_seed(0)
+    audio, lens = torch.randn(2, 8000), torch.tensor([8000, 5000])
+    enc = EncoderConfig(d_model=32, n_layers=2, n_heads=2, conv_kernel=3, dropout=0.0)
+    still = SpecAugmentConfig(freq_masks=0, time_masks=0, warp=0.0)
+    m = SpeechClassifier(FeatureConfig(kind="mfcc", n_mfcc=13), dataclasses.replace(still, mfcc_warp=0.2), enc, HeadConfig(dropout=0.0), 3)
+    head_only = [n for n, mod in m.named_modules() if isinstance(mod, torch.nn.Dropout) and mod.p > 0]
+    assert not head_only  # nothing else in the model is random in training mode
+    evaluated = m.eval()(audio, lens).logits
+    assert torch.equal(m(audio, lens).logits, evaluated)
+    assert not torch.allclose(m.train()(audio, lens).logits, evaluated, atol=1e-4)
+    m.spec_augment.cfg = still  # without the band warp, training mode gives the same output
+    assert torch.allclose(m(audio, lens).logits, evaluated, atol=1e-5)
 
 
 def test_padding_does_not_change_a_clip_s_prediction():
