@@ -111,9 +111,10 @@ def scores(name: str, clf: Classifier, test: list[Utterance]) -> dict:
     return {"accuracy": report.accuracy, "macro_f1": report.macro_f1} | ({"by_speaker": by_speaker} if 1 < len(speakers) <= 10 else {})
 
 
-def ensemble(name: str, members: list[dict], test: list[Utterance]) -> dict:
+def ensemble(name: str, members: list[dict], test: list[Utterance], speeds: tuple[float, ...] = ()) -> dict:
     """The ``members`` rows' models as one (:class:`ClassifierEnsemble`, the mean of their class probabilities)
-    scored on ``test``; a row of the same table: the members' training time and sizes summed, the largest member's training list."""
+    scored on ``test``; a row of the same table: the members' training time and sizes summed, the largest member's training list.
+    With ``speeds``, also ``tta_accuracy``: the ensemble with each clip played at those speeds (:class:`SpeedAveraged`)."""
     clf = ClassifierEnsemble.load([WORK / m["name"] for m in members])
     row = {"name": name, "init": "/".join(sorted({m["init"] for m in members})), "members": [m["name"] for m in members],
            "train_examples": max(m["train_examples"] for m in members),  # the largest member's: the others' lists are within it
@@ -122,6 +123,9 @@ def ensemble(name: str, members: list[dict], test: list[Utterance]) -> dict:
            "train_minutes": round(sum(m["train_minutes"] for m in members), 2), "checkpoint_mb": round(sum(m["checkpoint_mb"] for m in members), 2),
            "trainable_params": sum(m["trainable_params"] for m in members)} | scores(name, clf, test)  # fmt: skip
     print(f"  {name}: accuracy {row['accuracy']:.2%} (the mean probabilities of {len(members)} models)")
+    if speeds:
+        row["tta_accuracy"] = evaluate_classifier(SpeedAveraged(clf, speeds), test)[0].accuracy
+        print(f"    each clip also played at speeds {speeds}: {row['tta_accuracy']:.2%}")
     return row
 
 
@@ -385,6 +389,9 @@ def framed_accuracy(clf: Classifier, test: list[Utterance], seconds: float = FRA
 # test-time augmentation of the self-train section's models (`--tta-speeds`): the recipe's own training speed
 # factors, fixed before any fold was scored with them
 TTA_SPEEDS = (0.9, 1.0, 1.1)
+# how each reported --self-train-ensemble (the variant, then its partners) was chosen
+ENSEMBLE_NOTES = {("tiny-sc-digits-trim", "tiny-sc-digits-trim-warp", "tiny-sc-digits-trim-range80"):
+                  "every trimmed variant trained, no selection; the members fixed before the last of them had been measured"}
 
 
 def balanced_accuracy(clf: Classifier, held: list[Utterance]) -> float:
@@ -414,10 +421,7 @@ def run_self_train(args) -> dict:
         if args.self_train_ensemble:  # the fold's models of this and the other variants as one, no self-training
             members = [base_rows[-1]] + [finetune(f"fsdd_loso_synth_mfcc13_{v.replace('-', '_')}_{spk}", train + added, test, None, args.steps_synth,
                                                   *SYNTH_RECIPE, *SYNTH_VARIANTS[v]) for v in args.self_train_ensemble]
-            ensemble_rows.append(ensemble(f"fsdd_loso_variant_ensemble_{variant.replace('-', '_')}_{spk}", members, test))
-            together = ClassifierEnsemble.load([WORK / m["name"] for m in members])
-            ensemble_rows[-1]["tta_accuracy"] = evaluate_classifier(SpeedAveraged(together, TTA_SPEEDS), test)[0].accuracy
-            print(f"    the ensemble, each clip also played at speeds {TTA_SPEEDS}: {ensemble_rows[-1]['tta_accuracy']:.2%}")
+            ensemble_rows.append(ensemble(f"fsdd_loso_variant_ensemble_{variant.replace('-', '_')}_{spk}", members, test, TTA_SPEEDS))
         halves = {half: [u for u, i in data if u.speaker == spk and i in idx] for half, idx in HALVES.items()}
         base_rows[-1]["balanced_accuracy"] = float(np.mean([balanced_accuracy(base, held) for held in halves.values()]))
         print(f"    each half labeled as a balanced batch: {base_rows[-1]['balanced_accuracy']:.2%}")
@@ -964,8 +968,9 @@ def ensemble_parts(st: dict, table) -> list[str]:
     if not rows:
         return []
     others = ", ".join(f"`{v}`" for v in st["ensemble_with"])
+    how = ENSEMBLE_NOTES.get((st["variant"], *st["ensemble_with"]))
     return [f"Each fold's `{st['variant']}` model and its {others} model{'s' if len(st['ensemble_with']) > 1 else ''} as one ensemble "
-            f"(`--ensemble`, the mean of their class probabilities; every trimmed variant trained, no selection, the members fixed before the last of them had been measured): "
+            f"(`--ensemble`, the mean of their class probabilities{'; ' + how if how else ''}): "
             f"mean **{mean_accuracy(rows):.2%}**; with each clip also played at speeds {', '.join(map(str, TTA_SPEEDS))} "
             f"(`--tta-speeds`): **{np.mean([r['tta_accuracy'] for r in rows]):.2%}** (target ≥ 95 %). Inductive: one clip at a time.",
             markdown_table(["held-out speaker", "ensemble", "ensemble, speeds"],

@@ -212,12 +212,14 @@ def _speech_classifier_only(what: str, ensemble: Sequence[str] = (), balance: bo
 
 
 def _load_speech_classifier(model_dir: str | Path, ensemble: Sequence[str], speeds: Sequence[float] | None):
-    from speechlm.train.classify import load_classifier
+    from speechlm.train.classify import check_speeds, load_classifier
 
-    try:
-        return load_classifier(model_dir, ensemble, speeds or ())
-    except ValueError as e:  # test-time speeds out of range
-        raise SpeechLMError(f"--tta-speeds: {e}") from None
+    if speeds:
+        try:
+            check_speeds(speeds)
+        except ValueError as e:
+            raise SpeechLMError(f"--tta-speeds: {e}") from None
+    return load_classifier(model_dir, ensemble, speeds or ())
 
 
 def _is_text_classifier(model_dir: Path) -> bool:

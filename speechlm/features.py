@@ -312,8 +312,8 @@ class SpecAugment(torch.nn.Module):
     which mimics a different vocal-tract length: cheap voice variety for synthetic corpora. It
     applies to log-mel features only (``spectral=True``): MFCC and LPC dimensions are not a
     frequency axis. MFCC models warp their mel bands before the DCT instead, inside
-    :func:`compute_features`, with the factors of :meth:`mel_warp_factors` (``mfcc_warp``). A frequency mask covers at most a fifth of the ``D`` feature dimensions, so
-    the 15-bin default made for 80 mel bands cannot blank 13 MFCCs. Active only in training
+    :func:`compute_features`, with the factors of :meth:`mel_warp_factors` (``mfcc_warp``).
+    A frequency mask covers at most a fifth of the ``D`` feature dimensions, so the 15-bin default made for 80 mel bands cannot blank 13 MFCCs. Active only in training
     mode. Input and output ``(B, T, D)``; masked values are zero, the mean of normalized features.
     """
 
@@ -345,12 +345,16 @@ class SpecAugment(torch.nn.Module):
                 out[b, t0 : t0 + w, :] = 0
         return out
 
+    @staticmethod
+    def _factors(batch: int, max_stretch: float, device: torch.device | str) -> torch.Tensor:
+        return 1 + (torch.rand(batch, device=device) * 2 - 1) * max_stretch  # (batch,) uniform in [1 - s, 1 + s]
+
     def _warp(self, feats: torch.Tensor) -> torch.Tensor:
-        return warp_bands(feats, 1 + (torch.rand(feats.shape[0], device=feats.device) * 2 - 1) * self.cfg.warp)
+        return warp_bands(feats, self._factors(feats.shape[0], self.cfg.warp, feats.device))
 
     def mel_warp_factors(self, batch: int, features: FeatureConfig, device: torch.device | str = "cpu") -> torch.Tensor | None:
         """``(batch,)`` mel-band stretch factors in ``[1 - mfcc_warp, 1 + mfcc_warp]`` for :func:`compute_features`, in
         training and for MFCC features only; None otherwise."""
         if not self.training or features.kind != "mfcc" or self.cfg.mfcc_warp <= 0:
             return None
-        return 1 + (torch.rand(batch, device=device) * 2 - 1) * self.cfg.mfcc_warp
+        return self._factors(batch, self.cfg.mfcc_warp, device)

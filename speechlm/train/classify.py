@@ -300,15 +300,19 @@ class ClassifierEnsemble(Classifier):
 TTA_SPEED_RANGE = (0.5, 2.0)
 
 
+def check_speeds(speeds: Sequence[float]) -> None:
+    """Refuse test-time speeds that are none, or outside :data:`TTA_SPEED_RANGE`."""
+    if not speeds or any(not TTA_SPEED_RANGE[0] <= s <= TTA_SPEED_RANGE[1] for s in speeds):
+        raise ValueError(f"test-time speeds must be between {TTA_SPEED_RANGE[0]} and {TTA_SPEED_RANGE[1]}, got {list(speeds) or 'none'}")
+
+
 class SpeedAveraged(Classifier):
     """Test-time augmentation: a classifier's class probabilities averaged over copies of each clip played at
     several speeds (the speed perturbation of training, :func:`speechlm.data.augment.speed_perturb`). A new voice
     whose pitch and formants sit above or below the training voices' is heard once nearer to them."""
 
     def __init__(self, base: Classifier, speeds: Sequence[float]):
-        bad = [s for s in speeds if not TTA_SPEED_RANGE[0] <= s <= TTA_SPEED_RANGE[1]]
-        if not speeds or bad:
-            raise ValueError(f"test-time speeds must be between {TTA_SPEED_RANGE[0]} and {TTA_SPEED_RANGE[1]}, got {list(speeds) or 'none'}")
+        check_speeds(speeds)
         self.base, self.speeds, self.labels = base, [float(s) for s in speeds], base.labels
 
     def probabilities(self, audios: Sequence[np.ndarray], batch_seconds: float = 100.0) -> np.ndarray:
