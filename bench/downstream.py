@@ -11,6 +11,8 @@ Usage:
     .venv/bin/python bench/downstream.py --only self-train            # FSDD LOSO self-trained on the new speaker's unlabeled clips (about 90 min: 30 models of 3 min)
     .venv/bin/python bench/downstream.py --only self-train --self-train-balance   # the same, each half pseudo-labeled as a balanced batch (a section of its own)
     .venv/bin/python bench/downstream.py --only self-train --self-train-variant tiny-sc-digits-trim --self-train-rounds 0   # another variant's folds, no self-training
+    .venv/bin/python bench/downstream.py --only self-train --self-train-variant tiny-sc-digits-trim --self-train-rounds 0 \
+        --self-train-ensemble tiny-sc-digits-trim-warp tiny-sc-digits-trim-range80     # each fold's models of three variants as one
     .venv/bin/python bench/downstream.py --init runs/ssl/model        # another pretrained encoder
 
 The pretrained encoder (default: the one `bench/label_efficiency.py` pretrains, BEST-RQ on
