@@ -211,14 +211,20 @@ def _speech_classifier_only(what: str, ensemble: Sequence[str] = (), balance: bo
         raise SpeechLMError(f"--tta-speeds applies to speech classifiers; the model directory holds {what}")
 
 
-def _load_speech_classifier(model_dir: str | Path, ensemble: Sequence[str], speeds: Sequence[float] | None):
-    from speechlm.train.classify import check_speeds, load_classifier
+def _check_tta_speeds(speeds: Sequence[float] | None, option: str = "--tta-speeds") -> None:
+    from speechlm.train.classify import check_speeds
 
     if speeds:
         try:
             check_speeds(speeds)
         except ValueError as e:
-            raise SpeechLMError(f"--tta-speeds: {e}") from None
+            raise SpeechLMError(f"{option}: {e}") from None
+
+
+def _load_speech_classifier(model_dir: str | Path, ensemble: Sequence[str], speeds: Sequence[float] | None):
+    from speechlm.train.classify import load_classifier
+
+    _check_tta_speeds(speeds)
     return load_classifier(model_dir, ensemble, speeds or ())
 
 
@@ -559,8 +565,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
         key, args.max_upload_mb, args.max_audio_seconds, args.max_text_chars, args.timeout, args.max_batch, args.queue_size,
         tuple(args.cors_origin),
     )  # fmt: skip
+    if (args.classifier_ensemble or args.classifier_tta_speeds) and not args.classifier:
+        raise SpeechLMError("--classifier-ensemble and --classifier-tta-speeds apply to a speech classifier: give it with --classifier DIR")
+    _check_tta_speeds(args.classifier_tta_speeds, "--classifier-tta-speeds")
     assistant = Assistant.load(
-        args.model_dir, args.intent_model, args.lm, args.voice, args.replies, args.reply_from, args.classifier, args.speech_lm
+        args.model_dir, args.intent_model, args.lm, args.voice, args.replies, args.reply_from, args.classifier, args.speech_lm,
+        args.classifier_ensemble, args.classifier_tta_speeds or (),
     )
     app = create_app(assistant, cfg)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -779,6 +789,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--intent-model", default=None, help="intent classifier directory (speechlm intent train)")
     s.add_argument("--lm", default=None, help="causal or LSTM language model directory, for /v1/generate")
     s.add_argument("--classifier", default=None, help="speech classifier directory (finetune --task classify), for /v1/classify")
+    s.add_argument("--classifier-ensemble", nargs="+", default=[], metavar="DIR", help="/v1/classify: " + ENSEMBLE_HELP)
+    s.add_argument("--classifier-tta-speeds", nargs="+", type=float, default=None, metavar="FACTOR", help="/v1/classify: " + TTA_HELP)
     s.add_argument("--speech-lm", default=None, help="joint speech-LM directory (finetune --task speech-lm) beside a CTC model_dir, for /v1/answer")
     s.add_argument("--voice", default="espeak-en-us-steph-100", help="synthesis voice (speechlm synth --list-voices)")
     s.add_argument("--replies", default=None, help="JSON file {intent: reply template}; placeholders {transcript} {intent} {time} {date}")

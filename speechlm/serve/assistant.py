@@ -104,11 +104,13 @@ class Assistant:
         cls, asr_dir: str | Path, intent_dir: str | Path | None = None, lm_dir: str | Path | None = None,
         voice: str = DEFAULT_VOICE, replies: str | Path | None = None, reply_source: str = "templates",
         classifier_dir: str | Path | None = None, speech_lm_dir: str | Path | None = None,
+        classifier_ensemble: Sequence[str | Path] = (), classifier_speeds: Sequence[float] = (),
     ) -> "Assistant":  # fmt: skip
         """``asr_dir``: a CTC recognizer, or a joint speech-LM that then also answers ``/v1/answer``
         and continues text (unless ``lm_dir`` names another LM); ``speech_lm_dir``: a joint model
-        beside a CTC recognizer."""
-        from speechlm.train.classify import Classifier
+        beside a CTC recognizer. ``classifier_ensemble`` and ``classifier_speeds``: the speech
+        classifier averaged with these others, over each clip played at these speeds (``load_classifier``)."""
+        from speechlm.train.classify import load_classifier
         from speechlm.train.speech_lm import SpeechLMRunner, is_speech_lm_dir
         from speechlm.train.text import load_lm_dir
 
@@ -126,7 +128,7 @@ class Assistant:
             voice,
             read_replies(replies),
             reply_source,
-            Classifier.load(classifier_dir) if classifier_dir else None,
+            load_classifier(classifier_dir, classifier_ensemble, classifier_speeds) if classifier_dir else None,
             speech_lm,
         )  # fmt: skip
 

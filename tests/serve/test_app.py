@@ -364,3 +364,12 @@ def test_classify_endpoint_serves_a_speech_classifier(tiny_asr_dir, tiny_classif
         assert r["label"] in ("high", "low", "mid") and sum(r["scores"].values()) == pytest.approx(1.0, abs=1e-4)
         assert r["scores"][r["label"]] == r["confidence"] == max(r["scores"].values())
         assert_json_error(c.post("/v1/classify", content=b"junk", headers={"content-type": "audio/wav"}), 400, "not a readable")
+    # the classifier as an ensemble, each clip also played at other speeds: the probabilities that `speechlm evaluate` averages
+    from speechlm.train.classify import load_classifier
+
+    clip = load_audio(utts[1].audio_filepath)
+    a = Assistant.load(tiny_asr_dir, classifier_dir=tiny_classifier_dir, classifier_ensemble=[tiny_classifier_dir], classifier_speeds=[0.9, 1.1])
+    with TestClient(create_app(a)) as c:
+        r = c.post("/v1/classify", files={"file": ("c.wav", encode_wav(clip), "audio/wav")}).json()
+    expected = load_classifier(tiny_classifier_dir, speeds=[0.9, 1.1]).probabilities([clip])[0]
+    assert r["scores"] == pytest.approx(dict(zip(a.classifier.labels, map(float, expected))), abs=1e-3)
