@@ -405,7 +405,9 @@ def framed_accuracy(clf: Classifier, test: list[Utterance], seconds: float = FRA
 TTA_SPEEDS = (0.9, 1.0, 1.1)
 # how each reported --self-train-ensemble (the variant, then its partners) was chosen
 ENSEMBLE_NOTES = {("tiny-sc-digits-trim", "tiny-sc-digits-trim-warp", "tiny-sc-digits-trim-range80"):
-                  "every trimmed variant trained, no selection; the members fixed before the last of them had been measured"}
+                  "every trimmed variant trained, no selection; the members fixed before the last of them had been measured",
+                  ("tiny-sc-digits-trim-range80-asr", "tiny-sc-digits-trim", "tiny-sc-digits-trim-warp", "tiny-sc-digits-trim-range80"):
+                  "every trimmed variant trained, no selection; the members fixed before the recognizer-initialized folds had been measured"}
 
 
 # Phonetic pretraining for the leave-one-speaker-out folds (variant tiny-sc-digits-trim-range80-asr): a character CTC
