@@ -282,6 +282,26 @@ def test_trimmed_classifiers_train_and_predict_without_the_clips_silence(pitch_c
         load_config(ClassifyConfig, overrides=["data.trim_db=-5"])
 
 
+def test_a_recognizer_s_encoder_and_front_end_start_a_classifier(tiny_asr_dir, pitch_corpus, tmp_path):
+    """`finetune --task classify --init RECOGNIZER`: the CTC model's encoder weights and features carry over, its output
+    layer is left behind, the pooling head starts fresh; the classifier then trains and saves the recognizer's front end."""
+    from speechlm.train.classify import build_classifier
+    from speechlm.train.finetune import config_from_pretrained, load_pretrained_encoder, read_pretrained
+
+    manifest, _ = pitch_corpus
+    pre = read_pretrained(tiny_asr_dir)
+    cfg = config_from_pretrained(tiny_cfg(manifest, "features.kind=mfcc", "train.max_steps=2"), tiny_asr_dir)
+    assert cfg.features == pre.features and cfg.features.kind != "mfcc"  # the recognizer's front end, not the override
+    model = build_classifier(cfg, num_classes=2)
+    report = load_pretrained_encoder(model, cfg)
+    own = model.state_dict()
+    assert report.loaded and all(name.startswith("encoder.") and torch.equal(own[name], pre.weights[name]) for name in report.loaded)
+    assert report.new and all(name.startswith("head.") for name in report.new)
+    assert report.ignored and not any(name.startswith("encoder.") for name in report.ignored)  # the CTC output layer
+    train_classifier(cfg, tmp_path / "from_asr", progress=False)
+    assert Classifier.load(tmp_path / "from_asr").cfg.features == pre.features
+
+
 def test_bad_labels_and_setups_are_clear_errors(pitch_corpus, tmp_path):
     manifest, utts = pitch_corpus
     unlabeled = tmp_path / "unlabeled.jsonl"
