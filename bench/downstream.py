@@ -410,7 +410,9 @@ TTA_SPEEDS = (0.9, 1.0, 1.1)
 ENSEMBLE_NOTES = {("tiny-sc-digits-trim", "tiny-sc-digits-trim-warp", "tiny-sc-digits-trim-range80"):
                   "every trimmed variant trained, no selection; the members fixed before the last of them had been measured",
                   ("tiny-sc-digits-trim-range80-asr", "tiny-sc-digits-trim", "tiny-sc-digits-trim-warp", "tiny-sc-digits-trim-range80"):
-                  "every trimmed variant trained, no selection; the members fixed before the recognizer-initialized folds had been measured"}
+                  "every trimmed variant trained, no selection; the members fixed before the recognizer-initialized folds had been measured",
+                  ("tiny-sc-digits-trim-range80-asr2", "tiny-sc-digits-trim-range80-asr"):
+                  "the two recognizer-initialized variants; fixed before any stage-2 fold had been scored"}
 
 
 # Phonetic pretraining for the leave-one-speaker-out folds (variant tiny-sc-digits-trim-range80-asr): a character CTC
