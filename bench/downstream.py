@@ -436,13 +436,12 @@ PHONETIC_STAGE2_OVERRIDES = ("train.lr=5e-4", "train.warmup_steps=100", "train.m
 LETTERS_ONLY = re.compile(r"[A-Za-z' ,.?!-]+")
 
 
+@functools.cache  # stage 2 starts from stage 1: its figures are measured once per run of this script
 def phonetic_recognizer(stage: int = 1) -> tuple[str, dict]:
     """The recognizer whose encoder initializes the `-asr` (stage 1) or `-asr2` (stage 2) variants' folds (trained
     once, then reused), and its figures: training steps and sentences, WER/CER on the check set of held-out voices."""
-    from speechlm.config import ASRConfig
     from speechlm.decode.transcribe import Recognizer
     from speechlm.evaluate import evaluate
-    from speechlm.train.asr import train_asr
 
     texts = sorted({t for t, _ in snips_split("train") + clinc_split("train") if LETTERS_ONLY.fullmatch(t)})
     rng = np.random.default_rng(0)
@@ -450,36 +449,28 @@ def phonetic_recognizer(stage: int = 1) -> tuple[str, dict]:
     n, n_check = PHONETIC_SENTENCES, PHONETIC_CHECK_SENTENCES
     train = synth_set("phonetic_sentences_4k", [(texts[i], None) for i in sorted(pick[:n])], PHONETIC_VOICES, seed=0, max_hz=4000)
     check = synth_set("phonetic_check_4k", [(texts[i], None) for i in sorted(pick[n:n + n_check])], "test", seed=0, max_hz=4000)
-    run = WORK / "fsdd_phonetic_asr"
-    overrides = [f"train.max_minutes={PHONETIC_MINUTES}", *PHONETIC_OVERRIDES]
+    run, init, first, extra = WORK / "fsdd_phonetic_asr", None, None, PHONETIC_OVERRIDES
     if stage == 2:
-        stage1, first = phonetic_recognizer(1)
-        train += synth_set("phonetic_sentences_4k_more", [(texts[i], None) for i in sorted(pick[n + n_check:])], PHONETIC_VOICES, seed=1, max_hz=4000)
-        run = WORK / "fsdd_phonetic_asr_stage2"
-        overrides = [f"train.max_minutes={PHONETIC_MINUTES}", *PHONETIC_STAGE2_OVERRIDES]
-    manifest = run.with_suffix(".train.jsonl")
-    run.parent.mkdir(parents=True, exist_ok=True)
-    write_manifest(manifest, train)
-    cfg = load_config(ASRConfig, overrides=[f"data.train_manifest={manifest}", *overrides])
-    if stage == 2:
-        cfg = config_from_pretrained(cfg, stage1)
-    if not finished_with(run, cfg, run / "model"):
-        print(f"== phonetic recognizer, stage {stage}: {len(train)} synthesized sentences ({sum(u.duration for u in train) / 3600:.1f} h), {PHONETIC_MINUTES:g} min")
-        train_asr(cfg, run, progress=False)
-    info = json.loads((run / "model" / "training.json").read_text())
-    rates = evaluate(Recognizer.load(run / "model"), check, progress=False).rates
-    figures = {"stage": stage, "train_sentences": len(train), "train_hours": round(sum(u.duration for u in train) / 3600, 2), "steps": info.get("steps"),
+        init, first = phonetic_recognizer(1)
+        train = train + synth_set("phonetic_sentences_4k_more", [(texts[i], None) for i in sorted(pick[n + n_check:])], PHONETIC_VOICES, seed=1, max_hz=4000)
+        run, extra = WORK / "fsdd_phonetic_asr_stage2", PHONETIC_STAGE2_OVERRIDES
+    hours = sum(u.duration for u in train) / 3600
+    model = train_recognizer(run, train, [f"train.max_minutes={PHONETIC_MINUTES}", *extra], init,
+                             f"== phonetic recognizer, stage {stage}: {len(train)} synthesized sentences ({hours:.1f} h), {PHONETIC_MINUTES:g} min")
+    info = json.loads((model / "training.json").read_text())
+    rates = evaluate(Recognizer.load(model), check, progress=False).rates
+    figures = {"stage": stage, "train_sentences": len(train), "train_hours": round(hours, 2), "steps": info.get("steps"),
                "check_utterances": len(check), "check_wer": rates.wer, "check_cer": rates.cer, "overrides": list(PHONETIC_OVERRIDES),
-               "stage2_overrides": list(PHONETIC_STAGE2_OVERRIDES) if stage == 2 else None, "stage1": first if stage == 2 else None}
+               "stage2_overrides": list(PHONETIC_STAGE2_OVERRIDES) if stage == 2 else None, "stage1": first}
     print(f"  phonetic recognizer, stage {stage}: WER {rates.wer:.2%}, CER {rates.cer:.2%} on {len(check)} sentences by 8 held-out voices")
-    return str(run / "model"), figures
+    return str(model), figures
 
 
 # variants whose folds start from a pretrained encoder: variant -> the function that makes it (path, its figures)
-VARIANT_INIT = {"tiny-sc-digits-trim-range80-asr": phonetic_recognizer, "tiny-sc-digits-trim-range80-asr2": functools.partial(phonetic_recognizer, 2)}
+VARIANT_INIT = {"tiny-sc-digits-trim-range80-asr": functools.partial(phonetic_recognizer, 1),
+                "tiny-sc-digits-trim-range80-asr2": functools.partial(phonetic_recognizer, 2)}
 
 
-@functools.cache
 def variant_init(variant: str) -> tuple[str | None, dict | None]:
     """The encoder a variant's folds start from and its figures; (None, None): from scratch."""
     return VARIANT_INIT[variant]() if variant in VARIANT_INIT else (None, None)
@@ -827,23 +818,31 @@ def combine(e2e_run: Path, test: list[Utterance], audio: list[np.ndarray], label
     return {"accuracy": accuracy([labels[i] for i in scores.argmax(1)], test)}
 
 
-def adapt_recognizer(asr: str, train: list[Utterance], minutes: float) -> str:
-    """``asr`` fine-tuned with CTC on the spoken sets' synthesized training audio (training voices and
-    training sentences only; the test voices and sentences stay unheard)."""
+def train_recognizer(run: Path, train: list[Utterance], overrides: list[str], init: str | None, what: str) -> Path:
+    """A CTC recognizer trained on ``train`` with ``overrides`` (from ``init``'s encoder, or scratch) into ``run``,
+    unless an earlier run of this script finished it with the same config; its model directory."""
     from speechlm.config import ASRConfig
     from speechlm.train.asr import train_asr
 
-    run = WORK / "asr_intent"
     manifest = run.with_suffix(".train.jsonl")
     run.parent.mkdir(parents=True, exist_ok=True)
     write_manifest(manifest, train)
-    overrides = [f"data.train_manifest={manifest}", "train.max_steps=100000", f"train.max_minutes={minutes}", "train.lr=1e-3",
-                 "train.warmup_steps=100", "train.checkpoint_every=100000"]  # fmt: skip
-    cfg = config_from_pretrained(load_config(ASRConfig, overrides=overrides), asr)
+    cfg = load_config(ASRConfig, overrides=[f"data.train_manifest={manifest}", *overrides])
+    if init:
+        cfg = config_from_pretrained(cfg, init)
     if not finished_with(run, cfg, run / "model"):
-        print(f"== recognizer {asr} fine-tuned on {len(train)} synthesized training utterances for {minutes:g} min")
+        print(what)
         train_asr(cfg, run, progress=False)
-    return str((run / "model").relative_to(ROOT))
+    return run / "model"
+
+
+def adapt_recognizer(asr: str, train: list[Utterance], minutes: float) -> str:
+    """``asr`` fine-tuned with CTC on the spoken sets' synthesized training audio (training voices and
+    training sentences only; the test voices and sentences stay unheard)."""
+    overrides = ["train.max_steps=100000", f"train.max_minutes={minutes}", "train.lr=1e-3", "train.warmup_steps=100", "train.checkpoint_every=100000"]
+    model = train_recognizer(WORK / "asr_intent", train, overrides, asr,
+                             f"== recognizer {asr} fine-tuned on {len(train)} synthesized training utterances for {minutes:g} min")
+    return str(model.relative_to(ROOT))
 
 
 def pipeline(name: str, recognizers: list[str], text_items, train: list[Utterance], test: list[Utterance], audio: list[np.ndarray], args
