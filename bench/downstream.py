@@ -50,6 +50,7 @@ import numpy as np  # noqa: E402
 from speechlm.config import ClassifyConfig, from_dict, load_config  # noqa: E402
 from speechlm.data.audio import audio_duration, load_audio, write_audio  # noqa: E402
 from speechlm.data.augment import band_limit  # noqa: E402
+from speechlm.decode.transcribe import MIN_SECONDS  # noqa: E402
 from speechlm.data.manifest import Utterance, read_manifest, write_manifest  # noqa: E402
 from speechlm.features import SAMPLE_RATE  # noqa: E402
 from speechlm.intent import IntentClassifier, IntentConfig, decide  # noqa: E402
@@ -62,7 +63,7 @@ from speechlm.train.finetune import config_from_pretrained  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "runs" / "downstream"
 CACHE = ROOT / "data" / "downstream"
-SECTIONS = ("fsdd", "sc", "text", "spoken", "front-ends", "synth-voices", "self-train")
+SECTIONS = ("fsdd", "sc", "text", "spoken", "front-ends", "synth-voices", "self-train", "sc-phonetic")
 NEEDS_INIT = ("fsdd", "sc", "spoken")
 
 
@@ -546,19 +547,24 @@ def sc_utts() -> list[Utterance]:
     return [Utterance(str(root / r[0]), float(r[3]), "", r[1], r[2]) for r in rows]
 
 
+def sc_fold(speaker: str) -> int:
+    """A Speech Commands speaker's fold: a hash of its id, so the split never depends on which clips are present."""
+    return int(hashlib.sha1(speaker.encode()).hexdigest(), 16) % SC_FOLDS
+
+
+def sc_clip_4k(u: Utterance, folder: str, label: str) -> Utterance:
+    """One Speech Commands clip trimmed at :data:`SC_TRIM_DB` and band-limited to 4 kHz, written once under data/downstream/FOLDER."""
+    path = CACHE / folder / f"{label}_{Path(u.audio_filepath).stem}.wav"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_audio(path, band_limit(load_audio(u.audio_filepath, trim_db=SC_TRIM_DB), 4000))
+    return Utterance(str(path), round(audio_duration(path), 3), "", label, u.speaker)
+
+
 def sc_digit_clips() -> list[Utterance]:
     """The Speech Commands sample's digit words as FSDD-like clips (labels "0"-"9", silence trimmed, band-limited
     to 4 kHz), written once under data/downstream/sc_digits_4k; each listed :data:`SC_DIGIT_REPEATS` times."""
-    out = CACHE / "sc_digits_4k"
-    out.mkdir(parents=True, exist_ok=True)
-    clips = []
-    for u in sc_utts():
-        if u.label not in DIGIT_WORDS:
-            continue
-        path = out / f"{u.label}_{Path(u.audio_filepath).stem}.wav"
-        if not path.is_file():
-            write_audio(path, band_limit(load_audio(u.audio_filepath, trim_db=SC_TRIM_DB), 4000))
-        clips.append(Utterance(str(path), round(audio_duration(path), 3), "", str(DIGIT_WORDS.index(u.label)), u.speaker))
+    clips = [sc_clip_4k(u, "sc_digits_4k", str(DIGIT_WORDS.index(u.label))) for u in sc_utts() if u.label in DIGIT_WORDS]
     return clips * SC_DIGIT_REPEATS
 
 
@@ -566,9 +572,8 @@ def run_sc(args) -> dict:
     print("== Speech Commands sample: 30 words x 10 clips, speaker-disjoint split")
     utts = sc_utts()
     # a speaker is in the test set by a hash of its id: about a fifth of the speakers, never in training
-    is_test = lambda spk: int(hashlib.sha1(spk.encode()).hexdigest(), 16) % 5 == 0  # noqa: E731
-    train = [u for u in utts if not is_test(u.speaker)]
-    test = [u for u in utts if is_test(u.speaker)]
+    train = [u for u in utts if sc_fold(u.speaker) != 0]
+    test = [u for u in utts if sc_fold(u.speaker) == 0]
     steps = args.steps_sc
     out = [
         finetune("sc_scratch", train, test, None, steps),
@@ -582,6 +587,50 @@ def run_sc(args) -> dict:
         "rows": out, "train_speakers": len({u.speaker for u in train}), "test_speakers": len({u.speaker for u in test}),
         "acc_pretrained": max(r["accuracy"] for r in out[1:]), "acc_scratch": out[0]["accuracy"],
     }  # fmt: skip
+
+
+# -- Speech Commands from the phonetic recognizer ---------------------------------------------------
+# The sample's 300 clips in 5 speaker-disjoint folds (a speaker's fold: the same hash of its id as the `sc` section,
+# whose test set is fold 0), so every clip is tested once, by models that never heard its speaker. Every model is the
+# FSDD folds' tiny recipe (`tiny-sc-digits-trim-range80`: 13 MFCCs, 80 dB clamp, 30 dB trim, 0.9 M parameters) from
+# scratch or from the stage-1 phonetic recognizer's encoder (the `-asr` variant's), and every clip is band-limited to
+# 4 kHz as the recognizer's audio was, for the scratch rows too: one input for all. The rows, the steps and the
+# synthesized words (the 30 words spoken by the FSDD section's 243 voices, band-limited the same way) were fixed
+# before any fold was trained.
+SC_FOLDS = 5
+SC_PHONETIC_RECIPE = (*SYNTH_RECIPE, *SYNTH_VARIANTS["tiny-sc-digits-trim-range80"])
+SC_PHONETIC_RUNS = {  # row -> (from the recognizer's encoder, more overrides, the synthesized words added)
+    "scratch": (False, (), False),
+    "recognizer_full": (True, (), False),
+    "recognizer_frozen": (True, ("finetune.freeze_encoder_steps=-1",), False),
+    "recognizer_frozen_superb": (True, ("finetune.freeze_encoder_steps=-1", "head.layer_weights=true"), False),
+    "recognizer_lora": (True, ("peft.method=lora", "peft.rank=8"), False),
+    "recognizer_adapter": (True, ("peft.method=adapter", "peft.rank=32"), False),
+    "scratch_synth": (False, (), True),
+    "recognizer_full_synth": (True, (), True),
+}
+
+
+def run_sc_phonetic(args) -> dict:
+    print(f"== Speech Commands sample: 30 words, {SC_FOLDS} speaker-disjoint folds, tiny models from scratch or from the phonetic recognizer")
+    init, figures = phonetic_recognizer(1)
+    utts = [sc_clip_4k(u, "sc_4k", u.label) for u in sc_utts()]
+    words = sorted({u.label for u in utts})
+    spoken = synth_set("sc_word_voices", [(w, w) for w in words], SYNTH_DIGIT_VOICES, seed=0, voices_per_sentence=None, max_hz=4000)
+    # a few one-syllable words by fast voices last under the 0.1 s a classifier trains on once trimmed: left out
+    synth = [u for u in spoken if len(load_audio(u.audio_filepath, trim_db=SC_TRIM_DB)) >= MIN_SECONDS * SAMPLE_RATE]
+    rows: dict[str, list[dict]] = {key: [] for key in SC_PHONETIC_RUNS}
+    for fold in range(SC_FOLDS):
+        train = [u for u in utts if sc_fold(u.speaker) != fold]
+        test = [u for u in utts if sc_fold(u.speaker) == fold]
+        for key, (pretrained, extra, added) in SC_PHONETIC_RUNS.items():
+            steps = args.steps_synth if added else args.steps_sc_phonetic
+            row = finetune(f"sc_phonetic_{key}_fold{fold}", train + (synth if added else []), test, init if pretrained else None, steps,
+                           *SC_PHONETIC_RECIPE, *extra)
+            rows[key].append(row | {"fold": fold} | ({"init": "recognizer"} if pretrained else {}))
+    pooled = {key: sum(r["accuracy"] * r["test_examples"] for r in rs) / sum(r["test_examples"] for r in rs) for key, rs in rows.items()}
+    return {"rows": rows, "accuracy": pooled, "folds": SC_FOLDS, "clips": len(utts), "speakers": len({u.speaker for u in utts}), "words": len(words),
+            "synth_clips": len(synth), "synth_too_short": len(spoken) - len(synth), "overrides": list(SC_PHONETIC_RECIPE), "init_from": figures}  # fmt: skip
 
 
 # -- text intent ------------------------------------------------------------------------------------
@@ -962,6 +1011,8 @@ def main() -> None:
                     help="self-train: also score each fold's model together with these variants' models of the fold (trained when "
                          "missing) as one ensemble, with and without test-time speeds")
     ap.add_argument("--steps-sc", type=int, default=300)
+    ap.add_argument("--steps-sc-phonetic", type=int, default=600, help="sc-phonetic: steps of the rows without the synthesized words "
+                    "(those take --steps-synth)")
     ap.add_argument("--steps-spoken", type=int, default=600)
     ap.add_argument("--mlm-pretrain-steps", type=int, default=3000, help="masked-LM pretraining on the intent sets' text, labels dropped")
     ap.add_argument("--mlm-pretrain-lr", type=float, default=2e-3, help="its peak learning rate")
@@ -977,7 +1028,7 @@ def main() -> None:
     previous = RESULTS / "downstream.json"
     sections = json.loads(previous.read_text()).get("sections", {}) if previous.is_file() else {}
     runners = {"fsdd": run_fsdd, "sc": run_sc, "text": run_text, "spoken": lambda a: run_spoken(a, sections.get("spoken", {})),
-               "front-ends": run_front_ends, "synth-voices": run_synth_voices, "self-train": run_self_train}
+               "front-ends": run_front_ends, "synth-voices": run_synth_voices, "self-train": run_self_train, "sc-phonetic": run_sc_phonetic}
     for name in args.only:
         start = time.perf_counter()
         key = self_train_key(args.self_train_variant, args.self_train_balance) if name == "self-train" else name
@@ -1072,6 +1123,36 @@ def self_train_parts(st: dict, table) -> list[str]:
             table([row for r in rounds for row in r["rows"]] or base), *ensemble_parts(st, table)]  # fmt: skip
 
 
+SC_PHONETIC_ROWS = {"scratch": "scratch, full", "recognizer_full": "recognizer, full", "recognizer_frozen": "recognizer, frozen encoder",
+                    "recognizer_frozen_superb": "recognizer, frozen, weighted layers (SUPERB)", "recognizer_lora": "recognizer, LoRA r8",
+                    "recognizer_adapter": "recognizer, adapters r32", "scratch_synth": "scratch, full, + synthesized words",
+                    "recognizer_full_synth": "recognizer, full, + synthesized words"}
+
+
+def sc_phonetic_parts(scp: dict, table) -> list[str]:
+    """The report of the sc-phonetic section: pooled accuracy of each row over the folds, then every run."""
+    acc, rows, ph = scp["accuracy"], scp["rows"], scp["init_from"]
+    real = [k for k, v in SC_PHONETIC_RUNS.items() if not v[2] and k in acc]
+    best = max((k for k in real if k != "scratch"), key=acc.get)
+    first = rows["scratch"][0]
+    return [f"## Speech Commands sample from a recognizer of synthesized speech ({scp['folds']} speaker-disjoint folds)", f"Command: `{scp.get('command', '-')}`",
+            f"The sample's {scp['clips']} clips ({scp['words']} words, {scp['speakers']} speakers) in {scp['folds']} folds by a hash of the speaker "
+            f"(fold 0 is the section above's test set); each fold's models train on the other folds' clips and are tested on its own, so every clip "
+            f"is scored once by models that never heard its speaker. Every model is the FSDD folds' tiny recipe (`{' '.join(scp['overrides'])}`, "
+            f"{first['trainable_params']:,} parameters), from scratch or from the encoder of the character CTC recognizer `fsdd_phonetic_asr` "
+            f"({ph['steps']} steps on {ph['train_sentences']} synthesized sentences, {ph['train_hours']} h, WER {ph['check_wer']:.1%} on held-out voices; "
+            "no human speech), which the FSDD `-asr` variant starts from. Every clip is trimmed at 30 dB and band-limited to 4 kHz as the "
+            f"recognizer's audio was, for the scratch rows too. 'Synthesized words': the {scp['words']} words spoken by {scp['synth_clips'] // scp['words']} "
+            f"TTS voices ({scp['synth_clips']} clips, `--voices {SYNTH_DIGIT_VOICES} --max-hz 4000`; {scp['synth_too_short']} left out that trim to "
+            "under 0.1 s) added to every fold's training list. "
+            f"Rows, steps and voices were fixed before any fold ran. Best from the recognizer on the human clips alone: **{acc[best]:.2%}** "
+            f"({SC_PHONETIC_ROWS[best]}) vs **{acc['scratch']:.2%}** from scratch (target: +20 points).",
+            markdown_table(["model", "accuracy (all clips)", *(f"fold {f}" for f in range(scp["folds"])), "trainable params", "checkpoint MB", "steps"],
+                           [[SC_PHONETIC_ROWS[k], f"**{acc[k]:.2%}**", *(f"{r['accuracy']:.1%}" for r in rs), rs[0]["trainable_params"],
+                             rs[0]["checkpoint_mb"], rs[0]["steps"]] for k, rs in rows.items()]),
+            table([r for rs in rows.values() for r in rs])]  # fmt: skip
+
+
 def ensemble_parts(st: dict, table) -> list[str]:
     """A self-train section's ensemble of variants (`--self-train-ensemble`), when it has one."""
     rows = st.get("ensemble_rows")
@@ -1089,7 +1170,7 @@ def ensemble_parts(st: dict, table) -> list[str]:
 
 
 def write(sections: dict) -> None:
-    f, sc, text, sp, fe, sv, st = (sections.get(k) for k in SECTIONS)
+    f, sc, text, sp, fe, sv, st, scp = (sections.get(k) for k in SECTIONS)
     headline = {
         "fsdd_test_acc": f and round(f["test_acc"], 4), "fsdd_loso_acc": f and round(f["loso_mean"], 4),
         "fsdd_loso_acc_scratch_mfcc13": fe and round(fe["mfcc13"]["loso_mean"], 4),
@@ -1100,6 +1181,7 @@ def write(sections: dict) -> None:
         "fsdd_loso_acc_ensemble": round(sv["loso_mean_ensembles"], 4) if sv and sv.get("fold_ensembles") else None,
         "fsdd_loso_acc_self_trained": st and round(st["loso_mean"], 4),
         "speech_commands_acc_pretrained": sc and round(sc["acc_pretrained"], 4), "speech_commands_acc_scratch": sc and round(sc["acc_scratch"], 4),
+        **({f"speech_commands_5fold_acc_{k}": round(v, 4) for k, v in scp["accuracy"].items()} if scp else {}),
         "snips_spoken_acc": sp and round(spoken_best(sp["snips"])[0], 4), "clinc_spoken_acc": sp and round(spoken_best(sp["clinc"])[0], 4),
         "snips_text_acc": text and round(text["snips"]["accuracy"], 4), "clinc_text_acc": text and round(text["clinc"]["in_scope_accuracy"], 4),
         "clinc_text_acc_ensemble": round(text["mlm"]["clinc_ensemble"]["in_scope_accuracy"], 4) if text and "clinc_ensemble" in text.get("mlm", {}) else None,
@@ -1183,6 +1265,8 @@ def write(sections: dict) -> None:
         parts += ["## Speech Commands sample (real, 30 words, speaker-disjoint)", f"Command: `{sc.get('command', '-')}`",
                   f"{sc['train_speakers']} training speakers, {sc['test_speakers']} test speakers. Best pretrained **{sc['acc_pretrained']:.2%}** vs scratch "
                   f"{sc['acc_scratch']:.2%} (target: +20 points).", table(sc["rows"])]  # fmt: skip
+    if scp:
+        parts += sc_phonetic_parts(scp, table)
     if text:
         rows = []
         for key, set_name in (("snips", "SNIPS (validate)"), ("clinc", "CLINC150 (test)")):

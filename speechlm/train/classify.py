@@ -117,7 +117,9 @@ def train_classifier(cfg: ClassifyConfig, run_dir: str | Path, resume: bool = Fa
                             trim_db=cfg.data.trim_db or None)
     short = [i for i, a in enumerate(dataset.durations) if a < MIN_SECONDS]
     if short:
-        raise SpeechLMError(f"{len(short)} clips are shorter than {MIN_SECONDS} s (e.g. {utts[short[0]].audio_filepath}); raise data.min_duration")
+        trimmed = f" once trimmed at {cfg.data.trim_db:g} dB below their peak" if cfg.data.trim_db else ""
+        fix = "drop them from the manifest or lower data.trim_db" if trimmed else "raise data.min_duration"
+        raise SpeechLMError(f"{len(short)} clips are shorter than {MIN_SECONDS} s{trimmed} (e.g. {utts[short[0]].audio_filepath}); {fix}")
     if model.corpus_norm is not None and ckpt is None:
         clips, frames = estimate_corpus_norm(model, dataset)
         print(f"corpus normalization: mean and variance of {frames} frames from {clips} training clips")

@@ -280,6 +280,12 @@ def test_trimmed_classifiers_train_and_predict_without_the_clips_silence(pitch_c
     assert clf.predict([np.zeros(16000, np.float32)])[0][0] in PITCH  # digital silence is kept whole, not an error
     with pytest.raises(ConfigError, match="data.trim_db must be >= 0"):
         load_config(ClassifyConfig, overrides=["data.trim_db=-5"])
+    blip = np.zeros(8000, np.float32)  # 0.5 s long, but 20 ms of sound: too short to train on once trimmed
+    blip[4000:4320] = 0.5 * np.sin(np.arange(320) / 3)
+    write_audio(tmp_path / "blip.wav", blip)
+    write_manifest(tmp_path / "blip.jsonl", [*padded, dataclasses.replace(padded[0], audio_filepath=str(tmp_path / "blip.wav"), duration=0.5)])
+    with pytest.raises(SpeechLMError, match=r"1 clips are shorter than 0.1 s once trimmed at 30 dB .*blip.wav.*lower data.trim_db"):
+        train_classifier(tiny_cfg(tmp_path / "blip.jsonl", "data.trim_db=30"), tmp_path / "blip", progress=False)
 
 
 def test_a_recognizer_s_encoder_and_front_end_start_a_classifier(tiny_asr_dir, pitch_corpus, tmp_path):
