@@ -15,6 +15,8 @@ Usage:
         --self-train-ensemble tiny-sc-digits-trim-warp tiny-sc-digits-trim-range80     # each fold's models of three variants as one
     .venv/bin/python bench/downstream.py --only self-train --self-train-variant tiny-sc-digits-trim-range80-asr --self-train-rounds 0   # folds from a
         # synthesized-speech CTC recognizer's encoder (trains it first: ~2 min of synthesis, 30 min of training)
+    .venv/bin/python bench/downstream.py --only sc-phonetic           # Speech Commands, 5 speaker-disjoint folds, tiny models from scratch
+        # or from that recognizer's encoder (about 75 min: 40 models)
     .venv/bin/python bench/downstream.py --init runs/ssl/model        # another pretrained encoder
 
 The pretrained encoder (default: the one `bench/label_efficiency.py` pretrains, BEST-RQ on
@@ -617,11 +619,13 @@ def run_sc_phonetic(args) -> dict:
     utts = [sc_clip_4k(u, "sc_4k", u.label) for u in sc_utts()]
     words = sorted({u.label for u in utts})
     spoken = synth_set("sc_word_voices", [(w, w) for w in words], SYNTH_DIGIT_VOICES, seed=0, voices_per_sentence=None, max_hz=4000)
-    # a few one-syllable words by fast voices last under the 0.1 s a classifier trains on once trimmed: left out
-    synth = [u for u in spoken if len(load_audio(u.audio_filepath, trim_db=SC_TRIM_DB)) >= MIN_SECONDS * SAMPLE_RATE]
+    # a few one-syllable words (fast voices, one human "up") last under the 0.1 s a classifier trains on once trimmed
+    # again by the recipe: left out of training lists, never out of a test fold (prediction pads them)
+    trainable = {u.audio_filepath for u in utts + spoken if len(load_audio(u.audio_filepath, trim_db=SC_TRIM_DB)) >= MIN_SECONDS * SAMPLE_RATE}
+    synth = [u for u in spoken if u.audio_filepath in trainable]
     rows: dict[str, list[dict]] = {key: [] for key in SC_PHONETIC_RUNS}
     for fold in range(SC_FOLDS):
-        train = [u for u in utts if sc_fold(u.speaker) != fold]
+        train = [u for u in utts if sc_fold(u.speaker) != fold and u.audio_filepath in trainable]
         test = [u for u in utts if sc_fold(u.speaker) == fold]
         for key, (pretrained, extra, added) in SC_PHONETIC_RUNS.items():
             steps = args.steps_synth if added else args.steps_sc_phonetic
@@ -630,7 +634,8 @@ def run_sc_phonetic(args) -> dict:
             rows[key].append(row | {"fold": fold} | ({"init": "recognizer"} if pretrained else {}))
     pooled = {key: sum(r["accuracy"] * r["test_examples"] for r in rs) / sum(r["test_examples"] for r in rs) for key, rs in rows.items()}
     return {"rows": rows, "accuracy": pooled, "folds": SC_FOLDS, "clips": len(utts), "speakers": len({u.speaker for u in utts}), "words": len(words),
-            "synth_clips": len(synth), "synth_too_short": len(spoken) - len(synth), "overrides": list(SC_PHONETIC_RECIPE), "init_from": figures}  # fmt: skip
+            "synth_clips": len(synth), "synth_too_short": len(spoken) - len(synth), "synth_voices": len({u.speaker for u in spoken}),
+            "real_too_short": sum(u.audio_filepath not in trainable for u in utts), "overrides": list(SC_PHONETIC_RECIPE), "init_from": figures}  # fmt: skip
 
 
 # -- text intent ------------------------------------------------------------------------------------
@@ -1129,11 +1134,16 @@ SC_PHONETIC_ROWS = {"scratch": "scratch, full", "recognizer_full": "recognizer, 
                     "recognizer_full_synth": "recognizer, full, + synthesized words"}
 
 
+def sc_phonetic_best(scp: dict) -> tuple[str, float]:
+    """The sc-phonetic row from the recognizer that scores best on the human clips alone (no synthesized words)."""
+    best = max((k for k, v in SC_PHONETIC_RUNS.items() if v[0] and not v[2] and k in scp["accuracy"]), key=scp["accuracy"].get)
+    return best, scp["accuracy"][best]
+
+
 def sc_phonetic_parts(scp: dict, table) -> list[str]:
     """The report of the sc-phonetic section: pooled accuracy of each row over the folds, then every run."""
     acc, rows, ph = scp["accuracy"], scp["rows"], scp["init_from"]
-    real = [k for k, v in SC_PHONETIC_RUNS.items() if not v[2] and k in acc]
-    best = max((k for k in real if k != "scratch"), key=acc.get)
+    best = sc_phonetic_best(scp)[0]
     first = rows["scratch"][0]
     return [f"## Speech Commands sample from a recognizer of synthesized speech ({scp['folds']} speaker-disjoint folds)", f"Command: `{scp.get('command', '-')}`",
             f"The sample's {scp['clips']} clips ({scp['words']} words, {scp['speakers']} speakers) in {scp['folds']} folds by a hash of the speaker "
@@ -1142,9 +1152,9 @@ def sc_phonetic_parts(scp: dict, table) -> list[str]:
             f"{first['trainable_params']:,} parameters), from scratch or from the encoder of the character CTC recognizer `fsdd_phonetic_asr` "
             f"({ph['steps']} steps on {ph['train_sentences']} synthesized sentences, {ph['train_hours']} h, WER {ph['check_wer']:.1%} on held-out voices; "
             "no human speech), which the FSDD `-asr` variant starts from. Every clip is trimmed at 30 dB and band-limited to 4 kHz as the "
-            f"recognizer's audio was, for the scratch rows too. 'Synthesized words': the {scp['words']} words spoken by {scp['synth_clips'] // scp['words']} "
+            f"recognizer's audio was, for the scratch rows too. 'Synthesized words': the {scp['words']} words spoken by {scp['synth_voices']} "
             f"TTS voices ({scp['synth_clips']} clips, `--voices {SYNTH_DIGIT_VOICES} --max-hz 4000`; {scp['synth_too_short']} left out that trim to "
-            "under 0.1 s) added to every fold's training list. "
+            f"under 0.1 s; {scp['real_too_short']} human clip(s) likewise left out of training lists, still tested) added to every fold's training list. "
             f"Rows, steps and voices were fixed before any fold ran. Best from the recognizer on the human clips alone: **{acc[best]:.2%}** "
             f"({SC_PHONETIC_ROWS[best]}) vs **{acc['scratch']:.2%}** from scratch (target: +20 points).",
             markdown_table(["model", "accuracy (all clips)", *(f"fold {f}" for f in range(scp["folds"])), "trainable params", "checkpoint MB", "steps"],
@@ -1180,7 +1190,11 @@ def write(sections: dict) -> None:
         "fsdd_test_acc_ensemble": round(sv["official_seeds"][-1]["accuracy"], 4) if sv and sv.get("official_seeds") else None,
         "fsdd_loso_acc_ensemble": round(sv["loso_mean_ensembles"], 4) if sv and sv.get("fold_ensembles") else None,
         "fsdd_loso_acc_self_trained": st and round(st["loso_mean"], 4),
-        "speech_commands_acc_pretrained": sc and round(sc["acc_pretrained"], 4), "speech_commands_acc_scratch": sc and round(sc["acc_scratch"], 4),
+        # the 5-fold section when it ran: the `sc` section's scratch row never fit its training data (see its report)
+        "speech_commands_acc_pretrained": round(sc_phonetic_best(scp)[1], 4) if scp else sc and round(sc["acc_pretrained"], 4),
+        "speech_commands_acc_scratch": round(scp["accuracy"]["scratch"], 4) if scp else sc and round(sc["acc_scratch"], 4),
+        **({"speech_commands_acc_pretrained_bestrq_fold0": round(sc["acc_pretrained"], 4), "speech_commands_acc_scratch_fold0": round(sc["acc_scratch"], 4)}
+           if sc and scp else {}),
         **({f"speech_commands_5fold_acc_{k}": round(v, 4) for k, v in scp["accuracy"].items()} if scp else {}),
         "snips_spoken_acc": sp and round(spoken_best(sp["snips"])[0], 4), "clinc_spoken_acc": sp and round(spoken_best(sp["clinc"])[0], 4),
         "snips_text_acc": text and round(text["snips"]["accuracy"], 4), "clinc_text_acc": text and round(text["clinc"]["in_scope_accuracy"], 4),
@@ -1265,6 +1279,12 @@ def write(sections: dict) -> None:
         parts += ["## Speech Commands sample (real, 30 words, speaker-disjoint)", f"Command: `{sc.get('command', '-')}`",
                   f"{sc['train_speakers']} training speakers, {sc['test_speakers']} test speakers. Best pretrained **{sc['acc_pretrained']:.2%}** vs scratch "
                   f"{sc['acc_scratch']:.2%} (target: +20 points).", table(sc["rows"])]  # fmt: skip
+        if scp:
+            parts += [f"The scratch row above scored {sc['acc_scratch']:.2%}, below the 3.3 % of guessing among 30 words: a model that did not learn "
+                      f"(4.9 M parameters, 80 log-mel bands, untrimmed 1 s clips, {sc['rows'][0]['steps']} steps). Its training accuracy was not logged "
+                      "then and its run is gone, so why was not established; it is not a baseline. The next section compares tiny models trained "
+                      f"alike: there, the same fold 0 from scratch scores {scp['rows']['scratch'][0]['accuracy']:.2%}, and the headline's "
+                      "`speech_commands_acc_pretrained` / `_scratch` are that section's."]
     if scp:
         parts += sc_phonetic_parts(scp, table)
     if text:
