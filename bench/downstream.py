@@ -603,15 +603,15 @@ def run_sc(args) -> dict:
 # synthesized words (the 30 words spoken by the FSDD section's 243 voices, band-limited the same way) were fixed
 # before any fold was trained.
 SC_PHONETIC_RECIPE = (*SYNTH_RECIPE, *SYNTH_VARIANTS["tiny-sc-digits-trim-range80"])
-SC_PHONETIC_RUNS = {  # row -> (from the recognizer's encoder, more overrides, the synthesized words added)
-    "scratch": (False, (), False),
-    "recognizer_full": (True, (), False),
-    "recognizer_frozen": (True, ("finetune.freeze_encoder_steps=-1",), False),
-    "recognizer_frozen_superb": (True, ("finetune.freeze_encoder_steps=-1", "head.layer_weights=true"), False),
-    "recognizer_lora": (True, ("peft.method=lora", "peft.rank=8"), False),
-    "recognizer_adapter": (True, ("peft.method=adapter", "peft.rank=32"), False),
-    "scratch_synth": (False, (), True),
-    "recognizer_full_synth": (True, (), True),
+SC_PHONETIC_RUNS = {  # row -> (its name in the report, from the recognizer's encoder, more overrides, the synthesized words added)
+    "scratch": ("scratch, full", False, (), False),
+    "recognizer_full": ("recognizer, full", True, (), False),
+    "recognizer_frozen": ("recognizer, frozen encoder", True, ("finetune.freeze_encoder_steps=-1",), False),
+    "recognizer_frozen_superb": ("recognizer, frozen, weighted layers (SUPERB)", True, ("finetune.freeze_encoder_steps=-1", "head.layer_weights=true"), False),
+    "recognizer_lora": ("recognizer, LoRA r8", True, ("peft.method=lora", "peft.rank=8"), False),
+    "recognizer_adapter": ("recognizer, adapters r32", True, ("peft.method=adapter", "peft.rank=32"), False),
+    "scratch_synth": ("scratch, full, + synthesized words", False, (), True),
+    "recognizer_full_synth": ("recognizer, full, + synthesized words", True, (), True),
 }
 
 
@@ -629,7 +629,7 @@ def run_sc_phonetic(args) -> dict:
     for fold in range(SC_FOLDS):
         train = [u for u in utts if sc_fold(u.speaker) != fold and u.audio_filepath in trainable]
         test = [u for u in utts if sc_fold(u.speaker) == fold]
-        for key, (pretrained, extra, added) in SC_PHONETIC_RUNS.items():
+        for key, (_, pretrained, extra, added) in SC_PHONETIC_RUNS.items():
             steps = args.steps_synth if added else args.steps_sc_phonetic
             row = finetune(f"sc_phonetic_{key}_fold{fold}", train + (synth if added else []), test, init if pretrained else None, steps,
                            *SC_PHONETIC_RECIPE, *extra)
@@ -1130,15 +1130,10 @@ def self_train_parts(st: dict, table) -> list[str]:
             table([row for r in rounds for row in r["rows"]] or base), *ensemble_parts(st, table)]  # fmt: skip
 
 
-SC_PHONETIC_ROWS = {"scratch": "scratch, full", "recognizer_full": "recognizer, full", "recognizer_frozen": "recognizer, frozen encoder",
-                    "recognizer_frozen_superb": "recognizer, frozen, weighted layers (SUPERB)", "recognizer_lora": "recognizer, LoRA r8",
-                    "recognizer_adapter": "recognizer, adapters r32", "scratch_synth": "scratch, full, + synthesized words",
-                    "recognizer_full_synth": "recognizer, full, + synthesized words"}
-
-
 def sc_phonetic_best(scp: dict) -> tuple[str, float]:
     """The sc-phonetic row from the recognizer that scores best on the human clips alone (no synthesized words)."""
-    best = max((k for k, v in SC_PHONETIC_RUNS.items() if v[0] and not v[2] and k in scp["accuracy"]), key=scp["accuracy"].get)
+    best = max((k for k, (_, pretrained, _, added) in SC_PHONETIC_RUNS.items() if pretrained and not added and k in scp["accuracy"]),
+               key=scp["accuracy"].get)
     return best, scp["accuracy"][best]
 
 
@@ -1158,9 +1153,9 @@ def sc_phonetic_parts(scp: dict, table) -> list[str]:
             f"TTS voices ({scp['synth_clips']} clips, `--voices {SYNTH_DIGIT_VOICES} --max-hz 4000`; {scp['synth_too_short']} left out that trim to "
             f"under 0.1 s; {scp['real_too_short']} human clip(s) likewise left out of training lists, still tested) added to every fold's training list. "
             f"Rows, steps and voices were fixed before any fold ran. Best from the recognizer on the human clips alone: **{acc[best]:.2%}** "
-            f"({SC_PHONETIC_ROWS[best]}) vs **{acc['scratch']:.2%}** from scratch (target: +20 points).",
+            f"({SC_PHONETIC_RUNS[best][0]}) vs **{acc['scratch']:.2%}** from scratch (target: +20 points).",
             markdown_table(["model", "accuracy (all clips)", *(f"fold {f}" for f in range(scp["folds"])), "trainable params", "checkpoint MB", "steps"],
-                           [[SC_PHONETIC_ROWS[k], f"**{acc[k]:.2%}**", *(f"{r['accuracy']:.1%}" for r in rs), rs[0]["trainable_params"],
+                           [[SC_PHONETIC_RUNS[k][0], f"**{acc[k]:.2%}**", *(f"{r['accuracy']:.1%}" for r in rs), rs[0]["trainable_params"],
                              rs[0]["checkpoint_mb"], rs[0]["steps"]] for k, rs in rows.items()]),
             table([r for rs in rows.values() for r in rs])]  # fmt: skip
 
