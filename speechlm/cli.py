@@ -474,6 +474,9 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
 
     rec = _recognizer(args)
     audios = [load_audio(f) for f in args.files]
+    if args.choices:
+        _transcribe_choices(args, rec, audios)
+        return
     if args.timestamps:
         if args.beam > 1 or args.lm:
             raise SpeechLMError("--timestamps come from the greedy alignment; drop --beam and --lm")
@@ -489,6 +492,30 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
     texts = rec.transcribe(audios, _decoding(args))
     for f, t in zip(args.files, texts):
         print(json.dumps({"audio_filepath": f, "text": t}) if args.json else (f"{f}\t{t}" if len(args.files) > 1 else t))
+
+
+def _transcribe_choices(args: argparse.Namespace, rec, audios: list) -> None:
+    """`transcribe --choices FILE`: each file's most likely phrase of the list (closed-vocabulary recognition)."""
+    from speechlm.decode.transcribe import Recognizer
+
+    if not isinstance(rec, Recognizer):
+        raise SpeechLMError("--choices scores phrases with a CTC recognizer; this is a joint speech-LM")
+    if args.timestamps or args.beam > 1 or args.lm:
+        raise SpeechLMError("--choices scores every phrase exactly; drop --timestamps, --beam and --lm")
+    path = Path(args.choices)
+    try:
+        phrases = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpeechLMError(f"--choices {path}: cannot read it as UTF-8 text ({e.__class__.__name__})") from None
+    try:
+        chosen = rec.choose(audios, phrases)
+    except SpeechLMError as e:
+        raise SpeechLMError(f"--choices {path}: {e}") from None
+    for f, (text, log_prob) in zip(args.files, chosen):
+        if args.json:
+            print(json.dumps({"audio_filepath": f, "text": text, "log_prob": round(log_prob, 3)}))
+        else:
+            print(f"{f}\t{text}" if len(args.files) > 1 else text)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -726,6 +753,8 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("files", nargs="+", help="audio files (wav, flac, ogg, mp3 ...)")
             s.add_argument("--json", action="store_true", help="one JSON object per line")
             s.add_argument("--timestamps", action="store_true", help="each word's start and end in seconds (greedy decoding)")
+            s.add_argument("--choices", default=None, metavar="FILE",
+                           help="closed vocabulary: answer each file with the most likely of these phrases (one per line; CTC scores)")
             s.set_defaults(func=cmd_transcribe)
         else:
             s.add_argument("manifest", help="JSON Lines manifest with transcripts")

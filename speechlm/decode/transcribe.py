@@ -13,9 +13,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from speechlm.data.batching import bucket_batches, pad_audio
+from speechlm.data.tokenizer import BLANK_ID, normalize_text
 from speechlm.decode.ctc import DecodingOptions, decode, greedy_alignment
+from speechlm.errors import SpeechLMError
 from speechlm.features import HOP_LENGTH, SAMPLE_RATE
 from speechlm.models.encoders import SUBSAMPLING
 
@@ -104,6 +107,61 @@ class Recognizer:
     def transcribe_words(self, audios: Sequence[np.ndarray], batch_seconds: float = 200.0) -> list[Transcript]:
         """Greedy transcripts with each word's start and end time (seconds)."""
         return self._run(audios, DecodingOptions("greedy"), batch_seconds, with_words=True)
+
+    @torch.inference_mode()
+    def score_phrases(self, audios: Sequence[np.ndarray], phrases: Sequence[str], batch_seconds: float = 200.0) -> np.ndarray:
+        """Closed-vocabulary recognition: ``(len(audios), len(phrases))`` CTC log-likelihoods log p(phrase | audio),
+        summed over every alignment; a clip's answer is its row's argmax (:meth:`choose`).
+
+        For command and keyword lists, where the answer is one of a few known phrases: no decoding
+        error can produce a phrase outside the list. ``-inf``: the clip has fewer frames than the
+        phrase needs. Inputs shorter than :data:`MIN_SECONDS` are padded with trailing silence.
+        """
+        targets = self._phrase_ids(phrases)
+        min_len = int(MIN_SECONDS * SAMPLE_RATE)
+        for n, audio in enumerate(audios):
+            if audio.size > MAX_CHUNK_SECONDS * SAMPLE_RATE:
+                raise SpeechLMError(f"input {n} lasts {audio.size / SAMPLE_RATE:.0f} s; phrases are scored on clips up to "
+                                    f"{MAX_CHUNK_SECONDS:g} s (transcribe longer audio instead)")
+        clips = [np.pad(a, (0, max(0, min_len - a.size))) for a in audios]
+        flat = torch.tensor([i for t in targets for i in t])
+        target_lens = torch.tensor([len(t) for t in targets])
+        scores = np.full((len(clips), len(targets)), -np.inf)
+        for idx in bucket_batches([a.size / SAMPLE_RATE for a in clips], batch_seconds, 256, seed=0, epoch=0, shuffle=False):
+            res = self.model(*pad_audio([clips[i] for i in idx]))
+            log_probs = res.logits.float().log_softmax(-1)
+            for b, i in enumerate(idx):
+                frames = int(res.lens[b])
+                lp = log_probs[b, :frames].unsqueeze(1).expand(frames, len(targets), -1)  # (T, P, V): every phrase against this clip
+                nll = F.ctc_loss(lp, flat, torch.full((len(targets),), frames), target_lens, blank=BLANK_ID, reduction="none")
+                scores[i] = -nll.double().numpy()
+        return scores
+
+    def choose(self, audios: Sequence[np.ndarray], phrases: Sequence[str], batch_seconds: float = 200.0) -> list[tuple[str, float]]:
+        """Each clip's most likely phrase of ``phrases`` and its CTC log-likelihood (:meth:`score_phrases`)."""
+        scores = self.score_phrases(audios, phrases, batch_seconds)
+        return [(phrases[int(row.argmax())], float(row.max())) for row in scores]
+
+    def _phrase_ids(self, phrases: Sequence[str]) -> list[list[int]]:
+        """Token ids of each phrase, or a clear error for an empty list, a phrase that normalizes to nothing, a phrase
+        twice, or a phrase the tokenizer cannot spell (characters the recognizer never saw in training)."""
+        if not phrases:
+            raise SpeechLMError("no phrases to choose from: give at least one")
+        out, seen = [], {}
+        for n, phrase in enumerate(phrases):
+            text = normalize_text(phrase)
+            if not text:
+                raise SpeechLMError(f"phrase {n + 1} ({phrase!r}) is empty once lower-cased and stripped of punctuation")
+            if text in seen:
+                raise SpeechLMError(f"phrases {seen[text] + 1} and {n + 1} are the same once normalized: {text!r}")
+            seen[text] = n
+            ids = self.tokenizer.encode(text)
+            if self.tokenizer.decode(ids) != text:
+                missing = sorted({c for c in text if c not in self.tokenizer.decode(self.tokenizer.encode(c))} - {" "})
+                raise SpeechLMError(f"phrase {n + 1} ({phrase!r}) cannot be spelled with this recognizer's vocabulary"
+                                    + (f": it never saw {''.join(missing)!r} in training" if missing else ""))
+            out.append(ids)
+        return out
 
     @torch.inference_mode()
     def _run(self, audios: Sequence[np.ndarray], options: DecodingOptions, batch_seconds: float, with_words: bool) -> list[Transcript]:

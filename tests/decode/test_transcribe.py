@@ -1,4 +1,6 @@
 import numpy as np
+import pytest
+import torch
 
 from speechlm.decode.transcribe import Recognizer, split_long
 from speechlm.features import SAMPLE_RATE
@@ -53,16 +55,109 @@ def test_word_times_follow_the_greedy_alignment():
     assert words[1].start == round(1.0 + 9 * FRAME_SECONDS, 3) and words[1].end == round(1.0 + 14 * FRAME_SECONDS, 3)
 
 
-def test_word_times_of_long_audio_carry_the_piece_offsets(tone_corpus, tmp_path):
+@pytest.fixture(scope="module")
+def tone_asr_60(tone_corpus, tmp_path_factory):
+    """A recognizer trained for 60 steps on the tone corpus: it emits a word per spoken word."""
+    run = tmp_path_factory.mktemp("asr60")
+    train_asr(tiny_asr_config(tone_corpus, max_steps=60), run, progress=False)
+    return run
+
+
+def test_word_times_of_long_audio_carry_the_piece_offsets(tone_corpus, tone_asr_60):
     from speechlm.data.manifest import read_manifest
     from speechlm.data.audio import load_audio
 
-    train_asr(tiny_asr_config(tone_corpus, max_steps=60), tmp_path / "run", progress=False)
-    rec = Recognizer.load(tmp_path / "run")
-    clip = load_audio(read_manifest(tone_corpus)[0].audio_filepath)  # 60 steps: the model emits a word per copy
+    rec = Recognizer.load(tone_asr_60)
+    clip = load_audio(read_manifest(tone_corpus)[0].audio_filepath)
     long = np.concatenate([clip, np.zeros(int(40 * SAMPLE_RATE), np.float32), clip])  # cut into two pieces
     t = rec.transcribe_words([long])[0]
     assert t.text == rec.transcribe([long])[0]
     assert " ".join(w.word for w in t.words) == t.text
     assert all(a.start <= b.start for a, b in zip(t.words, t.words[1:]))
     assert t.words[0].start < clip.size / SAMPLE_RATE and t.words[-1].start > 40  # the second copy's times are offset
+
+
+class _FixedScores(torch.nn.Module):
+    """A stand-in recognizer network: the same frame scores for every clip, one frame per 1000 samples."""
+
+    def __init__(self, scores: torch.Tensor):
+        super().__init__()
+        self.scores = scores
+
+    def forward(self, audio, lens):
+        from speechlm.models.asr import CTCOutput
+
+        frames = torch.clamp(lens // 1000, max=self.scores.shape[0])
+        return CTCOutput(self.scores[: int(frames.max())].expand(len(lens), -1, -1), frames)
+
+
+def _brute_force_log_likelihood(log_probs: torch.Tensor, ids: list[int]) -> float:
+    """log p(ids) by summing every frame path that collapses (repeats merged, blanks dropped) to ``ids``."""
+    import itertools
+
+    total = 0.0
+    for path in itertools.product(range(log_probs.shape[1]), repeat=log_probs.shape[0]):
+        merged = [t for k, t in enumerate(path) if t != 0 and (k == 0 or path[k - 1] != t)]
+        if merged == ids:
+            total += float(torch.exp(sum(log_probs[k, t] for k, t in enumerate(path))))
+    return float(np.log(total)) if total else -np.inf
+
+
+def test_phrase_scores_sum_every_alignment_and_the_best_phrase_is_chosen():
+    from speechlm.data.tokenizer import CharTokenizer
+
+    tok = CharTokenizer.train(["ab ba"])  # ids: ' '=1, a=2, b=3
+    scores = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    scores[:, 2] += torch.tensor([3.0, 3.0, 0.0, 0.0, 0.0])  # "a" early, then "b": the clip says "ab"
+    scores[:, 3] += torch.tensor([0.0, 0.0, 0.0, 3.0, 3.0])
+    rec = Recognizer(None, _FixedScores(scores), tok)
+    phrases = ["ab", "ba", "b", "ab ba ab"]
+    got = rec.score_phrases([np.zeros(5000, np.float32)], phrases)
+    log_probs = scores.log_softmax(-1)
+    want = [_brute_force_log_likelihood(log_probs, tok.encode(p)) for p in phrases]
+    np.testing.assert_allclose(got[0, :3], want[:3], rtol=1e-5)
+    assert got[0, 3] == -np.inf  # 8 characters (with repeats' blanks) cannot fit in 5 frames
+    assert rec.choose([np.zeros(5000, np.float32)], phrases) == [("ab", got[0, 0])]
+    # a clip of 3 frames is scored on its own frames only
+    short = rec.score_phrases([np.zeros(3000, np.float32), np.zeros(5000, np.float32)], ["ab"])
+    assert short[1, 0] == got[0, 0] and np.isclose(short[0, 0], _brute_force_log_likelihood(log_probs[:3], tok.encode("ab")), rtol=1e-5)
+    assert not np.isclose(short[0, 0], got[0, 0])
+
+
+def test_bad_phrase_lists_are_clear_errors():
+    from speechlm.data.tokenizer import CharTokenizer
+    from speechlm.errors import SpeechLMError
+
+    rec = Recognizer(None, _FixedScores(torch.zeros(5, 4)), CharTokenizer.train(["ab ba"]))
+    clip = [np.zeros(5000, np.float32)]
+    for phrases, message in (([], "no phrases"), (["ab", "?!"], "phrase 2 ('?!') is empty"), (["ab", "AB."], "phrases 1 and 2 are the same"),
+                             (["ab", "cab"], "never saw 'c'")):
+        with pytest.raises(SpeechLMError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
+            rec.score_phrases(clip, phrases)
+    with pytest.raises(SpeechLMError, match="lasts 31 s"):
+        rec.score_phrases([np.zeros(31 * SAMPLE_RATE, np.float32)], ["ab"])
+
+
+def test_transcribe_with_choices_answers_from_the_list(tone_corpus, tone_asr_60, tmp_path, capsys):
+    import json
+
+    from speechlm.cli import main
+    from speechlm.data.audio import load_audio
+    from speechlm.data.manifest import read_manifest
+
+    utts = read_manifest(tone_corpus)[:6]
+    (tmp_path / "choices.txt").write_text("\n".join(u.text for u in utts) + "\n\n")
+    rec = Recognizer.load(tone_asr_60)
+
+    scores = rec.score_phrases([load_audio(u.audio_filepath) for u in utts], [u.text for u in utts])
+    assert np.mean(scores.argmax(1) == np.arange(6)) >= 0.5  # 60 steps: most clips' own transcript scores best
+    assert main(["transcribe", str(tone_asr_60), *(u.audio_filepath for u in utts[:2]), "--choices", str(tmp_path / "choices.txt"), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in rows] == [utts[int(k)].text for k in scores[:2].argmax(1)]
+    assert [r["log_prob"] for r in rows] == [round(float(s), 3) for s in scores[:2].max(1)]
+    assert main(["transcribe", str(tone_asr_60), utts[0].audio_filepath, "--choices", str(tmp_path / "missing.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "--choices" in err and "missing.txt" in err and "Traceback" not in err
+    (tmp_path / "odd.txt").write_text(utts[0].text + "\nzz9\n")  # a character the tone recognizer never saw
+    assert main(["transcribe", str(tone_asr_60), utts[0].audio_filepath, "--choices", str(tmp_path / "odd.txt")]) == 2
+    assert "phrase 2 ('zz9') cannot be spelled" in capsys.readouterr().err
