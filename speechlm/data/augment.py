@@ -1,4 +1,5 @@
-"""Waveform augmentation: speed perturbation, band limiting and additive noise at a chosen SNR."""
+"""Waveform augmentation: speed perturbation, band limiting, microphone coloration, room reverberation and
+additive noise at a chosen SNR."""
 
 from __future__ import annotations
 
@@ -9,12 +10,31 @@ import numpy as np
 from speechlm.data.audio import resample
 from speechlm.features import SAMPLE_RATE
 
+MAX_RT60 = 2.0  # seconds: longer rooms than a cathedral's are a typo
+DRR_DB = (0.0, 12.0)  # direct-to-reverberant energy ratio of a drawn room: a talker from close by to across the room
+
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
     speed_factors: tuple[float, ...] = (0.9, 1.0, 1.1)  # speed perturbation choices (1.0 = none)
     noise_prob: float = 0.3  # probability of adding noise to an utterance
     snr_db: tuple[float, float] = (10.0, 30.0)  # SNR range in dB for additive noise
+    # probability of a room: the clip convolved with a random impulse response whose reverberation time (RT60,
+    # seconds) is drawn from rt60; synthesized speech is dry, recordings are not
+    reverb_prob: float = 0.0
+    rt60: tuple[float, float] = (0.2, 0.8)
+    # probability of a microphone: a random smooth frequency response within +-eq_db
+    eq_prob: float = 0.0
+    eq_db: float = 6.0
+
+    def __post_init__(self):
+        for name in ("noise_prob", "reverb_prob", "eq_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"augment.{name} must be in [0, 1], got {getattr(self, name)}")
+        if len(self.rt60) != 2 or not 0 < self.rt60[0] <= self.rt60[1] <= MAX_RT60:
+            raise ValueError(f"augment.rt60 must be [low, high] seconds with 0 < low <= high <= {MAX_RT60:g}, got {list(self.rt60)}")
+        if self.eq_db < 0:
+            raise ValueError(f"augment.eq_db must be >= 0, got {self.eq_db}")
 
 
 def speed_perturb(audio: np.ndarray, factor: float) -> np.ndarray:
@@ -54,10 +74,46 @@ def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator, noise:
     return (audio + scale * noise).astype(np.float32)
 
 
+def room_impulse_response(rt60: float, rng: np.random.Generator, drr_db: float = 6.0) -> np.ndarray:
+    """A statistical room: the direct path (a unit impulse), then Gaussian noise under an exponential envelope
+    that falls 60 dB in ``rt60`` seconds (Polack's model), scaled so that the direct sound is ``drr_db`` louder
+    than the tail. A few milliseconds' gap before the tail stands for the first reflections' extra path."""
+    gap = int(0.003 * SAMPLE_RATE)
+    t = np.arange(int(rt60 * SAMPLE_RATE)) / SAMPLE_RATE
+    tail = rng.standard_normal(t.size) * np.exp(-3 * np.log(10) * t / rt60)  # amplitude: -60 dB at rt60
+    tail *= np.sqrt(10 ** (-drr_db / 10) / (np.sum(tail**2) + 1e-12))
+    return np.concatenate([[1.0], np.zeros(gap), tail]).astype(np.float32)
+
+
+def reverberate(audio: np.ndarray, rir: np.ndarray) -> np.ndarray:
+    """``audio`` played in the room ``rir``: convolved, cut to its own length (the tail past the end is
+    dropped), at its own RMS level."""
+    from scipy.signal import fftconvolve
+
+    wet = fftconvolve(audio.astype(np.float64), rir.astype(np.float64))[: audio.size]
+    scale = np.sqrt(np.mean(audio.astype(np.float64) ** 2) / (np.mean(wet**2) + 1e-20))
+    return (wet * scale).astype(np.float32)
+
+
+def random_eq(audio: np.ndarray, rng: np.random.Generator, max_db: float = 6.0) -> np.ndarray:
+    """``audio`` through a random microphone: a gain drawn within +-``max_db`` at each octave from 62.5 Hz to
+    8 kHz, interpolated smoothly over log frequency. Length kept."""
+    octaves = np.log2(np.array([62.5 * 2**k for k in range(8)]))
+    gains_db = rng.uniform(-max_db, max_db, octaves.size)
+    spec = np.fft.rfft(audio.astype(np.float64))
+    freqs = np.fft.rfftfreq(audio.size, 1 / SAMPLE_RATE)
+    curve = np.interp(np.log2(np.maximum(freqs, 1.0)), octaves, gains_db)
+    return np.fft.irfft(spec * 10 ** (curve / 20), audio.size).astype(np.float32)
+
+
 def augment(audio: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """One random draw of the configured augmentations."""
+    """One random draw of the configured augmentations: speed, microphone, room, then noise."""
     if cfg.speed_factors:
         audio = speed_perturb(audio, float(rng.choice(cfg.speed_factors)))
+    if cfg.eq_prob > 0 and rng.random() < cfg.eq_prob:
+        audio = random_eq(audio, rng, cfg.eq_db)
+    if cfg.reverb_prob > 0 and rng.random() < cfg.reverb_prob:
+        audio = reverberate(audio, room_impulse_response(float(rng.uniform(*cfg.rt60)), rng, float(rng.uniform(*DRR_DB))))
     if cfg.noise_prob > 0 and rng.random() < cfg.noise_prob:
         audio = add_noise(audio, float(rng.uniform(*cfg.snr_db)), rng)
     return audio

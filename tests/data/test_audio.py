@@ -94,3 +94,47 @@ def test_speed_perturb_and_noise():
 def test_resample_identity():
     x = np.ones(10, dtype=np.float32)
     assert resample(x, 16000, 16000) is x
+
+
+def test_room_impulse_response_decays_at_its_rt60_with_the_drawn_direct_to_reverberant_ratio():
+    from speechlm.data.augment import room_impulse_response
+
+    rir = room_impulse_response(0.5, np.random.default_rng(0), drr_db=6.0)
+    assert rir[0] == 1.0 and rir.size == int(0.003 * 16000) + 1 + 8000
+    tail = rir[1 + int(0.003 * 16000):].astype(np.float64)
+    assert abs(10 * np.log10(1.0 / np.sum(tail**2)) - 6.0) < 1e-3
+    # energy in 50 ms windows falls by about 60 dB over the RT60 (Schroeder-style check on the envelope)
+    early, late = np.mean(tail[:800] ** 2), np.mean(tail[-800:] ** 2)
+    assert 45 < 10 * np.log10(early / late) < 60
+
+
+def test_reverb_and_microphone_keep_length_and_level_and_change_the_signal():
+    from speechlm.data.augment import random_eq, reverberate, room_impulse_response
+
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    x = (0.3 * np.sin(2 * np.pi * 300 * t) * (t < 0.5)).astype(np.float32)  # a tone that stops half way
+    wet = reverberate(x, room_impulse_response(0.6, rng, drr_db=0.0))
+    assert wet.size == x.size and wet.dtype == np.float32
+    assert np.isclose(np.sqrt(np.mean(wet**2)), np.sqrt(np.mean(x**2)), rtol=1e-4)
+    assert np.sqrt(np.mean(wet[8400:9200] ** 2)) > 1e-3  # the room rings on after the tone stops; the dry clip is silent there
+    assert np.all(x[8400:9200] == 0)
+    eq = random_eq(x, rng, max_db=6.0)
+    gain_db = 20 * np.log10(np.sqrt(np.mean(eq**2)) / np.sqrt(np.mean(x**2)))
+    assert eq.size == x.size and 0.01 < abs(gain_db) <= 6.0  # a 300 Hz tone is raised or lowered by at most 6 dB
+    assert np.allclose(random_eq(x, np.random.default_rng(1), max_db=0.0), x, atol=1e-6)  # a flat microphone
+
+
+def test_augment_config_rejects_bad_probabilities_and_rooms():
+    import pytest
+
+    from speechlm.config import ASRConfig, ConfigError, load_config
+
+    for override, message in (("augment.reverb_prob=1.5", "reverb_prob must be in"), ("augment.rt60=[0.9,0.2]", "rt60 must be"),
+                              ("augment.rt60=[0.2,9]", "rt60 must be"), ("augment.eq_db=-1", "eq_db must be")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(ASRConfig, overrides=[override])
+    cfg = load_config(ASRConfig, overrides=["augment.reverb_prob=1", "augment.eq_prob=1", "augment.speed_factors=[1.0]", "augment.noise_prob=0"])
+    x = np.random.default_rng(0).standard_normal(8000).astype(np.float32)
+    out = augment(x, cfg.augment, np.random.default_rng(0))
+    assert out.size == x.size and not np.allclose(out, x)
