@@ -46,6 +46,7 @@ log = logging.getLogger("speechlm.serve")
 STATIC = Path(__file__).parent / "static"
 API_KEY_HEADER = "X-API-Key"
 AUDIO_TYPES = ("audio/*", "application/octet-stream", "multipart/form-data")
+MAX_CHOICES = 256  # phrases one /v1/choose request may score
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +125,14 @@ class TranscribeResponse(StrictModel):
     text: str
     words: list[WordTiming] | None = Field(None, description="word times, when asked for with timestamps=true")
     duration_s: float = Field(description="audio duration in seconds")
+    processing_ms: float
+
+
+class ChooseResponse(StrictModel):
+    text: str = Field(description="the most likely of the given phrases")
+    log_prob: float = Field(description="its CTC log-likelihood")
+    scores: dict[str, float | None] = Field(description="every phrase's log-likelihood, best first (null: the clip is too short to say it)")
+    duration_s: float
     processing_ms: float
 
 
@@ -235,6 +244,7 @@ def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAP
         "tts": BatchWorker("tts", run_each(lambda args: assistant.speak(*args)), 1, cfg.queue_size),
         "classify": BatchWorker("classify", assistant.classify_audio, cfg.max_batch, cfg.queue_size, torch_threads),
         "answer": BatchWorker("answer", run_each(lambda item: assistant.answer(*item)), cfg.max_batch, cfg.queue_size, torch_threads),
+        "choose": BatchWorker("choose", run_each(lambda item: assistant.choose(*item)), cfg.max_batch, cfg.queue_size, torch_threads),
     }  # fmt: skip
     for name, w in workers.items():
         queue_depth.labels(name).set_function(lambda w=w: w.depth)
@@ -369,7 +379,7 @@ def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAP
             "capabilities": {
                 "transcribe": True, "intent": assistant.intent is not None, "generate": assistant.lm is not None,
                 "synthesize": assistant.can_speak, "assistant": True, "classify": assistant.classifier is not None,
-                "answer": bool(assistant.speech_tasks),
+                "answer": bool(assistant.speech_tasks), "choose": assistant.has_alignment,
             },
             "speech_tasks": assistant.speech_tasks,
             "intents": assistant.intent.labels if assistant.intent else [],
@@ -402,6 +412,23 @@ def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAP
             text=result.text, words=[WordTiming(**dataclasses.asdict(w)) for w in result.words] if timestamps else None,
             duration_s=audio.size / SAMPLE_RATE, processing_ms=1000 * (time.perf_counter() - start),
         )  # fmt: skip
+
+    @app.post("/v1/choose", summary="which of the given phrases a clip says (closed vocabulary: commands, keywords)", openapi_extra=AUDIO_BODY, **v1)
+    async def choose(
+        request: Request,
+        choice: list[str] = Query(..., description="a phrase the clip may say; repeat the parameter for each (at most 256)"),
+    ) -> ChooseResponse:
+        start = time.perf_counter()
+        if not assistant.has_alignment:
+            raise ApiError(422, "choose: phrases are scored with a CTC recognizer; this server's recognizer is a joint speech-LM")
+        if len(choice) > MAX_CHOICES:
+            raise ApiError(422, f"choice: {len(choice)} phrases given, at most {MAX_CHOICES}")
+        phrases = [check_text(c, "choice") for c in choice]
+        audio, _ = await read_audio(request, "choose")
+        scores = await run("choose", (audio, phrases))
+        best = next(iter(scores))
+        return ChooseResponse(text=best, log_prob=scores[best], scores=scores, duration_s=audio.size / SAMPLE_RATE,
+                              processing_ms=1000 * (time.perf_counter() - start))
 
     @app.post("/v1/classify", summary="the class of an audio clip (keyword, digit, spoken intent)", openapi_extra=AUDIO_BODY, **v1)
     async def classify(request: Request) -> ClassifyResponse:

@@ -23,6 +23,7 @@ from speechlm.decode.ctc import DecodingOptions
 from speechlm.decode.generate import GenerationOptions, generate
 from speechlm.decode.transcribe import Recognizer, Transcript
 from speechlm.errors import SpeechLMError
+from speechlm.features import SAMPLE_RATE
 from speechlm.intent import IntentClassifier, IntentPrediction
 
 DEFAULT_VOICE = "espeak-en-us-steph-100"
@@ -161,6 +162,16 @@ class Assistant:
             raise SpeechLMError("no speech classifier is loaded")
         probs = self.classifier.probabilities(audios)
         return [dict(zip(self.classifier.labels, map(float, p))) for p in probs]
+
+    def choose(self, audio: np.ndarray, phrases: Sequence[str]) -> dict[str, float | None]:
+        """Each phrase's CTC log-likelihood for the clip (None: the clip is too short to say it), best first."""
+        if not self.has_alignment:
+            raise SpeechLMError("phrases are scored with a CTC recognizer; this server's recognizer is a joint speech-LM")
+        scores = self.recognizer.score_phrases([audio], phrases)[0]
+        if not np.isfinite(scores).any():
+            raise SpeechLMError(f"the clip ({audio.size / SAMPLE_RATE:.2f} s) is too short to say any of the phrases")
+        order = np.argsort(-scores, kind="stable")
+        return {phrases[i]: float(scores[i]) if np.isfinite(scores[i]) else None for i in order}
 
     @property
     def has_alignment(self) -> bool:

@@ -52,7 +52,7 @@ def assert_json_error(r: httpx.Response, status: int, *words: str) -> None:
 def test_probes_info_metrics_and_schema(client, assistant):
     assert client.get("/health").json() == {"status": "ok"}
     ready = client.get("/ready").json()
-    assert ready["status"] == "ready" and set(ready["workers"]) == {"asr", "text", "tts", "classify", "answer"}
+    assert ready["status"] == "ready" and set(ready["workers"]) == {"asr", "text", "tts", "classify", "answer", "choose"}
     info = client.get("/v1/info").json()
     assert info["auth_required"] is False and info["capabilities"]["intent"] and info["capabilities"]["generate"]
     assert info["intents"] == assistant.intent.labels
@@ -151,6 +151,24 @@ def test_intent_generate_and_json_errors(client, assistant):
     assert_json_error(client.get("/v1/intent"), 405)
 
 
+def test_choose_answers_with_the_most_likely_phrase_and_scores_every_one(client, assistant, clip):
+    wav, wav_type = encode_wav(clip), {"content-type": "audio/wav"}
+    phrases = ["abc de", "a", "hg", "ab" * 40]  # the last needs more frames than the clip has
+    r = client.post("/v1/choose", params={"choice": phrases}, content=wav, headers=wav_type)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    want = assistant.recognizer.score_phrases([decode_audio(wav, "clip")], phrases)[0]
+    assert list(body["scores"]) == [phrases[i] for i in np.argsort(-want, kind="stable")]  # best first
+    assert body["text"] == phrases[int(want.argmax())] and body["log_prob"] == pytest.approx(want.max(), rel=1e-5)
+    assert body["scores"]["ab" * 40] is None and all(v is not None for k, v in body["scores"].items() if k != "ab" * 40)
+    assert client.get("/v1/info").json()["capabilities"]["choose"] is True
+    assert_json_error(client.post("/v1/choose", content=wav, headers=wav_type), 422, "choice")
+    assert_json_error(client.post("/v1/choose", params={"choice": ["ab", "xyz"]}, content=wav, headers=wav_type), 400, "phrase 2", "'xyz'")
+    assert_json_error(client.post("/v1/choose", params={"choice": ["ab", "AB"]}, content=wav, headers=wav_type), 400, "the same")
+    assert_json_error(client.post("/v1/choose", params={"choice": ["a"] * 257}, content=wav, headers=wav_type), 422, "at most 256")
+    assert_json_error(client.post("/v1/choose", params={"choice": ["ab" * 40]}, content=wav, headers=wav_type), 400, "too short")
+
+
 def test_missing_models_answer_501(tiny_asr_dir, clip):
     with TestClient(create_app(Assistant.load(tiny_asr_dir))) as c:
         assert_json_error(c.post("/v1/intent", json={"text": "hello"}), 501, "--intent-model")
@@ -177,6 +195,8 @@ def test_a_joint_speech_lm_transcribes_answers_continues_text_and_runs_the_assis
         assert c.post("/v1/answer", content=wav, headers=wav_type).json()["answer"] == text  # task defaults to transcribe
         assert_json_error(c.post("/v1/answer?task=weather", content=wav, headers=wav_type), 422, "'weather'", "transcribe")
         assert_json_error(c.post("/v1/transcribe?timestamps=true", content=wav, headers=wav_type), 422, "joint speech-LM")
+        assert_json_error(c.post("/v1/choose?choice=ab", content=wav, headers=wav_type), 422, "CTC recognizer")
+        assert info["capabilities"]["choose"] is False
         r = c.post("/v1/generate", json={"prompt": "ab", "max_new_tokens": 4})
         assert r.status_code == 200 and isinstance(r.json()["text"], str)
         turn = c.post("/v1/assistant?speak=false", content=wav, headers=wav_type).json()
