@@ -121,7 +121,7 @@ class Recognizer:
         min_len = int(MIN_SECONDS * SAMPLE_RATE)
         for n, audio in enumerate(audios):
             if audio.size > MAX_CHUNK_SECONDS * SAMPLE_RATE:
-                raise SpeechLMError(f"input {n} lasts {audio.size / SAMPLE_RATE:.0f} s; phrases are scored on clips up to "
+                raise SpeechLMError(f"clip {n + 1} lasts {audio.size / SAMPLE_RATE:.0f} s; phrases are scored on clips up to "
                                     f"{MAX_CHUNK_SECONDS:g} s (transcribe longer audio instead)")
         clips = [np.pad(a, (0, max(0, min_len - a.size))) for a in audios]
         flat = torch.tensor([i for t in targets for i in t])

@@ -134,7 +134,7 @@ def test_bad_phrase_lists_are_clear_errors():
                              (["ab", "cab"], "never saw 'c'")):
         with pytest.raises(SpeechLMError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
             rec.score_phrases(clip, phrases)
-    with pytest.raises(SpeechLMError, match="lasts 31 s"):
+    with pytest.raises(SpeechLMError, match="clip 1 lasts 31 s"):
         rec.score_phrases([np.zeros(31 * SAMPLE_RATE, np.float32)], ["ab"])
 
 
