@@ -503,6 +503,8 @@ def _transcribe_choices(args: argparse.Namespace, rec, audios: list) -> None:
     if args.timestamps or args.beam > 1 or args.lm:
         raise SpeechLMError("--choices scores every phrase exactly; drop --timestamps, --beam and --lm")
     path = Path(args.choices)
+    if not path.is_file():
+        raise SpeechLMError(f"--choices {path}: no such file (one phrase per line)")
     try:
         phrases = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as e:
