@@ -1204,7 +1204,7 @@ def self_train_parts(st: dict, table) -> list[str]:
 
 def sc_phonetic_best(scp: dict) -> tuple[str, float]:
     """The sc-phonetic row from the recognizer that scores best on the human clips alone (no synthesized words)."""
-    best = max((k for k, (_, pretrained, _, added) in SC_PHONETIC_RUNS.items() if pretrained and not added and k in scp["accuracy"]),
+    best = max((k for k, (_, start, _, added) in SC_PHONETIC_RUNS.items() if start and not added and k in scp["accuracy"]),
                key=scp["accuracy"].get)
     return best, scp["accuracy"][best]
 
