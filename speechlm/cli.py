@@ -138,6 +138,10 @@ def cmd_train(args: argparse.Namespace) -> None:
                       ("freeze_encoder_steps", "freeze_encoder_steps"), ("layer_decay", "layer_decay")):  # fmt: skip
         if getattr(args, flag, None) is not None:
             overrides.append(f"finetune.{key}={getattr(args, flag)}")
+    if getattr(args, "keep_head", False):
+        if getattr(args, "task", "asr") != "asr" or not args.init:
+            raise SpeechLMError("--keep-head adapts the speech recognizer given as --init (--task asr): it keeps that recognizer's vocabulary and output layer")
+        overrides.append("finetune.init_head=true")
     if getattr(args, "task", "asr") == "text-classify":
         _train_text_classifier(args, overrides)
         return
@@ -664,6 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     run_args(s)
     s.add_argument("--init", default=None, help="pretrained model directory (speechlm pretrain speech; pretrain text for --task text-classify); absent = from scratch")
+    s.add_argument("--keep-head", action="store_true", help="--init is a speech recognizer: adapt it whole (its vocabulary and output layer "
+                                                            "too, finetune.init_head), e.g. to new speakers or words")
     s.add_argument("--labeled-fraction", type=float, default=None, help="use this fraction of the labeled utterances")
     s.add_argument("--labeled-minutes", type=float, default=None, help="use this many minutes of labeled audio")
     s.add_argument("--freeze-encoder-steps", type=int, default=None, help="encoder frozen for N steps (-1: throughout)")

@@ -77,6 +77,14 @@ class FinetuneConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RecognizerFinetuneConfig(FinetuneConfig):
+    # init is a speech recognizer: keep its tokenizer and output layer too, not only its encoder, so that it is
+    # adapted (to new speakers, words, rooms) rather than relearning its alphabet; every training text must be
+    # spelled with its vocabulary
+    init_head: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class ASRConfig:
     """Everything needed to rebuild and retrain a CTC speech recognizer."""
 
@@ -86,7 +94,7 @@ class ASRConfig:
     augment: AugmentConfig = AugmentConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     encoder: EncoderConfig = EncoderConfig()
-    finetune: FinetuneConfig = FinetuneConfig()
+    finetune: RecognizerFinetuneConfig = RecognizerFinetuneConfig()
     train: TrainConfig = TrainConfig()
 
     def __post_init__(self):

@@ -139,6 +139,18 @@ def test_joint_pretraining_from_the_command_line(tmp_path, tone_corpus, capsys):
     assert "init from" in capsys.readouterr().out
 
 
+def test_finetune_keep_head_adapts_a_recognizer(tiny_asr_dir, tone_corpus, tmp_path, capsys):
+    assert main(["finetune", str(tmp_path / "ft"), "--init", str(tiny_asr_dir), "--keep-head", "--train-manifest", str(tone_corpus),
+                 "train.max_steps=1", "train.batch_seconds=8"]) == 0
+    assert "newly initialised: none" in capsys.readouterr().out
+    assert json.loads((tmp_path / "ft" / "model" / "config.json").read_text())["finetune"]["init_head"] is True
+    for bad in (["--task", "classify"], []):  # only a recognizer given as --init is adapted whole
+        init = ["--init", str(tiny_asr_dir)] if bad else []
+        assert main(["finetune", str(tmp_path / "x"), *init, "--keep-head", "--train-manifest", str(tone_corpus), *bad]) == 2
+        assert "--keep-head adapts the speech recognizer given as --init" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_text_lm_commands(tmp_path, capsys):
     text = tmp_path / "corpus.txt"
     text.write_text("\n".join(f"the {w} sat on the mat number {i}" for i, w in enumerate(["cat", "dog", "bird", "fox"] * 30)))

@@ -125,6 +125,15 @@ class SentencePieceTokenizer:
 Tokenizer = CharTokenizer | SentencePieceTokenizer
 
 
+def unspellable(tokenizer: Tokenizer, text: str) -> str | None:
+    """None if ``tokenizer`` spells ``text`` (normalized) exactly; otherwise the characters it cannot spell
+    (possibly "", when each character alone is spelled but the whole is not)."""
+    text = normalize_text(text)
+    if tokenizer.decode(tokenizer.encode(text)) == text:
+        return None
+    return "".join(sorted({c for c in text if c != " " and tokenizer.decode(tokenizer.encode(c)) != c}))
+
+
 def train_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]) -> Tokenizer:
     if cfg.kind == "char":
         return CharTokenizer.train(texts)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from speechlm.data.batching import bucket_batches, pad_audio
-from speechlm.data.tokenizer import BLANK_ID, normalize_text
+from speechlm.data.tokenizer import BLANK_ID, normalize_text, unspellable
 from speechlm.decode.ctc import DecodingOptions, decode, greedy_alignment
 from speechlm.errors import SpeechLMError
 from speechlm.features import HOP_LENGTH, SAMPLE_RATE
@@ -155,12 +155,11 @@ class Recognizer:
             if text in seen:
                 raise SpeechLMError(f"phrases {seen[text] + 1} and {n + 1} are the same once normalized: {text!r}")
             seen[text] = n
-            ids = self.tokenizer.encode(text)
-            if self.tokenizer.decode(ids) != text:
-                missing = sorted({c for c in text if c not in self.tokenizer.decode(self.tokenizer.encode(c))} - {" "})
+            missing = unspellable(self.tokenizer, text)
+            if missing is not None:
                 raise SpeechLMError(f"phrase {n + 1} ({phrase!r}) cannot be spelled with this recognizer's vocabulary"
-                                    + (f": it never saw {''.join(missing)!r} in training" if missing else ""))
-            out.append(ids)
+                                    + (f": it never saw {missing!r} in training" if missing else ""))
+            out.append(self.tokenizer.encode(text))
         return out
 
     @torch.inference_mode()

@@ -21,7 +21,7 @@ from speechlm.train.checkpoint import (
     resolve_model_dir,
     save_model_dir,
 )
-from speechlm.train.finetune import encoder_param_groups, labeled_subset, load_pretrained_encoder
+from speechlm.train.finetune import ENCODER_PREFIX, encoder_param_groups, labeled_subset, load_pretrained_encoder, recognizer_tokenizer
 from speechlm.train.loop import TrainResult, is_main_process, train
 
 
@@ -49,13 +49,15 @@ def train_asr(cfg: ASRConfig, run_dir: str | Path, resume: bool = False, progres
     ckpt = latest_checkpoint(run_dir) if resume else None
     if ckpt is not None:
         tokenizer = load_tokenizer(ckpt)  # the vocabulary must not change under a resumed model
+    elif ft.init_head:
+        tokenizer, cfg = recognizer_tokenizer(cfg, utts, cfg.data.train_manifest)  # the recognizer's own vocabulary, adapted
     else:
         tokenizer = train_tokenizer(cfg.tokenizer, [u.text for u in utts])
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, tokenizer.vocab_size)
     print(format_config(cfg))
     if ft.init and ckpt is None:
-        print(f"init from {ft.init}: {load_pretrained_encoder(model, cfg)}")
+        print(f"init from {ft.init}: {load_pretrained_encoder(model, cfg, (ENCODER_PREFIX, 'head.') if ft.init_head else (ENCODER_PREFIX,))}")
     groups = encoder_param_groups(model, ft)
     print(
         f"model: {count_parameters(model) / 1e6:.2f} M parameters ({count_parameters(model, trainable_only=True) / 1e6:.2f} M trainable), "

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speechlm.config import ASRConfig, FinetuneConfig, from_dict
+from speechlm.config import ASRConfig, ConfigError, FinetuneConfig, from_dict
 from speechlm.data.manifest import Utterance
-from speechlm.errors import CheckpointError
+from speechlm.data.tokenizer import Tokenizer, TokenizerConfig, load_tokenizer, unspellable
+from speechlm.errors import CheckpointError, SpeechLMError
 from speechlm.features import FeatureConfig
 from speechlm.models.encoders import EncoderConfig
 from speechlm.train.checkpoint import CONFIG_FILE, read_config_json, read_weights, resolve_model_dir
@@ -82,8 +83,9 @@ class LoadReport:
         return f"loaded {len(self.loaded)} tensors; newly initialised: {names(self.new)}; ignored: {names(self.ignored)}"
 
 
-def load_pretrained_encoder(model: torch.nn.Module, cfg: ASRConfig) -> LoadReport:
-    """Copy ``encoder.*`` from ``cfg.finetune.init`` into ``model``; everything else stays as initialised."""
+def load_pretrained_encoder(model: torch.nn.Module, cfg: ASRConfig, prefixes: tuple[str, ...] = (ENCODER_PREFIX,)) -> LoadReport:
+    """Copy ``encoder.*`` (and whatever else ``prefixes`` name) from ``cfg.finetune.init`` into ``model``;
+    everything else stays as initialised."""
     pre = read_pretrained(cfg.finetune.init)
     mismatch = [f for f in _SHAPE_FIELDS if getattr(pre.encoder, f) != getattr(cfg.encoder, f)]
     if mismatch:
@@ -95,7 +97,7 @@ def load_pretrained_encoder(model: torch.nn.Module, cfg: ASRConfig) -> LoadRepor
     own = model.state_dict()
     loaded, ignored = [], []
     for name, tensor in pre.weights.items():
-        if not name.startswith(ENCODER_PREFIX) or name not in own:
+        if not name.startswith(prefixes) or name not in own:
             ignored.append(name)
             continue
         if own[name].shape != tensor.shape:
@@ -106,6 +108,26 @@ def load_pretrained_encoder(model: torch.nn.Module, cfg: ASRConfig) -> LoadRepor
         raise CheckpointError(f"{cfg.finetune.init}: no encoder weights found in {pre.directory}")
     model.load_state_dict(own)
     return LoadReport(loaded, [n for n in own if n not in set(loaded)], ignored)
+
+
+def recognizer_tokenizer(cfg: ASRConfig, utts: list[Utterance], manifest: str) -> tuple[Tokenizer, ASRConfig]:
+    """``finetune.init_head``: the tokenizer of the recognizer at ``cfg.finetune.init`` and ``cfg`` with its tokenizer
+    section, after checking that it spells every transcript in ``utts`` (from ``manifest``)."""
+    init = cfg.finetune.init
+    if not init:
+        raise ConfigError("finetune.init_head=true needs finetune.init: the speech recognizer to adapt (--init)")
+    d = resolve_model_dir(init)
+    data = read_config_json(d)
+    if "tokenizer" not in data:
+        raise CheckpointError(f"{init}: finetune.init_head needs a speech recognizer, and this model has no tokenizer "
+                              "(a pretrained encoder: leave init_head off and a new output layer is trained)")
+    tokenizer = load_tokenizer(d)
+    for u in utts:
+        missing = unspellable(tokenizer, u.text)
+        if missing is not None:
+            raise SpeechLMError(f"{manifest}: the transcript of {u.audio_filepath} ({u.text!r}) cannot be spelled with the vocabulary of {init}"
+                                + (f": it never saw {missing!r}" if missing else "") + "; without finetune.init_head a new vocabulary is learned")
+    return tokenizer, dataclasses.replace(cfg, tokenizer=from_dict(TokenizerConfig, data["tokenizer"], str(d / CONFIG_FILE) + ".tokenizer"))
 
 
 def encoder_param_groups(model: torch.nn.Module, cfg: FinetuneConfig) -> list[ParamGroup]:

@@ -140,3 +140,36 @@ def test_sigkill_then_resume(tone_corpus, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "resumed from" in r.stdout
     assert json.loads((run / "model" / "training.json").read_text())["steps"] == 30
+
+
+def test_keep_head_adapts_the_recognizer_whole(tiny_asr_dir, tone_corpus, tmp_path, capsys):
+    # adapting on transcripts that never use "h": the recognizer keeps its whole alphabet and its output layer
+    subset = [u for u in read_manifest(tone_corpus) if "h" not in u.text]
+    write_manifest(tmp_path / "subset.jsonl", subset)
+    cfg = config_from_pretrained(tiny_asr_config(tmp_path / "subset.jsonl", max_steps=1), tiny_asr_dir)
+    kept = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, init_head=True))
+    train_asr(kept, tmp_path / "kept", progress=False)
+    assert "newly initialised: none" in capsys.readouterr().out
+    train_asr(cfg, tmp_path / "new", progress=False)
+    assert "newly initialised: head.1.weight, head.1.bias" in capsys.readouterr().out
+    pre = load_file(str(tiny_asr_dir / "model.safetensors"))["head.1.weight"]
+    kept_head, new_head = (load_file(str(tmp_path / r / "model" / "model.safetensors"))["head.1.weight"] for r in ("kept", "new"))
+    assert kept_head.shape == pre.shape and (kept_head - pre).abs().max() < 0.01  # one warm-up step from the recognizer's own
+    assert new_head.shape[0] == pre.shape[0] - 1  # a new alphabet without "h"
+    assert (tmp_path / "kept" / "model" / "tokenizer.json").read_text() == (tiny_asr_dir / "tokenizer.json").read_text()
+    saved = json.loads((tmp_path / "kept" / "model" / "config.json").read_text())
+    assert saved["finetune"]["init_head"] is True and saved["tokenizer"] == json.loads((tiny_asr_dir / "config.json").read_text())["tokenizer"]
+
+
+def test_keep_head_bad_input_is_a_clear_error(tiny_asr_dir, pretrained, tone_corpus, tmp_path):
+    utts = read_manifest(tone_corpus)
+    write_manifest(tmp_path / "new_word.jsonl", [*utts[:3], dataclasses.replace(utts[3], text="abc xyz")])
+    cfg = tiny_asr_config(tmp_path / "new_word.jsonl", max_steps=1)
+    keep = dataclasses.replace(cfg.finetune, init_head=True)
+    with pytest.raises(SpeechLMError, match=rf"{utts[3].audio_filepath}.*'abc xyz'.*never saw 'xyz'"):
+        train_asr(dataclasses.replace(config_from_pretrained(cfg, tiny_asr_dir), finetune=dataclasses.replace(keep, init=str(tiny_asr_dir))), tmp_path / "a", progress=False)
+    with pytest.raises(CheckpointError, match="needs a speech recognizer.*no tokenizer"):
+        train_asr(dataclasses.replace(config_from_pretrained(cfg, pretrained[0]), finetune=dataclasses.replace(keep, init=str(pretrained[0]))), tmp_path / "b", progress=False)
+    with pytest.raises(ValueError, match="needs finetune.init"):
+        train_asr(dataclasses.replace(cfg, finetune=keep), tmp_path / "c", progress=False)
+    assert not any((tmp_path / r / "model").exists() for r in "abc")
