@@ -8,6 +8,7 @@ from speechlm.data.tokenizer import (
     load_tokenizer,
     normalize_text,
     train_tokenizer,
+    unspellable,
 )
 
 TEXTS = [f"set an alarm for {h} o'clock in the {p}" for h in ("one", "two", "seven", "eleven") for p in ("morning", "evening")] * 20
@@ -30,6 +31,13 @@ def test_char_roundtrip_and_blank(tmp_path):
 def test_char_drops_unseen_characters():
     tok = CharTokenizer.train(["abc"])
     assert tok.decode(tok.encode("abxc")) == "abc"
+
+
+@pytest.mark.parametrize("kind", ["char", "unigram"])
+def test_unspellable_names_the_characters_a_tokenizer_never_saw(kind):
+    tok = train_tokenizer(TokenizerConfig(kind=kind, vocab_size=40), TEXTS)
+    assert unspellable(tok, "Set an ALARM, for seven!") is None  # normalized first
+    assert unspellable(tok, "quiz at seven") == "qz"  # "q" and "z" are in none of the texts
 
 
 @pytest.mark.parametrize("kind", ["unigram", "bpe"])
