@@ -242,7 +242,7 @@ def _is_text_classifier(model_dir: Path) -> bool:
 
 def _report_classifier(model_dir: Path, manifest: str, out: Path | None, ensemble: Sequence[str] = (), balance: bool = False,
                        speeds: Sequence[float] = ()) -> None:
-    from speechlm.train.classify import evaluate_classifier, plot_confusion, read_labeled
+    from speechlm.train.classify import evaluate_classifier, read_labeled
 
     if _is_text_classifier(model_dir):
         _speech_classifier_only("a text classifier", ensemble, balance, speeds)
@@ -259,6 +259,13 @@ def _report_classifier(model_dir: Path, manifest: str, out: Path | None, ensembl
             report, rows, _ = evaluate_classifier(_load_speech_classifier(model_dir, ensemble, speeds), read_labeled(manifest), balance)
         except ValueError as e:  # --balance with fewer clips than labels
             raise SpeechLMError(f"{manifest}: {e}") from None
+    _print_report(report, rows, out)
+
+
+def _print_report(report, rows: list[dict], out: Path | None) -> None:
+    """A classification report on the terminal; with ``out``, also report.json and confusion.png in that folder."""
+    from speechlm.train.classify import plot_confusion
+
     s = report.summary()
     print(f"accuracy {s['accuracy']:.2%}  macro P/R/F1 {s['macro_precision']:.3f}/{s['macro_recall']:.3f}/{s['macro_f1']:.3f}  ({s['examples']} utterances)")
     for lab, m in report.per_class.items():
@@ -498,25 +505,58 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
         print(json.dumps({"audio_filepath": f, "text": t}) if args.json else (f"{f}\t{t}" if len(args.files) > 1 else t))
 
 
-def _transcribe_choices(args: argparse.Namespace, rec, audios: list) -> None:
-    """`transcribe --choices FILE`: each file's most likely phrase of the list (closed-vocabulary recognition)."""
+def _read_choices(args: argparse.Namespace, rec) -> list[str]:
+    """The phrases of the file ``args.choices`` (one per line), after checking that ``rec`` and the other flags can
+    score them; a clear error otherwise."""
     from speechlm.decode.transcribe import Recognizer
 
     if not isinstance(rec, Recognizer):
         raise SpeechLMError("--choices scores phrases with a CTC recognizer; this is a joint speech-LM")
-    if args.timestamps or args.beam > 1 or args.lm:
+    if getattr(args, "timestamps", False) or args.beam > 1 or args.lm:
         raise SpeechLMError("--choices scores every phrase exactly; drop --timestamps, --beam and --lm")
     path = Path(args.choices)
     if not path.is_file():
         raise SpeechLMError(f"--choices {path}: no such file (one phrase per line)")
     try:
-        phrases = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as e:
         raise SpeechLMError(f"--choices {path}: cannot read it as UTF-8 text ({e.__class__.__name__})") from None
+
+
+def _choose(args: argparse.Namespace, rec, audios: list, phrases: list[str]) -> list[tuple[str, float]]:
+    """Each clip's most likely phrase and its log-likelihood; a bad phrase list is named by its file."""
     try:
-        chosen = rec.choose(audios, phrases)
+        return rec.choose(audios, phrases)
     except SpeechLMError as e:
-        raise SpeechLMError(f"--choices {path}: {e}") from None
+        raise SpeechLMError(f"--choices {args.choices}: {e}") from None
+
+
+def _evaluate_choices(args: argparse.Namespace, rec) -> None:
+    """`evaluate RECOGNIZER MANIFEST --choices FILE`: the recognizer as a classifier over the file's phrases, each
+    clip's transcript the truth (one of the phrases, once normalized); accuracy, per-phrase report, confusion matrix."""
+    from speechlm.data.audio import load_audio
+    from speechlm.data.manifest import read_manifest
+    from speechlm.data.tokenizer import normalize_text
+    from speechlm.metrics import classification_report
+
+    phrases = _read_choices(args, rec)
+    utts = read_manifest(args.manifest, require_text=True)
+    known = {normalize_text(p) for p in phrases}
+    strays = [u for u in utts if normalize_text(u.text) not in known]
+    if phrases and strays:
+        raise SpeechLMError(f"{args.manifest}: {len(strays)} transcript(s) are none of the --choices phrases, e.g. {strays[0].text!r} "
+                            f"({strays[0].audio_filepath}); every clip must say one of them")
+    chosen = _choose(args, rec, [load_audio(u.audio_filepath) for u in utts], phrases)
+    truth = [normalize_text(u.text) for u in utts]
+    predicted = [normalize_text(text) for text, _ in chosen]
+    report = classification_report(truth, predicted, sorted(known))
+    rows = [{"audio_filepath": u.audio_filepath, "label": y, "predicted": p, "log_prob": round(lp, 3)} for u, y, p, (_, lp) in zip(utts, truth, predicted, chosen)]
+    _print_report(report, rows, Path(args.out).with_suffix("") if args.out else None)
+
+
+def _transcribe_choices(args: argparse.Namespace, rec, audios: list) -> None:
+    """`transcribe --choices FILE`: each file's most likely phrase of the list (closed-vocabulary recognition)."""
+    chosen = _choose(args, rec, audios, _read_choices(args, rec))
     for f, (text, log_prob) in zip(args.files, chosen):
         if args.json:
             print(json.dumps({"audio_filepath": f, "text": text, "log_prob": round(log_prob, 3)}))
@@ -534,6 +574,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         return
     _speech_classifier_only("a recognizer", args.ensemble, args.balance, args.tta_speeds)
     rec = _recognizer(args)
+    if args.choices:
+        _evaluate_choices(args, rec)
+        return
     utts = read_manifest(args.manifest, require_text=True)
     res = evaluate(rec, utts, _decoding(args))
     s = res.summary()
@@ -766,6 +809,9 @@ def build_parser() -> argparse.ArgumentParser:
             s.set_defaults(func=cmd_transcribe)
         else:
             s.add_argument("manifest", help="JSON Lines manifest with transcripts")
+            s.add_argument("--choices", default=None, metavar="FILE",
+                           help="a recognizer as a classifier over these phrases (one per line; every transcript one of them): "
+                                "accuracy, per-phrase report, confusion matrix")
             s.add_argument("--out", default=None, help="write per-utterance results as JSON here")
             s.add_argument("--show", type=int, default=5, help="print this many worst utterances")
             s.add_argument("--ensemble", nargs="+", default=[], metavar="DIR", help=ENSEMBLE_HELP)

@@ -161,3 +161,28 @@ def test_transcribe_with_choices_answers_from_the_list(tone_corpus, tone_asr_60,
     (tmp_path / "odd.txt").write_text(utts[0].text + "\nzz9\n")  # a character the tone recognizer never saw
     assert main(["transcribe", str(tone_asr_60), utts[0].audio_filepath, "--choices", str(tmp_path / "odd.txt")]) == 2
     assert "phrase 2 ('zz9') cannot be spelled" in capsys.readouterr().err
+
+
+def test_evaluate_with_choices_scores_the_recognizer_as_a_classifier(tone_corpus, tone_asr_60, tmp_path, capsys):
+    import json
+
+    from speechlm.cli import main
+    from speechlm.data.audio import load_audio
+    from speechlm.data.manifest import read_manifest, write_manifest
+
+    utts = read_manifest(tone_corpus)[:6]
+    write_manifest(tmp_path / "six.jsonl", utts)
+    phrases = [u.text for u in utts]
+    (tmp_path / "choices.txt").write_text("\n".join(p.upper() for p in phrases) + "\n")  # compared once normalized
+    scores = Recognizer.load(tone_asr_60).score_phrases([load_audio(u.audio_filepath) for u in utts], phrases)
+    right = np.mean(scores.argmax(1) == np.arange(6))
+    assert main(["evaluate", str(tone_asr_60), str(tmp_path / "six.jsonl"), "--choices", str(tmp_path / "choices.txt"), "--out", str(tmp_path / "ev.json")]) == 0
+    assert f"accuracy {right:.2%}" in capsys.readouterr().out
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert report["summary"]["examples"] == 6 and (tmp_path / "ev" / "confusion.png").is_file()
+    assert [r["predicted"] for r in report["utterances"]] == [phrases[int(k)] for k in scores.argmax(1)]
+    # a transcript that is none of the phrases is named, not scored as an error
+    (tmp_path / "five.txt").write_text("\n".join(phrases[:5]) + "\n")
+    assert main(["evaluate", str(tone_asr_60), str(tmp_path / "six.jsonl"), "--choices", str(tmp_path / "five.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "1 transcript(s) are none of the --choices phrases" in err and utts[5].audio_filepath in err and "Traceback" not in err
