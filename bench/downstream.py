@@ -121,11 +121,13 @@ def scores(name: str, clf: Classifier, test: list[Utterance]) -> dict:
     return {"accuracy": report.accuracy, "macro_f1": report.macro_f1} | ({"by_speaker": by_speaker} if 1 < len(speakers) <= 10 else {})
 
 
-def ensemble(name: str, members: list[dict], test: list[Utterance], speeds: tuple[float, ...] = ()) -> dict:
+def ensemble(name: str, members: list[dict], test: list[Utterance], speeds: tuple[float, ...] = (), phrases: dict[str, str] | None = None) -> dict:
     """The ``members`` rows' models as one (:class:`ClassifierEnsemble`, the mean of their class probabilities)
     scored on ``test``; a row of the same table: the members' training time and sizes summed, the largest member's training list.
-    With ``speeds``, also ``tta_accuracy``: the ensemble with each clip played at those speeds (:class:`SpeedAveraged`)."""
-    clf = ClassifierEnsemble.load([WORK / m["name"] for m in members])
+    With ``speeds``, also ``tta_accuracy``: the ensemble with each clip played at those speeds (:class:`SpeedAveraged`).
+    A member row of :func:`ctc_fold` joins as a :class:`PhraseChooser` over ``phrases``."""
+    clf = ClassifierEnsemble([PhraseChooser(WORK / m["name"] / "model", phrases) if m.get("closed_vocabulary") else Classifier.load(WORK / m["name"])
+                              for m in members], [m["name"] for m in members])
     row = {"name": name, "init": "/".join(sorted({m["init"] for m in members})), "members": [m["name"] for m in members],
            "train_examples": max(m["train_examples"] for m in members),  # the largest member's: the others' lists are within it
            "train_minutes_audio": max(m["train_minutes_audio"] for m in members),
@@ -552,9 +554,14 @@ def run_fsdd_ctc(args) -> dict:
     items = [(word, str(digit)) for digit, word in enumerate(DIGIT_WORDS)]
     added = synth_set("fsdd_digit_voices", items, SYNTH_DIGIT_VOICES, seed=0, voices_per_sentence=None, max_hz=4000) + sc_digit_clips()
     phrases = {str(digit): word for digit, word in enumerate(DIGIT_WORDS)}
-    rows = [ctc_fold(f"fsdd_loso_ctc_{spk}", init, train + added, test, phrases, args.steps_synth) | {"speaker": spk}
-            for spk, (train, test) in loso_folds(fsdd_utts()).items()]
-    return {"rows": rows, "loso_mean": mean_accuracy(rows), "init_from": figures, "overrides": list(SC_CTC_OVERRIDES)}
+    variant = "tiny-sc-digits-trim-range80-asr"
+    rows, ensembles = [], []
+    for spk, (train, test) in loso_folds(fsdd_utts()).items():
+        rows.append(ctc_fold(f"fsdd_loso_ctc_{spk}", init, train + added, test, phrases, args.steps_synth) | {"speaker": spk})
+        clf = variant_fold(f"fsdd_loso_synth_mfcc13_{variant.replace('-', '_')}_{spk}", variant, train + added, test, args.steps_synth)  # reused
+        ensembles.append(ensemble(f"fsdd_loso_ctc_ensemble_{spk}", [clf, rows[-1]], test, phrases=phrases) | {"speaker": spk})
+    return {"rows": rows, "loso_mean": mean_accuracy(rows), "init_from": figures, "overrides": list(SC_CTC_OVERRIDES),
+            "ensemble_rows": ensembles, "loso_mean_ensemble": mean_accuracy(ensembles)}
 
 
 # -- Speech Commands sample ------------------------------------------------------------------------
@@ -721,28 +728,26 @@ def ctc_fold(name: str, init: str, train: list[Utterance], test: list[Utterance]
     row = {"name": name, "init": "recognizer", "train_examples": len(train), "train_minutes_audio": round(sum(u.duration for u in train) / 60, 2),
            "test_examples": len(test), "train_acc": None, "steps": json.loads((model / "training.json").read_text())["steps"], "train_minutes": round(minutes, 2),
            "checkpoint_mb": round(checkpoint_bytes(run) / 1e6, 2), "trainable_params": sum(p.numel() for p in rec.model.parameters()),
-           "accuracy": report.accuracy, "macro_f1": report.macro_f1}
+           "accuracy": report.accuracy, "macro_f1": report.macro_f1, "closed_vocabulary": True}
     print(f"  {name}: accuracy {row['accuracy']:.2%} (macro F1 {row['macro_f1']:.3f}), {len(train)} train / {len(test)} test, {minutes:.1f} min")
     return row
 
 
-class PhraseChooser:
-    """A recognizer as a classifier over fixed phrases, for :func:`pseudo_label`: each clip's label and the softmax
-    of its phrases' CTC log-likelihoods (a uniform prior over the phrases); 0 for a clip too short for every phrase."""
+class PhraseChooser(Classifier):
+    """A recognizer as a classifier over fixed phrases (for :func:`pseudo_label` and :class:`ClassifierEnsemble`):
+    each label's probability is the softmax of the phrases' CTC log-likelihoods (a uniform prior over the phrases);
+    all 0 for a clip too short for every phrase."""
 
     def __init__(self, model: str | Path, phrases: dict[str, str]):
         from speechlm.decode.transcribe import Recognizer
 
         self.recognizer, self.labels, self.phrases = Recognizer.load(model), list(phrases), list(phrases.values())
 
-    def predict(self, audios: list[np.ndarray], balance: bool = False) -> list[tuple[str, float]]:
-        if balance:
-            raise ValueError("PhraseChooser does not label balanced batches")
+    def probabilities(self, audios: list[np.ndarray], batch_seconds: float = 100.0) -> np.ndarray:
         scores = self.recognizer.score_phrases(audios, self.phrases)
         best = scores.max(axis=1, keepdims=True)
         with np.errstate(invalid="ignore"):
-            post = np.nan_to_num(np.exp(scores - best) / np.exp(scores - best).sum(axis=1, keepdims=True))
-        return [(self.labels[int(p.argmax())], float(p.max())) for p in post]
+            return np.nan_to_num(np.exp(scores - best) / np.exp(scores - best).sum(axis=1, keepdims=True))
 
 
 # Row "... adapted with CTC, self-trained" (transductive, never the headline): each fold's clips split in two halves
@@ -788,6 +793,7 @@ def run_sc_phonetic(args) -> dict:
     synth = [u for u in spoken if u.audio_filepath in trainable]
     rows: dict[str, list[dict]] = {key: [] for key in [*SC_PHONETIC_RUNS, *SC_CTC_RUNS]}
     self_trained: list[dict] = []
+    sc_ensembles: list[dict] = []
     for fold in range(SC_FOLDS):
         train = [u for u in utts if sc_fold(u.speaker) != fold and u.audio_filepath in trainable]
         test = [u for u in utts if sc_fold(u.speaker) == fold]
@@ -800,6 +806,8 @@ def run_sc_phonetic(args) -> dict:
             row = ctc_fold(f"sc_phonetic_{key}_fold{fold}", inits[start][0], train + (synth if added else []), test, {w: w for w in words},
                            args.steps_synth if added else args.steps_sc_phonetic)
             rows[key].append(row | {"fold": fold, "init": start})
+        sc_ensembles.append(ensemble(f"sc_phonetic_keywords_ensemble_fold{fold}", [rows["keywords_full"][-1], rows["keywords_ctc"][-1]], test,
+                                     phrases={w: w for w in words}) | {"fold": fold})
         self_trained += [r | {"fold": fold} for r in ctc_self_train(f"sc_phonetic_keywords_ctc_selftrain_fold{fold}", inits["keywords"][0],
                                                                      WORK / f"sc_phonetic_keywords_ctc_fold{fold}" / "model", train, test, {w: w for w in words},
                                                                      args.steps_sc_phonetic)]
@@ -809,7 +817,8 @@ def run_sc_phonetic(args) -> dict:
     transductive = {"rows": self_trained, "accuracy": sum(r["accuracy"] * r["test_examples"] for r in self_trained) / sum(r["test_examples"] for r in self_trained),
                     "folds": [sum(r["accuracy"] * r["test_examples"] for r in self_trained if r["fold"] == f) / sum(r["test_examples"] for r in self_trained if r["fold"] == f)
                               for f in range(SC_FOLDS)]}
-    return {"rows": rows, "accuracy": pooled, "zero_shot": zero, "self_trained": transductive, "folds": SC_FOLDS, "clips": len(utts), "speakers": len({u.speaker for u in utts}), "words": len(words),
+    ensembled = {"rows": sc_ensembles, "accuracy": sum(r["accuracy"] * r["test_examples"] for r in sc_ensembles) / sum(r["test_examples"] for r in sc_ensembles)}
+    return {"rows": rows, "accuracy": pooled, "zero_shot": zero, "self_trained": transductive, "ensemble": ensembled, "folds": SC_FOLDS, "clips": len(utts), "speakers": len({u.speaker for u in utts}), "words": len(words),
             "synth_clips": len(synth), "synth_too_short": len(spoken) - len(synth), "synth_voices": len({u.speaker for u in spoken}),
             "real_too_short": sum(u.audio_filepath not in trainable for u in utts), "overrides": list(SC_PHONETIC_RECIPE), "init_from": inits["recognizer"][1],
             "keyword_inits": {name: figures for name, (_, figures) in inits.items() if name != "recognizer"}}  # fmt: skip
@@ -1369,7 +1378,10 @@ def sc_phonetic_parts(scp: dict, table) -> list[str]:
                              rs[0]["checkpoint_mb"], rs[0]["steps"]] for k, rs in rows.items()]
                            + [[f"{SC_INITS[name][0]}, zero-shot (no human clip: the word with the best CTC score)",
                                f"**{z['accuracy']:.2%}**", *(f"{a:.1%}" for a in z["folds"]), 0, "-", 0] for name, z in scp.get("zero_shot", {}).items()]),
-            table([r for rs in rows.values() for r in rs])] + ctc_self_train_parts(scp.get("self_trained"), acc.get("keywords_ctc"), table)  # fmt: skip
+            table([r for rs in rows.values() for r in rs])] + ctc_self_train_parts(scp.get("self_trained"), acc.get("keywords_ctc"), table) + (  # fmt: skip
+        [f"The keyword recognizer's classifier ('keyword recognizer, full') and its CTC adaptation as one (the mean of the classifier's probabilities "
+         f"and the softmax of the 30 CTC scores, equal weights, decided after both had been scored): **{scp['ensemble']['accuracy']:.2%}** ("
+         + " / ".join(f"{r['accuracy']:.1%}" for r in scp["ensemble"]["rows"]) + ").", table(scp["ensemble"]["rows"])] if scp.get("ensemble") else [])
 
 
 def ctc_self_train_parts(st: dict | None, before: float | None, table) -> list[str]:
@@ -1416,6 +1428,7 @@ def write(sections: dict) -> None:
         "fsdd_test_acc_ensemble": round(sv["official_seeds"][-1]["accuracy"], 4) if sv and sv.get("official_seeds") else None,
         "fsdd_loso_acc_ensemble": round(sv["loso_mean_ensembles"], 4) if sv and sv.get("fold_ensembles") else None,
         "fsdd_loso_acc_self_trained": st and round(st["loso_mean"], 4), "fsdd_loso_acc_ctc": fc and round(fc["loso_mean"], 4),
+        "fsdd_loso_acc_ctc_ensemble": round(fc["loso_mean_ensemble"], 4) if fc and fc.get("ensemble_rows") else None,
         # the 5-fold section when it ran: the `sc` section's scratch row scored below chance (see its report)
         "speech_commands_acc_pretrained": round(sc_phonetic_best(scp)[1], 4) if scp else sc and round(sc["acc_pretrained"], 4),
         "speech_commands_acc_scratch": round(scp["accuracy"]["scratch"], 4) if scp else sc and round(sc["acc_scratch"], 4),
@@ -1423,6 +1436,7 @@ def write(sections: dict) -> None:
            if sc and scp else {}),
         **({f"speech_commands_5fold_acc_{k}": round(v, 4) for k, v in scp["accuracy"].items()} if scp else {}),
         "speech_commands_5fold_acc_keywords_ctc_self_trained": round(scp["self_trained"]["accuracy"], 4) if scp and scp.get("self_trained") else None,
+        "speech_commands_5fold_acc_keywords_ensemble": round(scp["ensemble"]["accuracy"], 4) if scp and scp.get("ensemble") else None,
         "snips_spoken_acc": sp and round(spoken_best(sp["snips"])[0], 4), "clinc_spoken_acc": sp and round(spoken_best(sp["clinc"])[0], 4),
         "snips_text_acc": text and round(text["snips"]["accuracy"], 4), "clinc_text_acc": text and round(text["clinc"]["in_scope_accuracy"], 4),
         "clinc_text_acc_ensemble": round(text["mlm"]["clinc_ensemble"]["in_scope_accuracy"], 4) if text and "clinc_ensemble" in text.get("mlm", {}) else None,
@@ -1515,6 +1529,10 @@ def write(sections: dict) -> None:
                       f"{r['accuracy'] - b['accuracy']:+.1%}".replace("%", "") for r, b in zip(fc["rows"], enc["base_rows"])) + " points by fold)"
                      if (enc := sections.get("self-train tiny-sc-digits-trim-range80-asr")) else "") + ".",
                   table(fc["rows"])]
+        if fc.get("ensemble_rows"):
+            parts += [f"Each fold's CTC-adapted recognizer and the variant's classifier as one (the mean of the classifier's probabilities and the "
+                      f"softmax of the ten CTC scores, equal weights, decided after both had been scored): mean **{fc['loso_mean_ensemble']:.2%}**.",
+                      table(fc["ensemble_rows"])]
     if sc:
         parts += ["## Speech Commands sample (real, 30 words, speaker-disjoint)", f"Command: `{sc.get('command', '-')}`",
                   f"{sc['train_speakers']} training speakers, {sc['test_speakers']} test speakers. Best pretrained **{sc['acc_pretrained']:.2%}** vs scratch "
