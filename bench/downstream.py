@@ -60,7 +60,7 @@ from speechlm.intent import IntentClassifier, IntentConfig, decide  # noqa: E402
 from speechlm.metrics import classification_report  # noqa: E402
 from speechlm.train.checkpoint import read_config_json  # noqa: E402
 from speechlm.train.classify import (Classifier, ClassifierEnsemble, SpeedAveraged, checkpoint_bytes, evaluate_classifier,  # noqa: E402
-                                     plot_confusion, pseudo_label, train_classifier)
+                                     PhraseClassifier, plot_confusion, pseudo_label, train_classifier)
 from speechlm.train.finetune import config_from_pretrained  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,8 +125,8 @@ def ensemble(name: str, members: list[dict], test: list[Utterance], speeds: tupl
     """The ``members`` rows' models as one (:class:`ClassifierEnsemble`, the mean of their class probabilities)
     scored on ``test``; a row of the same table: the members' training time and sizes summed, the largest member's training list.
     With ``speeds``, also ``tta_accuracy``: the ensemble with each clip played at those speeds (:class:`SpeedAveraged`).
-    A member row of :func:`ctc_fold` joins as a :class:`PhraseChooser` over ``phrases``."""
-    clf = ClassifierEnsemble([PhraseChooser(WORK / m["name"] / "model", phrases) if m.get("closed_vocabulary") else Classifier.load(WORK / m["name"])
+    A member row of :func:`ctc_fold` joins as a :class:`PhraseClassifier` over ``phrases``."""
+    clf = ClassifierEnsemble([PhraseClassifier.load(WORK / m["name"] / "model", phrases) if m.get("closed_vocabulary") else Classifier.load(WORK / m["name"])
                               for m in members], [m["name"] for m in members])
     row = {"name": name, "init": "/".join(sorted({m["init"] for m in members})), "members": [m["name"] for m in members],
            "train_examples": max(m["train_examples"] for m in members),  # the largest member's: the others' lists are within it
@@ -733,25 +733,8 @@ def ctc_fold(name: str, init: str, train: list[Utterance], test: list[Utterance]
     return row
 
 
-class PhraseChooser(Classifier):
-    """A recognizer as a classifier over fixed phrases (for :func:`pseudo_label` and :class:`ClassifierEnsemble`):
-    each label's probability is the softmax of the phrases' CTC log-likelihoods (a uniform prior over the phrases);
-    all 0 for a clip too short for every phrase."""
-
-    def __init__(self, model: str | Path, phrases: dict[str, str]):
-        from speechlm.decode.transcribe import Recognizer
-
-        self.recognizer, self.labels, self.phrases = Recognizer.load(model), list(phrases), list(phrases.values())
-
-    def probabilities(self, audios: list[np.ndarray], batch_seconds: float = 100.0) -> np.ndarray:
-        scores = self.recognizer.score_phrases(audios, self.phrases)
-        best = scores.max(axis=1, keepdims=True)
-        with np.errstate(invalid="ignore"):
-            return np.nan_to_num(np.exp(scores - best) / np.exp(scores - best).sum(axis=1, keepdims=True))
-
-
 # Row "... adapted with CTC, self-trained" (transductive, never the headline): each fold's clips split in two halves
-# (alternate clips); the fold's adapted recognizer labels one half (:class:`PhraseChooser`, kept at probability
+# (alternate clips); the fold's adapted recognizer labels one half (:class:`PhraseClassifier`, kept at probability
 # >= SELF_TRAIN_MIN_CONFIDENCE), those clips join the training list SELF_TRAIN_REPEATS times, the keyword recognizer
 # is adapted again from the start on it and tested on the other half; then the halves swap. FSDD's self-training
 # protocol with the same threshold and repeats, chosen after the CTC rows above had been scored.
@@ -760,7 +743,7 @@ def ctc_self_train(name: str, init: str, labeler: Path, train: list[Utterance], 
     rows = []
     for h, held in enumerate(halves):
         unlabeled = halves[1 - h]
-        pseudo = pseudo_label(PhraseChooser(labeler, phrases), unlabeled, SELF_TRAIN_MIN_CONFIDENCE)
+        pseudo = pseudo_label(PhraseClassifier.load(labeler, phrases), unlabeled, SELF_TRAIN_MIN_CONFIDENCE)
         truth = {u.audio_filepath: u.label for u in unlabeled}
         row = ctc_fold(f"{name}_half{h}", init, train + pseudo * SELF_TRAIN_REPEATS, held, phrases, steps)
         rows.append(row | {"pseudo_labeled": len(pseudo), "unlabeled": len(unlabeled),

@@ -37,7 +37,10 @@ from speechlm.config import ConfigError
 from speechlm.errors import SpeechLMError
 
 DEFAULTS = argparse.ArgumentDefaultsHelpFormatter
-ENSEMBLE_HELP = "speech classifiers of the same labels (other seeds or recipes) whose class probabilities are averaged with MODEL_DIR's"
+ENSEMBLE_HELP = ("speech classifiers of the same labels (other seeds or recipes) whose class probabilities are averaged with MODEL_DIR's; "
+                 "a speech recognizer among them scores each label's phrase (--choices)")
+CHOICES_ENSEMBLE_HELP = ("with a speech recognizer in --ensemble: the phrase of each label, a line each ('label<TAB>phrase', or the label "
+                         "alone when it is the phrase); its CTC scores over them become class probabilities")
 BALANCE_HELP = ("label the clips together, as a batch that holds every label about equally often (a new user reading each "
                 "word of a list): class probabilities rescaled so that each label gets an equal share of the batch")
 TTA_HELP = ("test-time augmentation: average each clip's class probabilities over copies played at these speeds "
@@ -225,11 +228,31 @@ def _check_tta_speeds(speeds: Sequence[float] | None, option: str = "--tta-speed
             raise SpeechLMError(f"{option}: {e}") from None
 
 
-def _load_speech_classifier(model_dir: str | Path, ensemble: Sequence[str], speeds: Sequence[float] | None):
-    from speechlm.train.classify import load_classifier
+def _load_speech_classifier(model_dir: str | Path, ensemble: Sequence[str], speeds: Sequence[float] | None, choices: str | None = None):
+    """The classifier (with its --ensemble, --tta-speeds); a recognizer in the ensemble scores the --choices phrases."""
+    from speechlm.train.classify import is_recognizer_dir, load_classifier
 
     _check_tta_speeds(speeds)
-    return load_classifier(model_dir, ensemble, speeds or ())
+    if choices and not any(is_recognizer_dir(d) for d in ensemble):
+        raise SpeechLMError("--choices with a classifier names the phrase of each label for a speech recognizer in --ensemble; none is there")
+    return load_classifier(model_dir, ensemble, speeds or (), _label_phrases(choices) if choices else None)
+
+
+def _label_phrases(path: str) -> dict[str, str]:
+    """--choices FILE beside a classifier: label -> phrase, a line each ('label<TAB>phrase', or the label alone when it is the phrase)."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpeechLMError(f"--choices {p}: no such file (one line per label: 'label<TAB>phrase', or the label alone)")
+    out: dict[str, str] = {}
+    for n, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        label, _, phrase = line.partition("\t")
+        label, phrase = label.strip(), phrase.strip() or label.strip()
+        if not label:
+            continue
+        if label in out:
+            raise SpeechLMError(f"--choices {p}: line {n} gives label {label!r} a second phrase")
+        out[label] = phrase
+    return out
 
 
 def _is_text_classifier(model_dir: Path) -> bool:
@@ -241,7 +264,7 @@ def _is_text_classifier(model_dir: Path) -> bool:
 
 
 def _report_classifier(model_dir: Path, manifest: str, out: Path | None, ensemble: Sequence[str] = (), balance: bool = False,
-                       speeds: Sequence[float] = ()) -> None:
+                       speeds: Sequence[float] = (), choices: str | None = None) -> None:
     from speechlm.train.classify import evaluate_classifier, read_labeled
 
     if _is_text_classifier(model_dir):
@@ -256,7 +279,7 @@ def _report_classifier(model_dir: Path, manifest: str, out: Path | None, ensembl
         rows = [{"text": t, "label": y, "predicted": p, "confidence": c} for t, y, (p, c) in zip(texts, truth, preds)]
     else:
         try:
-            report, rows, _ = evaluate_classifier(_load_speech_classifier(model_dir, ensemble, speeds), read_labeled(manifest), balance)
+            report, rows, _ = evaluate_classifier(_load_speech_classifier(model_dir, ensemble, speeds, choices), read_labeled(manifest), balance)
         except ValueError as e:  # --balance with fewer clips than labels
             raise SpeechLMError(f"{manifest}: {e}") from None
     _print_report(report, rows, out)
@@ -295,7 +318,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         for text, (label, conf) in zip(args.files, TextClassifierModel.load(args.model_dir).predict(args.files)):
             print(json.dumps({"text": text, "label": label, "confidence": round(conf, 4)}) if args.json else f"{label}\t{conf:.3f}\t{text}")
         return
-    clf = _load_speech_classifier(args.model_dir, args.ensemble, args.tta_speeds)
+    clf = _load_speech_classifier(args.model_dir, args.ensemble, args.tta_speeds, args.choices)
     for f, (label, conf) in zip(args.files, clf.predict([load_audio(f) for f in args.files])):
         print(json.dumps({"audio_filepath": f, "label": label, "confidence": round(conf, 4)}) if args.json else f"{f}\t{label}\t{conf:.3f}")
 
@@ -316,7 +339,7 @@ def cmd_pseudo_label(args: argparse.Namespace) -> None:
         raise SpeechLMError(f"{args.model_dir} is a text classifier; pseudo-label takes a speech classifier (speechlm finetune --task classify)")
     utts = read_manifest(args.manifest)
     try:
-        clf = _load_speech_classifier(args.model_dir, args.ensemble, args.tta_speeds)
+        clf = _load_speech_classifier(args.model_dir, args.ensemble, args.tta_speeds, args.choices)
         kept = pseudo_label(clf, utts, args.min_confidence, args.per_label, args.balance)
     except ValueError as e:  # --balance with fewer clips than labels
         raise SpeechLMError(f"{args.manifest}: {e}") from None
@@ -570,7 +593,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     if (Path(args.model_dir) / "labels.json").is_file() or (Path(args.model_dir) / "model" / "labels.json").is_file():
         _report_classifier(Path(args.model_dir), args.manifest, Path(args.out).with_suffix("") if args.out else None, args.ensemble, args.balance,
-                           args.tta_speeds or ())
+                           args.tta_speeds or (), args.choices)
         return
     _speech_classifier_only("a recognizer", args.ensemble, args.balance, args.tta_speeds)
     rec = _recognizer(args)
@@ -811,7 +834,7 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("manifest", help="JSON Lines manifest with transcripts")
             s.add_argument("--choices", default=None, metavar="FILE",
                            help="a recognizer as a classifier over these phrases (one per line; every transcript one of them): "
-                                "accuracy, per-phrase report, confusion matrix")
+                                "accuracy, per-phrase report, confusion matrix. With a classifier: " + CHOICES_ENSEMBLE_HELP)
             s.add_argument("--out", default=None, help="write per-utterance results as JSON here")
             s.add_argument("--show", type=int, default=5, help="print this many worst utterances")
             s.add_argument("--ensemble", nargs="+", default=[], metavar="DIR", help=ENSEMBLE_HELP)
@@ -828,6 +851,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("files", nargs="+", help="audio files, or texts for a text classifier")
     s.add_argument("--json", action="store_true", help="one JSON object per line")
     s.add_argument("--ensemble", nargs="+", default=[], metavar="DIR", help=ENSEMBLE_HELP)
+    s.add_argument("--choices", default=None, metavar="FILE", help=CHOICES_ENSEMBLE_HELP)
     s.add_argument("--tta-speeds", nargs="+", type=float, default=None, metavar="FACTOR", help=TTA_HELP)
     s.set_defaults(func=cmd_predict)
 
@@ -838,6 +862,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out", help="write the confidently labeled clips here (a manifest to add to a training list)")
     s.add_argument("--min-confidence", type=float, default=0.9, help="keep a clip when its predicted label's probability is at least this")
     s.add_argument("--per-label", type=int, default=None, help="keep at most this many clips per predicted label, the most confident first")
+    s.add_argument("--choices", default=None, metavar="FILE", help=CHOICES_ENSEMBLE_HELP)
     s.add_argument("--ensemble", nargs="+", default=[], metavar="DIR", help=ENSEMBLE_HELP)
     s.add_argument("--balance", action="store_true", help=BALANCE_HELP + "; the threshold applies to the balanced probabilities")
     s.add_argument("--tta-speeds", nargs="+", type=float, default=None, metavar="FACTOR", help=TTA_HELP)

@@ -23,6 +23,7 @@ from speechlm.config import ClassifyConfig, format_config, from_dict, save_confi
 from speechlm.data.audio import trim_silence
 from speechlm.data.batching import SpeechDataset, bucket_batches, pad_audio
 from speechlm.data.manifest import Utterance, filter_utterances, read_manifest
+from speechlm.data.tokenizer import TOKENIZER_FILE
 from speechlm.decode.transcribe import MIN_SECONDS
 from speechlm.errors import CheckpointError, ManifestError, SpeechLMError
 from speechlm.features import SAMPLE_RATE, compute_features
@@ -299,6 +300,34 @@ class ClassifierEnsemble(Classifier):
         return np.mean([m.probabilities(audios, batch_seconds)[:, order] for m, order in zip(self.members, self._order)], axis=0)
 
 
+class PhraseClassifier(Classifier):
+    """A CTC speech recognizer as a classifier over fixed phrases, one per label: a label's probability is the softmax
+    of the phrases' CTC log-likelihoods (:meth:`~speechlm.decode.transcribe.Recognizer.score_phrases`, a uniform prior
+    over the phrases); all 0 for a clip too short for every phrase. It joins a :class:`ClassifierEnsemble` beside
+    classifiers of the same labels (a keyword classifier and a recognizer adapted to the same words)."""
+
+    def __init__(self, recognizer, phrases: dict[str, str]):
+        self.recognizer, self.labels, self.phrases = recognizer, list(phrases), list(phrases.values())
+
+    @classmethod
+    def load(cls, model_dir: str | Path, phrases: dict[str, str]) -> "PhraseClassifier":  # type: ignore[override]
+        from speechlm.decode.transcribe import Recognizer
+
+        return cls(Recognizer.load(model_dir), phrases)
+
+    def probabilities(self, audios: Sequence[np.ndarray], batch_seconds: float = 100.0) -> np.ndarray:
+        scores = self.recognizer.score_phrases(audios, self.phrases)
+        shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+        with np.errstate(invalid="ignore"):
+            return np.nan_to_num(shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def is_recognizer_dir(model_dir: str | Path) -> bool:
+    """A speech recognizer's model or run directory (it has a tokenizer)."""
+    d = Path(model_dir)
+    return (d / TOKENIZER_FILE).is_file() or (d / "model" / TOKENIZER_FILE).is_file()
+
+
 TTA_SPEED_RANGE = (0.5, 2.0)
 
 
@@ -323,10 +352,25 @@ class SpeedAveraged(Classifier):
         return np.mean([self.base.probabilities([speed_perturb(a, s) for a in audios], batch_seconds) for s in self.speeds], axis=0)
 
 
-def load_classifier(model_dir: str | Path, ensemble: Sequence[str | Path] = (), speeds: Sequence[float] = ()) -> Classifier:
-    """The classifier in ``model_dir``, or, with ``ensemble``, its ensemble with those directories; with ``speeds``,
-    its probabilities averaged over each clip played at those speeds (:class:`SpeedAveraged`)."""
-    clf = ClassifierEnsemble.load([model_dir, *ensemble]) if ensemble else Classifier.load(model_dir)
+def load_classifier(model_dir: str | Path, ensemble: Sequence[str | Path] = (), speeds: Sequence[float] = (),
+                    phrases: dict[str, str] | None = None) -> Classifier:
+    """The classifier in ``model_dir``, or, with ``ensemble``, its ensemble with those directories (a speech recognizer
+    among them joins as a :class:`PhraseClassifier` over ``phrases``, label -> phrase); with ``speeds``, its
+    probabilities averaged over each clip played at those speeds (:class:`SpeedAveraged`)."""
+
+    def member(d: str | Path) -> Classifier:
+        if not is_recognizer_dir(d):
+            return Classifier.load(d)
+        if phrases is None:
+            raise CheckpointError(f"{d} is a speech recognizer: it joins an ensemble of classifiers only with the phrase of each label "
+                                  "(--choices FILE: one line per label, 'label<TAB>phrase', or the label alone when it is the phrase)")
+        return PhraseClassifier.load(d, phrases)
+
+    if ensemble:
+        dirs = [model_dir, *ensemble]
+        clf = ClassifierEnsemble([Classifier.load(model_dir), *(member(d) for d in ensemble)], [str(d) for d in dirs])
+    else:
+        clf = Classifier.load(model_dir)
     return SpeedAveraged(clf, speeds) if speeds else clf
 
 

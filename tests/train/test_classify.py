@@ -352,3 +352,33 @@ def test_real_8khz_digits_train_and_predict(tmp_path):
     assert {u.label for u in utts} == {"0", "1"} and load_audio(utts[0].audio_filepath).size > 0  # 8 kHz read at 16 kHz
     preds = Classifier.load(tmp_path / "run").predict([load_audio(u.audio_filepath) for u in utts[:3]])
     assert all(p in ("0", "1") for p, _ in preds)
+
+
+def test_a_recognizer_joins_an_ensemble_over_the_phrase_of_each_label(tiny_classifier_dir, tiny_asr_dir, pitch_corpus, tmp_path, capsys):
+    from speechlm.cli import main
+    from speechlm.data.audio import load_audio
+    from speechlm.decode.transcribe import Recognizer
+    from speechlm.train.classify import PhraseClassifier, load_classifier
+
+    manifest, utts = pitch_corpus
+    audios = [load_audio(u.audio_filepath) for u in utts[:6]]
+    phrases = {"high": "ab", "low": "cd", "mid": "ef"}  # tone letters: what the recognizer can spell
+    scores = Recognizer.load(tiny_asr_dir).score_phrases(audios, list(phrases.values()))
+    probs = PhraseClassifier.load(tiny_asr_dir, phrases).probabilities(audios)
+    assert np.allclose(probs.sum(1), 1, atol=1e-5) and (probs.argmax(1) == scores.argmax(1)).all()
+    assert np.allclose(probs, np.exp(scores - scores.max(1, keepdims=True)) / np.exp(scores - scores.max(1, keepdims=True)).sum(1, keepdims=True), atol=1e-5)
+    both = load_classifier(tiny_classifier_dir, [tiny_asr_dir], phrases=phrases).probabilities(audios)
+    assert np.allclose(both, (Classifier.load(tiny_classifier_dir).probabilities(audios) + probs) / 2, atol=1e-5)
+    with pytest.raises(CheckpointError, match="is a speech recognizer.*--choices"):
+        load_classifier(tiny_classifier_dir, [tiny_asr_dir])
+    with pytest.raises(CheckpointError, match="labels differ"):
+        load_classifier(tiny_classifier_dir, [tiny_asr_dir], phrases={"high": "ab", "low": "cd"})
+    # the command line: a file of "label<TAB>phrase" lines
+    (tmp_path / "phrases.txt").write_text("high\tab\nlow\tcd\nmid\tef\n")
+    assert main(["evaluate", str(tiny_classifier_dir), str(manifest), "--ensemble", str(tiny_asr_dir), "--choices", str(tmp_path / "phrases.txt")]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    (tmp_path / "twice.txt").write_text("high\tab\nhigh\tcd\n")
+    assert main(["predict", str(tiny_classifier_dir), utts[0].audio_filepath, "--ensemble", str(tiny_asr_dir), "--choices", str(tmp_path / "twice.txt")]) == 2
+    assert "line 2 gives label 'high' a second phrase" in capsys.readouterr().err
+    assert main(["predict", str(tiny_classifier_dir), utts[0].audio_filepath, "--choices", str(tmp_path / "phrases.txt")]) == 2
+    assert "none is there" in capsys.readouterr().err
