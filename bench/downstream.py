@@ -714,20 +714,16 @@ def sc_row_name(key: str) -> str:
 def ctc_fold(name: str, init: str, train: list[Utterance], test: list[Utterance], phrases: dict[str, str], steps: int) -> dict:
     """The recognizer ``init`` adapted whole with CTC on ``train`` (each clip's transcript the phrase of its label in
     ``phrases``), then each ``test`` clip given the label whose phrase it scores best; a row like :func:`finetune`'s."""
-    from speechlm.decode.transcribe import Recognizer
-
     run = WORK / name
     model = train_recognizer(run, [dataclasses.replace(u, text=phrases[u.label]) for u in train], [f"train.max_steps={steps}", *SC_CTC_OVERRIDES],
                              init, f"  {name}: {init} adapted with CTC on {len(train)} clips, {steps} steps")
-    rec = Recognizer.load(model)
-    label_of = {phrase: label for label, phrase in phrases.items()}
-    chosen = [label_of[p] for p, _ in rec.choose([load_audio(u.audio_filepath) for u in test], list(phrases.values()))]
-    report = classification_report([u.label for u in test], chosen, list(phrases))
+    clf = PhraseClassifier.load(model, phrases)
+    report = evaluate_classifier(clf, test)[0]
     plot_confusion(report, run / "confusion.png", name)
     minutes = float((run / "minutes.txt").read_text())
     row = {"name": name, "init": "recognizer", "train_examples": len(train), "train_minutes_audio": round(sum(u.duration for u in train) / 60, 2),
            "test_examples": len(test), "train_acc": None, "steps": json.loads((model / "training.json").read_text())["steps"], "train_minutes": round(minutes, 2),
-           "checkpoint_mb": round(checkpoint_bytes(run) / 1e6, 2), "trainable_params": sum(p.numel() for p in rec.model.parameters()),
+           "checkpoint_mb": round(checkpoint_bytes(run) / 1e6, 2), "trainable_params": sum(p.numel() for p in clf.recognizer.model.parameters()),
            "accuracy": report.accuracy, "macro_f1": report.macro_f1, "closed_vocabulary": True}
     print(f"  {name}: accuracy {row['accuracy']:.2%} (macro F1 {row['macro_f1']:.3f}), {len(train)} train / {len(test)} test, {minutes:.1f} min")
     return row
@@ -763,12 +759,18 @@ def zero_shot(model: str, utts: list[Utterance], words: list[str]) -> dict:
     return {"accuracy": float(right.mean()), "folds": [float(right[folds == f].mean()) for f in range(SC_FOLDS)]}
 
 
+def pooled_accuracy(rows: list[dict]) -> float:
+    """Accuracy over every test clip of ``rows`` (folds of different sizes weighted by their clips)."""
+    return sum(r["accuracy"] * r["test_examples"] for r in rows) / sum(r["test_examples"] for r in rows)
+
+
 def run_sc_phonetic(args) -> dict:
     print(f"== Speech Commands sample: 30 words, {SC_FOLDS} speaker-disjoint folds, tiny models from scratch or from the phonetic recognizer")
     starts = {start for _, start, _, _ in SC_PHONETIC_RUNS.values() if start} | {start for _, start, _ in SC_CTC_RUNS.values()}
     inits = {name: SC_INITS[name][1]() for name in sorted(starts)}
     utts = [sc_clip_4k(u, "sc_4k", u.label) for u in sc_utts()]
     words = sorted({u.label for u in utts})
+    phrases = {w: w for w in words}  # each label is its word
     spoken = synth_set("sc_word_voices", [(w, w) for w in words], SYNTH_DIGIT_VOICES, seed=0, voices_per_sentence=None, max_hz=4000)
     # a few one-syllable words (fast voices, one human "up") last under the 0.1 s a classifier trains on once trimmed
     # again by the recipe: left out of training lists, never out of a test fold (prediction pads them)
@@ -786,21 +788,20 @@ def run_sc_phonetic(args) -> dict:
                            *SC_PHONETIC_RECIPE, *extra)
             rows[key].append(row | {"fold": fold} | ({"init": start} if start else {}))
         for key, (_, start, added) in SC_CTC_RUNS.items():
-            row = ctc_fold(f"sc_phonetic_{key}_fold{fold}", inits[start][0], train + (synth if added else []), test, {w: w for w in words},
+            row = ctc_fold(f"sc_phonetic_{key}_fold{fold}", inits[start][0], train + (synth if added else []), test, phrases,
                            args.steps_synth if added else args.steps_sc_phonetic)
             rows[key].append(row | {"fold": fold, "init": start})
         sc_ensembles.append(ensemble(f"sc_phonetic_keywords_ensemble_fold{fold}", [rows["keywords_full"][-1], rows["keywords_ctc"][-1]], test,
-                                     phrases={w: w for w in words}) | {"fold": fold})
+                                     phrases=phrases) | {"fold": fold})
         self_trained += [r | {"fold": fold} for r in ctc_self_train(f"sc_phonetic_keywords_ctc_selftrain_fold{fold}", inits["keywords"][0],
-                                                                     WORK / f"sc_phonetic_keywords_ctc_fold{fold}" / "model", train, test, {w: w for w in words},
+                                                                     WORK / f"sc_phonetic_keywords_ctc_fold{fold}" / "model", train, test, phrases,
                                                                      args.steps_sc_phonetic)]
-    pooled = {key: sum(r["accuracy"] * r["test_examples"] for r in rs) / sum(r["test_examples"] for r in rs) for key, rs in rows.items()}
+    pooled = {key: pooled_accuracy(rs) for key, rs in rows.items()}
     zero = {name: zero_shot(model, utts, words) for name, (model, _) in inits.items()}
     print("  zero-shot: " + ", ".join(f"{name} {z['accuracy']:.2%}" for name, z in zero.items()))
-    transductive = {"rows": self_trained, "accuracy": sum(r["accuracy"] * r["test_examples"] for r in self_trained) / sum(r["test_examples"] for r in self_trained),
-                    "folds": [sum(r["accuracy"] * r["test_examples"] for r in self_trained if r["fold"] == f) / sum(r["test_examples"] for r in self_trained if r["fold"] == f)
-                              for f in range(SC_FOLDS)]}
-    ensembled = {"rows": sc_ensembles, "accuracy": sum(r["accuracy"] * r["test_examples"] for r in sc_ensembles) / sum(r["test_examples"] for r in sc_ensembles)}
+    transductive = {"rows": self_trained, "accuracy": pooled_accuracy(self_trained),
+                    "folds": [pooled_accuracy([r for r in self_trained if r["fold"] == f]) for f in range(SC_FOLDS)]}
+    ensembled = {"rows": sc_ensembles, "accuracy": pooled_accuracy(sc_ensembles)}
     return {"rows": rows, "accuracy": pooled, "zero_shot": zero, "self_trained": transductive, "ensemble": ensembled, "folds": SC_FOLDS, "clips": len(utts), "speakers": len({u.speaker for u in utts}), "words": len(words),
             "synth_clips": len(synth), "synth_too_short": len(spoken) - len(synth), "synth_voices": len({u.speaker for u in spoken}),
             "real_too_short": sum(u.audio_filepath not in trainable for u in utts), "overrides": list(SC_PHONETIC_RECIPE), "init_from": inits["recognizer"][1],

@@ -238,19 +238,27 @@ def _load_speech_classifier(model_dir: str | Path, ensemble: Sequence[str], spee
     return load_classifier(model_dir, ensemble, speeds or (), _label_phrases(choices) if choices else None)
 
 
-def _label_phrases(path: str) -> dict[str, str]:
-    """--choices FILE beside a classifier: label -> phrase, a line each ('label<TAB>phrase', or the label alone when it is the phrase)."""
+def _choice_lines(path: str, layout: str) -> list[str]:
+    """The lines of a --choices FILE (``layout`` says what a line holds, for the error when the file is missing)."""
     p = Path(path)
     if not p.is_file():
-        raise SpeechLMError(f"--choices {p}: no such file (one line per label: 'label<TAB>phrase', or the label alone)")
+        raise SpeechLMError(f"--choices {p}: no such file ({layout})")
+    try:
+        return p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpeechLMError(f"--choices {p}: cannot read it as UTF-8 text ({e.__class__.__name__})") from None
+
+
+def _label_phrases(path: str) -> dict[str, str]:
+    """--choices FILE beside a classifier: label -> phrase, a line each ('label<TAB>phrase', or the label alone when it is the phrase)."""
     out: dict[str, str] = {}
-    for n, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    for n, line in enumerate(_choice_lines(path, "one line per label: 'label<TAB>phrase', or the label alone"), 1):
         label, _, phrase = line.partition("\t")
         label, phrase = label.strip(), phrase.strip() or label.strip()
         if not label:
             continue
         if label in out:
-            raise SpeechLMError(f"--choices {p}: line {n} gives label {label!r} a second phrase")
+            raise SpeechLMError(f"--choices {path}: line {n} gives label {label!r} a second phrase")
         out[label] = phrase
     return out
 
@@ -537,13 +545,7 @@ def _read_choices(args: argparse.Namespace, rec) -> list[str]:
         raise SpeechLMError("--choices scores phrases with a CTC recognizer; this is a joint speech-LM")
     if getattr(args, "timestamps", False) or args.beam > 1 or args.lm:
         raise SpeechLMError("--choices scores every phrase exactly; drop --timestamps, --beam and --lm")
-    path = Path(args.choices)
-    if not path.is_file():
-        raise SpeechLMError(f"--choices {path}: no such file (one phrase per line)")
-    try:
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpeechLMError(f"--choices {path}: cannot read it as UTF-8 text ({e.__class__.__name__})") from None
+    return [line.strip() for line in _choice_lines(args.choices, "one phrase per line") if line.strip()]
 
 
 def _choose(args: argparse.Namespace, rec, audios: list, phrases: list[str]) -> list[tuple[str, float]]:
