@@ -230,35 +230,44 @@ def _check_tta_speeds(speeds: Sequence[float] | None, option: str = "--tta-speed
 
 def _load_speech_classifier(model_dir: str | Path, ensemble: Sequence[str], speeds: Sequence[float] | None, choices: str | None = None):
     """The classifier (with its --ensemble, --tta-speeds); a recognizer in the ensemble scores the --choices phrases."""
-    from speechlm.train.classify import is_recognizer_dir, load_classifier
+    from speechlm.train.classify import load_classifier
 
     _check_tta_speeds(speeds)
-    if choices and not any(is_recognizer_dir(d) for d in ensemble):
-        raise SpeechLMError("--choices with a classifier names the phrase of each label for a speech recognizer in --ensemble; none is there")
-    return load_classifier(model_dir, ensemble, speeds or (), _label_phrases(choices) if choices else None)
+    return load_classifier(model_dir, ensemble, speeds or (), _ensemble_phrases(ensemble, choices))
 
 
-def _choice_lines(path: str, layout: str) -> list[str]:
+def _ensemble_phrases(ensemble: Sequence[str], choices: str | None, option: str = "--choices", ensemble_option: str = "--ensemble") -> dict[str, str] | None:
+    """The label -> phrase map of a --choices FILE for the speech recognizer among a classifier's ``ensemble`` (None without the file)."""
+    from speechlm.train.classify import is_recognizer_dir
+
+    if not choices:
+        return None
+    if not any(is_recognizer_dir(d) for d in ensemble):
+        raise SpeechLMError(f"{option} with a classifier names the phrase of each label for a speech recognizer in {ensemble_option}; none is there")
+    return _label_phrases(choices, option)
+
+
+def _choice_lines(path: str, layout: str, option: str = "--choices") -> list[str]:
     """The lines of a --choices FILE (``layout`` says what a line holds, for the error when the file is missing)."""
     p = Path(path)
     if not p.is_file():
-        raise SpeechLMError(f"--choices {p}: no such file ({layout})")
+        raise SpeechLMError(f"{option} {p}: no such file ({layout})")
     try:
         return p.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise SpeechLMError(f"--choices {p}: cannot read it as UTF-8 text ({e.__class__.__name__})") from None
+        raise SpeechLMError(f"{option} {p}: cannot read it as UTF-8 text ({e.__class__.__name__})") from None
 
 
-def _label_phrases(path: str) -> dict[str, str]:
+def _label_phrases(path: str, option: str = "--choices") -> dict[str, str]:
     """--choices FILE beside a classifier: label -> phrase, a line each ('label<TAB>phrase', or the label alone when it is the phrase)."""
     out: dict[str, str] = {}
-    for n, line in enumerate(_choice_lines(path, "one line per label: 'label<TAB>phrase', or the label alone"), 1):
+    for n, line in enumerate(_choice_lines(path, "one line per label: 'label<TAB>phrase', or the label alone", option), 1):
         label, _, phrase = line.partition("\t")
         label, phrase = label.strip(), phrase.strip() or label.strip()
         if not label:
             continue
         if label in out:
-            raise SpeechLMError(f"--choices {path}: line {n} gives label {label!r} a second phrase")
+            raise SpeechLMError(f"{option} {path}: line {n} gives label {label!r} a second phrase")
         out[label] = phrase
     return out
 
@@ -666,12 +675,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
         key, args.max_upload_mb, args.max_audio_seconds, args.max_text_chars, args.timeout, args.max_batch, args.queue_size,
         tuple(args.cors_origin),
     )  # fmt: skip
-    if (args.classifier_ensemble or args.classifier_tta_speeds) and not args.classifier:
-        raise SpeechLMError("--classifier-ensemble and --classifier-tta-speeds apply to a speech classifier: give it with --classifier DIR")
+    if (args.classifier_ensemble or args.classifier_tta_speeds or args.classifier_choices) and not args.classifier:
+        raise SpeechLMError("--classifier-ensemble, --classifier-tta-speeds and --classifier-choices apply to a speech classifier: give it with --classifier DIR")
     _check_tta_speeds(args.classifier_tta_speeds, "--classifier-tta-speeds")
     assistant = Assistant.load(
         args.model_dir, args.intent_model, args.lm, args.voice, args.replies, args.reply_from, args.classifier, args.speech_lm,
         args.classifier_ensemble, args.classifier_tta_speeds or (),
+        _ensemble_phrases(args.classifier_ensemble, args.classifier_choices, "--classifier-choices", "--classifier-ensemble"),
     )
     app = create_app(assistant, cfg)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -899,8 +909,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--intent-model", default=None, help="intent classifier directory (speechlm intent train)")
     s.add_argument("--lm", default=None, help="causal or LSTM language model directory, for /v1/generate")
     s.add_argument("--classifier", default=None, help="speech classifier directory (finetune --task classify), for /v1/classify")
-    s.add_argument("--classifier-ensemble", nargs="+", default=[], metavar="DIR", help="/v1/classify: " + ENSEMBLE_HELP)
+    s.add_argument("--classifier-ensemble", nargs="+", default=[], metavar="DIR", help="/v1/classify: " + ENSEMBLE_HELP.replace("--choices", "--classifier-choices"))
     s.add_argument("--classifier-tta-speeds", nargs="+", type=float, default=None, metavar="FACTOR", help="/v1/classify: " + TTA_HELP)
+    s.add_argument("--classifier-choices", default=None, metavar="FILE",
+                   help="/v1/classify: " + CHOICES_ENSEMBLE_HELP.replace("--ensemble", "--classifier-ensemble"))
     s.add_argument("--speech-lm", default=None, help="joint speech-LM directory (finetune --task speech-lm) beside a CTC model_dir, for /v1/answer")
     s.add_argument("--voice", default="espeak-en-us-steph-100", help="synthesis voice (speechlm synth --list-voices)")
     s.add_argument("--replies", default=None, help="JSON file {intent: reply template}; placeholders {transcript} {intent} {time} {date}")

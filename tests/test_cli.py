@@ -211,6 +211,9 @@ def test_serve_answers_over_http_and_refuses_bad_setup(tone_corpus, tmp_path):
     assert r.returncode == 2 and "give it with --classifier DIR" in r.stderr
     r = run_cli("serve", str(tmp_path / "run"), "--classifier", str(tmp_path / "run"), "--classifier-tta-speeds", "9")
     assert r.returncode == 2 and "--classifier-tta-speeds: test-time speeds must be between 0.5 and 2.0, got [9.0]" in r.stderr
+    (tmp_path / "phrases.txt").write_text("yes\nno\n")
+    r = run_cli("serve", str(tmp_path / "run"), "--classifier", str(tmp_path / "run"), "--classifier-choices", str(tmp_path / "phrases.txt"))
+    assert r.returncode == 2 and "--classifier-choices with a classifier names the phrase of each label for a speech recognizer in --classifier-ensemble" in r.stderr
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

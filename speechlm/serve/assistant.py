@@ -106,11 +106,13 @@ class Assistant:
         voice: str = DEFAULT_VOICE, replies: str | Path | None = None, reply_source: str = "templates",
         classifier_dir: str | Path | None = None, speech_lm_dir: str | Path | None = None,
         classifier_ensemble: Sequence[str | Path] = (), classifier_speeds: Sequence[float] = (),
+        classifier_phrases: dict[str, str] | None = None,
     ) -> "Assistant":  # fmt: skip
         """``asr_dir``: a CTC recognizer, or a joint speech-LM that then also answers ``/v1/answer``
         and continues text (unless ``lm_dir`` names another LM); ``speech_lm_dir``: a joint model
         beside a CTC recognizer. ``classifier_ensemble`` and ``classifier_speeds``: the speech
-        classifier averaged with these others, over each clip played at these speeds (``load_classifier``)."""
+        classifier averaged with these others, over each clip played at these speeds (``load_classifier``); a CTC
+        recognizer among the others scores ``classifier_phrases`` (label -> phrase)."""
         from speechlm.train.classify import load_classifier
         from speechlm.train.speech_lm import SpeechLMRunner, is_speech_lm_dir
         from speechlm.train.text import load_lm_dir
@@ -129,7 +131,7 @@ class Assistant:
             voice,
             read_replies(replies),
             reply_source,
-            load_classifier(classifier_dir, classifier_ensemble, classifier_speeds) if classifier_dir else None,
+            load_classifier(classifier_dir, classifier_ensemble, classifier_speeds, classifier_phrases) if classifier_dir else None,
             speech_lm,
         )  # fmt: skip
 

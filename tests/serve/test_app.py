@@ -393,3 +393,11 @@ def test_classify_endpoint_serves_a_speech_classifier(tiny_asr_dir, tiny_classif
         r = c.post("/v1/classify", files={"file": ("c.wav", encode_wav(clip), "audio/wav")}).json()
     expected = load_classifier(tiny_classifier_dir, speeds=[0.9, 1.1]).probabilities([clip])[0]
     assert r["scores"] == pytest.approx(dict(zip(a.classifier.labels, map(float, expected))), abs=1e-3)
+    # a CTC recognizer in the ensemble, scoring the phrase of each label (serve --classifier-choices)
+    phrases = {"high": "ab", "low": "cd", "mid": "ef"}
+    a = Assistant.load(tiny_asr_dir, classifier_dir=tiny_classifier_dir, classifier_ensemble=[tiny_asr_dir], classifier_phrases=phrases)
+    with TestClient(create_app(a)) as c:
+        r = c.post("/v1/classify", files={"file": ("c.wav", encode_wav(clip), "audio/wav")}).json()
+    expected = load_classifier(tiny_classifier_dir, [tiny_asr_dir], phrases=phrases).probabilities([clip])[0]
+    assert r["scores"] == pytest.approx(dict(zip(a.classifier.labels, map(float, expected))), abs=1e-3)
+    assert expected != pytest.approx(load_classifier(tiny_classifier_dir).probabilities([clip])[0], abs=1e-3)  # the recognizer counted
