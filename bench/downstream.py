@@ -17,6 +17,8 @@ Usage:
         # synthesized-speech CTC recognizer's encoder (trains it first: ~2 min of synthesis, 30 min of training)
     .venv/bin/python bench/downstream.py --only sc-phonetic           # Speech Commands, 5 speaker-disjoint folds, tiny models from scratch
         # or from that recognizer's encoder (about 75 min: 40 models)
+    .venv/bin/python bench/downstream.py --only sc-dev                # the same folds: the CTC adaptation's recipe chosen on a dev fold
+        # inside each fold's training folds (about 80 min, plus 55 min for the recognizers when they are missing)
     .venv/bin/python bench/downstream.py --init runs/ssl/model        # another pretrained encoder
 
 The pretrained encoder (default: the one `bench/label_efficiency.py` pretrains, BEST-RQ on
@@ -66,7 +68,7 @@ from speechlm.train.finetune import config_from_pretrained  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "runs" / "downstream"
 CACHE = ROOT / "data" / "downstream"
-SECTIONS = ("fsdd", "sc", "text", "spoken", "front-ends", "synth-voices", "self-train", "sc-phonetic", "fsdd-ctc")
+SECTIONS = ("fsdd", "sc", "text", "spoken", "front-ends", "synth-voices", "self-train", "sc-phonetic", "fsdd-ctc", "sc-dev")
 NEEDS_INIT = ("fsdd", "sc", "spoken")
 
 
@@ -711,9 +713,11 @@ def sc_row_name(key: str) -> str:
     return (SC_PHONETIC_RUNS.get(key) or SC_CTC_RUNS[key])[0]
 
 
-def ctc_fold(name: str, init: str, train: list[Utterance], test: list[Utterance], phrases: dict[str, str], steps: int) -> dict:
+def ctc_fold(name: str, init: str, train: list[Utterance], test: list[Utterance], phrases: dict[str, str], steps: int,
+             speeds: tuple[float, ...] = ()) -> dict:
     """The recognizer ``init`` adapted whole with CTC on ``train`` (each clip's transcript the phrase of its label in
-    ``phrases``), then each ``test`` clip given the label whose phrase it scores best; a row like :func:`finetune`'s."""
+    ``phrases``), then each ``test`` clip given the label whose phrase it scores best; a row like :func:`finetune`'s.
+    With ``speeds``, also ``tta_accuracy``: each clip's probabilities averaged over it played at those speeds."""
     run = WORK / name
     model = train_recognizer(run, [dataclasses.replace(u, text=phrases[u.label]) for u in train], [f"train.max_steps={steps}", *SC_CTC_OVERRIDES],
                              init, f"  {name}: {init} adapted with CTC on {len(train)} clips, {steps} steps")
@@ -726,6 +730,9 @@ def ctc_fold(name: str, init: str, train: list[Utterance], test: list[Utterance]
            "checkpoint_mb": round(checkpoint_bytes(run) / 1e6, 2), "trainable_params": sum(p.numel() for p in clf.recognizer.model.parameters()),
            "accuracy": report.accuracy, "macro_f1": report.macro_f1, "closed_vocabulary": True}
     print(f"  {name}: accuracy {row['accuracy']:.2%} (macro F1 {row['macro_f1']:.3f}), {len(train)} train / {len(test)} test, {minutes:.1f} min")
+    if speeds:
+        row["tta_accuracy"] = evaluate_classifier(SpeedAveraged(clf, speeds), test)[0].accuracy
+        print(f"    each clip also played at speeds {speeds}: {row['tta_accuracy']:.2%}")
     return row
 
 
@@ -764,17 +771,24 @@ def pooled_accuracy(rows: list[dict]) -> float:
     return sum(r["accuracy"] * r["test_examples"] for r in rows) / sum(r["test_examples"] for r in rows)
 
 
-def run_sc_phonetic(args) -> dict:
-    print(f"== Speech Commands sample: 30 words, {SC_FOLDS} speaker-disjoint folds, tiny models from scratch or from the phonetic recognizer")
-    starts = {start for _, start, _, _ in SC_PHONETIC_RUNS.values() if start} | {start for _, start, _ in SC_CTC_RUNS.values()}
-    inits = {name: SC_INITS[name][1]() for name in sorted(starts)}
+def sc_phonetic_data() -> tuple[list[Utterance], dict[str, str], list[Utterance], set[str]]:
+    """The sample's clips (trimmed, 4 kHz), each word's phrase (itself), the words spoken by the synthesized voices,
+    and the files long enough to train on."""
     utts = [sc_clip_4k(u, "sc_4k", u.label) for u in sc_utts()]
     words = sorted({u.label for u in utts})
-    phrases = {w: w for w in words}  # each label is its word
     spoken = synth_set("sc_word_voices", [(w, w) for w in words], SYNTH_DIGIT_VOICES, seed=0, voices_per_sentence=None, max_hz=4000)
     # a few one-syllable words (fast voices, one human "up") last under the 0.1 s a classifier trains on once trimmed
     # again by the recipe: left out of training lists, never out of a test fold (prediction pads them)
     trainable = {u.audio_filepath for u in utts + spoken if len(load_audio(u.audio_filepath, trim_db=SC_TRIM_DB)) >= MIN_SECONDS * SAMPLE_RATE}
+    return utts, {w: w for w in words}, spoken, trainable
+
+
+def run_sc_phonetic(args) -> dict:
+    print(f"== Speech Commands sample: 30 words, {SC_FOLDS} speaker-disjoint folds, tiny models from scratch or from the phonetic recognizer")
+    starts = {start for _, start, _, _ in SC_PHONETIC_RUNS.values() if start} | {start for _, start, _ in SC_CTC_RUNS.values()}
+    inits = {name: SC_INITS[name][1]() for name in sorted(starts)}
+    utts, phrases, spoken, trainable = sc_phonetic_data()
+    words = sorted(phrases)
     synth = [u for u in spoken if u.audio_filepath in trainable]
     rows: dict[str, list[dict]] = {key: [] for key in [*SC_PHONETIC_RUNS, *SC_CTC_RUNS]}
     self_trained: list[dict] = []
@@ -806,6 +820,69 @@ def run_sc_phonetic(args) -> dict:
             "synth_clips": len(synth), "synth_too_short": len(spoken) - len(synth), "synth_voices": len({u.speaker for u in spoken}),
             "real_too_short": sum(u.audio_filepath not in trainable for u in utts), "overrides": list(SC_PHONETIC_RECIPE), "init_from": inits["recognizer"][1],
             "keyword_inits": {name: figures for name, (_, figures) in inits.items() if name != "recognizer"}}  # fmt: skip
+
+
+# Section "sc-dev": the levers the rows above left for the keyword recognizer's CTC adaptation (more steps;
+# synthesized words kept a minority of the list, since 30 to 1 hurt; test-time speeds) chosen for each fold on a dev
+# fold inside its training folds: fold F's dev set is fold F+1's clips, the candidates train on the three others, the
+# best on the dev set (the earlier of the list on a tie) is then trained on all four and scored once on fold F. No
+# choice sees a clip it is scored on. Candidates, the dev rule and the ensemble below were fixed before any run of this
+# section; the recognizer is trained again by the same code (a time budget, so another draw of it), and the rows it
+# is compared with are trained again with it in the same run.
+SC_DEV_RECIPES = {  # name -> (its account in the report, steps, times each human clip is listed, synthesized words per human entry)
+    "base": ("600 steps (the sc-phonetic section's recipe)", 600, 1, 0),
+    "long": ("1200 steps", 1200, 1, 0),
+    "mix": ("1200 steps, each human clip listed 4 times and as many synthesized words (of the 243 voices) beside them", 1200, 4, 1),
+}
+SC_DEV_CANDIDATES = [(recipe, tta) for recipe in SC_DEV_RECIPES for tta in (False, True)]  # tta: test-time speeds TTA_SPEEDS
+
+
+def sc_dev_list(train: list[Utterance], synth: list[Utterance], recipe: str, seed: int) -> list[Utterance]:
+    """The adaptation list of ``recipe``: the human clips, repeated, and a random draw of synthesized words."""
+    _, _, repeats, per_entry = SC_DEV_RECIPES[recipe]
+    drawn = np.random.default_rng(seed).choice(len(synth), size=per_entry * repeats * len(train), replace=False)
+    return train * repeats + [synth[i] for i in sorted(drawn)]
+
+
+def sc_dev_candidate(row: dict, tta: bool) -> float:
+    return row["tta_accuracy" if tta else "accuracy"]
+
+
+def run_sc_dev(args) -> dict:
+    print(f"== Speech Commands sample, {SC_FOLDS} folds: the keyword recognizer's CTC adaptation, its recipe chosen on a dev fold inside each fold's training folds")
+    init, figures = keyword_recognizer()
+    utts, phrases, spoken, trainable = sc_phonetic_data()
+    synth = [u for u in spoken if u.audio_filepath in trainable]
+    folds = []
+    for fold in range(SC_FOLDS):
+        dev_fold = (fold + 1) % SC_FOLDS
+        train = [u for u in utts if sc_fold(u.speaker) != fold and u.audio_filepath in trainable]
+        test = [u for u in utts if sc_fold(u.speaker) == fold]
+        inner = [u for u in train if sc_fold(u.speaker) != dev_fold]
+        dev = [u for u in utts if sc_fold(u.speaker) == dev_fold]
+        dev_rows = {recipe: ctc_fold(f"sc_dev_{recipe}_fold{fold}_dev{dev_fold}", init, sc_dev_list(inner, synth, recipe, fold), dev, phrases,
+                                     SC_DEV_RECIPES[recipe][1], TTA_SPEEDS) for recipe in SC_DEV_RECIPES}
+        recipe, tta = max(SC_DEV_CANDIDATES, key=lambda c: sc_dev_candidate(dev_rows[c[0]], c[1]))  # the first of the best
+        print(f"  fold {fold}: chose {recipe}{' + test-time speeds' if tta else ''} on dev fold {dev_fold}")
+        base = ctc_fold(f"sc_phonetic_keywords_ctc_fold{fold}", init, train, test, phrases, SC_DEV_RECIPES["base"][1], TTA_SPEEDS)
+        chosen = base if recipe == "base" else ctc_fold(f"sc_dev_{recipe}_fold{fold}", init, sc_dev_list(train, synth, recipe, fold), test, phrases,
+                                                         SC_DEV_RECIPES[recipe][1], TTA_SPEEDS)
+        clf = finetune(f"sc_phonetic_keywords_full_fold{fold}", train, test, init, args.steps_sc_phonetic, *SC_PHONETIC_RECIPE) | {"init": "keywords"}
+        both = ensemble(f"sc_dev_ensemble_fold{fold}", [clf, chosen], test, TTA_SPEEDS, phrases)
+        scratch = finetune(f"sc_phonetic_scratch_fold{fold}", train, test, None, args.steps_sc_phonetic, *SC_PHONETIC_RECIPE)
+        folds.append({"fold": fold, "dev_fold": dev_fold, "dev_clips": len(dev), "dev_rows": dev_rows, "recipe": recipe, "tta": tta,
+                      "dev_accuracy": {f"{r}{'+tta' if t else ''}": sc_dev_candidate(dev_rows[r], t) for r, t in SC_DEV_CANDIDATES},
+                      "base": base, "chosen": chosen, "classifier": clf, "ensemble": both, "scratch": scratch,
+                      "accuracy": sc_dev_candidate(chosen, tta), "ensemble_accuracy": sc_dev_candidate(both, tta)})
+    def pooled(score) -> float:
+        return pooled_accuracy([{"accuracy": score(f), "test_examples": f["base"]["test_examples"]} for f in folds])
+
+    accuracy = {"chosen": pooled(lambda f: f["accuracy"]), "ensemble": pooled(lambda f: f["ensemble_accuracy"]),
+                "base": pooled(lambda f: f["base"]["accuracy"]), "base_tta": pooled(lambda f: f["base"]["tta_accuracy"]),
+                "classifier": pooled(lambda f: f["classifier"]["accuracy"]), "scratch": pooled(lambda f: f["scratch"]["accuracy"])}
+    print("  " + ", ".join(f"{k} {v:.2%}" for k, v in accuracy.items()))
+    return {"folds": folds, "accuracy": accuracy, "clips": len(utts), "keyword_init": figures, "overrides": list(SC_CTC_OVERRIDES),
+            "recipes": {k: v[0] for k, v in SC_DEV_RECIPES.items()}}
 
 
 # -- text intent ------------------------------------------------------------------------------------
@@ -1207,7 +1284,7 @@ def main() -> None:
     sections = json.loads(previous.read_text()).get("sections", {}) if previous.is_file() else {}
     runners = {"fsdd": run_fsdd, "sc": run_sc, "text": run_text, "spoken": lambda a: run_spoken(a, sections.get("spoken", {})),
                "front-ends": run_front_ends, "synth-voices": run_synth_voices, "self-train": run_self_train, "sc-phonetic": run_sc_phonetic,
-               "fsdd-ctc": run_fsdd_ctc}
+               "fsdd-ctc": run_fsdd_ctc, "sc-dev": run_sc_dev}
     for name in args.only:
         start = time.perf_counter()
         key = self_train_key(args.self_train_variant, args.self_train_balance) if name == "self-train" else name
@@ -1368,6 +1445,35 @@ def sc_phonetic_parts(scp: dict, table) -> list[str]:
          + " / ".join(f"{r['accuracy']:.1%}" for r in scp["ensemble"]["rows"]) + ").", table(scp["ensemble"]["rows"])] if scp.get("ensemble") else [])
 
 
+def sc_dev_parts(scd: dict, table) -> list[str]:
+    """The report of the sc-dev section: each fold's dev choice and its score, pooled over the folds, then every run."""
+    acc, folds, kw = scd["accuracy"], scd["folds"], scd["keyword_init"]
+    names = [f"{r}{'+tta' if t else ''}" for r, t in SC_DEV_CANDIDATES]
+    recipes = "; ".join(f"`{k}` {v}" for k, v in scd["recipes"].items())
+    return ["## Speech Commands sample: the keyword recognizer's CTC adaptation, its recipe chosen on a dev fold", f"Command: `{scd.get('command', '-')}`",
+            f"The {scd['clips']} clips in the same {len(folds)} speaker-disjoint folds. The keyword recognizer (`sc_keyword_asr`, trained again by the same "
+            f"code: {kw['steps']} steps in {kw['minutes']:g} min, WER {kw['check_wer']:.1%} on the held-out voices' phrases; a time budget, so another "
+            "draw of it than the section above's) is adapted with CTC as there (`speechlm finetune --keep-head`, "
+            f"`{' '.join(scd['overrides'][1:3])}`). Candidate recipes: {recipes}; each with or without test-time speeds "
+            f"{', '.join(map(str, TTA_SPEEDS))} (`+tta`: each clip's probabilities averaged over it played at those speeds). For fold F, every "
+            "candidate is trained on the three folds other than F and F+1 and scored on fold F+1 (the dev fold); the best there (the earlier of "
+            "the list on a tie) is trained on all four training folds and scored once on fold F. No choice sees a clip it is scored on. Beside "
+            "it, in the same run: the section above's recipe (`base`, with and without speeds), the keyword recognizer's classifier "
+            "('keyword recognizer, full' above), the chosen model and that classifier as one (the mean of their probabilities, with speeds when "
+            "the fold's choice has them), and the scratch classifier. Candidates, rule and ensemble were fixed before any run of this section. "
+            f"Over all clips: the chosen recipe **{acc['chosen']:.2%}** ({(acc['chosen'] - acc['scratch']) * 100:+.1f} points), with the classifier "
+            f"**{acc['ensemble']:.2%}** ({(acc['ensemble'] - acc['scratch']) * 100:+.1f} points), against scratch **{acc['scratch']:.2%}** in the same run "
+            f"(target +20 points); `base` {acc['base']:.2%} ({acc['base_tta']:.2%} with speeds), "
+            f"classifier {acc['classifier']:.2%}.",
+            markdown_table(["fold", "dev fold", *(f"dev: {n}" for n in names), "chosen", "chosen on fold", "with classifier", "base", "base+tta",
+                            "classifier", "scratch"],
+                           [[f["fold"], f["dev_fold"], *(f"{f['dev_accuracy'][n]:.1%}" for n in names), names[SC_DEV_CANDIDATES.index((f["recipe"], f["tta"]))],
+                             f"**{f['accuracy']:.1%}**", f"{f['ensemble_accuracy']:.1%}", f"{f['base']['accuracy']:.1%}", f"{f['base']['tta_accuracy']:.1%}",
+                             f"{f['classifier']['accuracy']:.1%}", f"{f['scratch']['accuracy']:.1%}"] for f in folds]),
+            table([r for f in folds for r in [*f["dev_rows"].values(), f["base"], *([f["chosen"]] if f["chosen"]["name"] != f["base"]["name"] else []),
+                                              f["classifier"], f["ensemble"], f["scratch"]]])]  # fmt: skip
+
+
 def ctc_self_train_parts(st: dict | None, before: float | None, table) -> list[str]:
     """The sc-phonetic section's self-trained CTC rows (transductive), when it has them."""
     if not st:
@@ -1402,7 +1508,7 @@ def ensemble_parts(st: dict, table) -> list[str]:
 
 
 def write(sections: dict) -> None:
-    f, sc, text, sp, fe, sv, st, scp, fc = (sections.get(k) for k in SECTIONS)
+    f, sc, text, sp, fe, sv, st, scp, fc, scd = (sections.get(k) for k in SECTIONS)
     headline = {
         "fsdd_test_acc": f and round(f["test_acc"], 4), "fsdd_loso_acc": f and round(f["loso_mean"], 4),
         "fsdd_loso_acc_scratch_mfcc13": fe and round(fe["mfcc13"]["loso_mean"], 4),
@@ -1421,6 +1527,7 @@ def write(sections: dict) -> None:
         **({f"speech_commands_5fold_acc_{k}": round(v, 4) for k, v in scp["accuracy"].items()} if scp else {}),
         "speech_commands_5fold_acc_keywords_ctc_self_trained": round(scp["self_trained"]["accuracy"], 4) if scp and scp.get("self_trained") else None,
         "speech_commands_5fold_acc_keywords_ensemble": round(scp["ensemble"]["accuracy"], 4) if scp and scp.get("ensemble") else None,
+        **({f"speech_commands_5fold_acc_sc_dev_{k}": round(v, 4) for k, v in scd["accuracy"].items()} if scd else {}),
         "snips_spoken_acc": sp and round(spoken_best(sp["snips"])[0], 4), "clinc_spoken_acc": sp and round(spoken_best(sp["clinc"])[0], 4),
         "snips_text_acc": text and round(text["snips"]["accuracy"], 4), "clinc_text_acc": text and round(text["clinc"]["in_scope_accuracy"], 4),
         "clinc_text_acc_ensemble": round(text["mlm"]["clinc_ensemble"]["in_scope_accuracy"], 4) if text and "clinc_ensemble" in text.get("mlm", {}) else None,
@@ -1517,6 +1624,8 @@ def write(sections: dict) -> None:
             parts += [f"Each fold's CTC-adapted recognizer and the variant's classifier as one (the mean of the classifier's probabilities and the "
                       f"softmax of the ten CTC scores, equal weights, decided after both had been scored): mean **{fc['loso_mean_ensemble']:.2%}**.",
                       table(fc["ensemble_rows"])]
+    if scd:
+        parts += sc_dev_parts(scd, table)
     if sc:
         parts += ["## Speech Commands sample (real, 30 words, speaker-disjoint)", f"Command: `{sc.get('command', '-')}`",
                   f"{sc['train_speakers']} training speakers, {sc['test_speakers']} test speakers. Best pretrained **{sc['acc_pretrained']:.2%}** vs scratch "
