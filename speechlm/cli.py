@@ -240,11 +240,13 @@ def _ensemble_phrases(ensemble: Sequence[str], choices: str | None, option: str 
     """The label -> phrase map of a --choices FILE for the speech recognizer among a classifier's ``ensemble`` (None without the file)."""
     from speechlm.train.classify import is_recognizer_dir
 
-    if not choices:
-        return None
-    if not any(is_recognizer_dir(d) for d in ensemble):
+    recognizers = [d for d in ensemble if is_recognizer_dir(d)]
+    if choices and not recognizers:
         raise SpeechLMError(f"{option} with a classifier names the phrase of each label for a speech recognizer in {ensemble_option}; none is there")
-    return _label_phrases(choices, option)
+    if recognizers and not choices:
+        raise SpeechLMError(f"{recognizers[0]} in {ensemble_option} is a speech recognizer: it joins the classifier only with the phrase of each "
+                            f"label ({option} FILE: a line per label, 'label<TAB>phrase', or the label alone when it is the phrase)")
+    return _label_phrases(choices, option) if choices else None
 
 
 def _choice_lines(path: str, layout: str, option: str = "--choices") -> list[str]:

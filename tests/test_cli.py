@@ -214,6 +214,8 @@ def test_serve_answers_over_http_and_refuses_bad_setup(tone_corpus, tmp_path):
     (tmp_path / "phrases.txt").write_text("yes\nno\n")
     r = run_cli("serve", str(tmp_path / "run"), "--classifier", str(tmp_path / "run"), "--classifier-choices", str(tmp_path / "phrases.txt"))
     assert r.returncode == 2 and "--classifier-choices with a classifier names the phrase of each label for a speech recognizer in --classifier-ensemble" in r.stderr
+    r = run_cli("serve", str(tmp_path / "run"), "--classifier", str(tmp_path / "run"), "--classifier-ensemble", str(tmp_path / "run"))
+    assert r.returncode == 2 and "in --classifier-ensemble is a speech recognizer: it joins the classifier only with the phrase of each label (--classifier-choices FILE" in r.stderr
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
