@@ -837,18 +837,21 @@ def sc_dev_candidate(row: dict, tta: bool) -> float:
     return row["tta_accuracy" if tta else "accuracy"]
 
 
-def sc_dev_fold(fold: int, init: str, utts: list[Utterance], phrases: dict[str, str], trainable: set[str]) -> dict:
-    """Fold ``fold`` of the sc-dev section: the candidates on its dev fold, then the chosen one and `base` on the fold."""
+def sc_dev_fold(fold: int, init: str, utts: list[Utterance], phrases: dict[str, str], trainable: set[str], choose: bool = True) -> dict:
+    """Fold ``fold`` of the sc-dev section: `base` on the fold (with and without test-time speeds), and, if ``choose``,
+    the candidates on its dev fold and the chosen one on the fold."""
     dev_fold = (fold + 1) % SC_FOLDS
     train = [u for u in utts if sc_fold(u.speaker) != fold and u.audio_filepath in trainable]
     test = [u for u in utts if sc_fold(u.speaker) == fold]
+    base = ctc_fold(f"sc_phonetic_keywords_ctc_fold{fold}", init, train, test, phrases, SC_DEV_RECIPES["base"], TTA_SPEEDS)
+    if not choose:
+        return {"fold": fold, "base": base}
     inner = [u for u in train if sc_fold(u.speaker) != dev_fold]
     dev = [u for u in utts if sc_fold(u.speaker) == dev_fold]
     dev_rows = {recipe: ctc_fold(f"sc_dev_{recipe}_fold{fold}_dev{dev_fold}", init, inner, dev, phrases, steps, TTA_SPEEDS)
                 for recipe, steps in SC_DEV_RECIPES.items()}
     recipe, tta = max(SC_DEV_CANDIDATES, key=lambda c: sc_dev_candidate(dev_rows[c[0]], c[1]))  # the first of the best
     print(f"  fold {fold}: chose {recipe}{' + test-time speeds' if tta else ''} on dev fold {dev_fold}")
-    base = ctc_fold(f"sc_phonetic_keywords_ctc_fold{fold}", init, train, test, phrases, SC_DEV_RECIPES["base"], TTA_SPEEDS)
     chosen = base if recipe == "base" else ctc_fold(f"sc_dev_{recipe}_fold{fold}", init, train, test, phrases, SC_DEV_RECIPES[recipe], TTA_SPEEDS)
     return {"fold": fold, "dev_fold": dev_fold, "dev_rows": dev_rows, "recipe": recipe, "tta": tta,
             "dev_accuracy": {f"{r}{'+tta' if t else ''}": sc_dev_candidate(dev_rows[r], t) for r, t in SC_DEV_CANDIDATES},
@@ -859,15 +862,17 @@ def run_sc_dev(args) -> dict:
     print(f"== Speech Commands sample, {SC_FOLDS} folds: the keyword recognizer's CTC adaptation, its recipe chosen on a dev fold inside each fold's training folds")
     init, figures = keyword_recognizer()
     utts, phrases, _, trainable = sc_phonetic_data()
-    folds = [sc_dev_fold(fold, init, utts, phrases, trainable) for fold in range(SC_FOLDS)]
+    folds = [sc_dev_fold(fold, init, utts, phrases, trainable, fold in args.sc_dev_folds) for fold in range(SC_FOLDS)]
+    chosen = [f for f in folds if "chosen" in f]
 
-    def pooled(score) -> float:
-        return pooled_accuracy([{"accuracy": score(f), "test_examples": f["base"]["test_examples"]} for f in folds])
+    def pooled(score, among: list[dict]) -> float:
+        return pooled_accuracy([{"accuracy": score(f), "test_examples": f["base"]["test_examples"]} for f in among])
 
-    accuracy = {"chosen": pooled(lambda f: f["accuracy"]), "base": pooled(lambda f: f["base"]["accuracy"]),
-                "base_tta": pooled(lambda f: f["base"]["tta_accuracy"])}
+    accuracy = {"base": pooled(lambda f: f["base"]["accuracy"], folds), "base_tta": pooled(lambda f: f["base"]["tta_accuracy"], folds),
+                **({"chosen": pooled(lambda f: f["accuracy"], chosen), "chosen_folds_base": pooled(lambda f: f["base"]["accuracy"], chosen)} if chosen else {})}
     print("  " + ", ".join(f"{k} {v:.2%}" for k, v in accuracy.items()))
-    return {"folds": folds, "accuracy": accuracy, "clips": len(utts), "keyword_init": figures, "overrides": list(SC_CTC_OVERRIDES)}
+    return {"folds": folds, "accuracy": accuracy, "clips": len(utts), "keyword_init": figures, "overrides": list(SC_CTC_OVERRIDES),
+            "chosen_folds": [f["fold"] for f in chosen]}
 
 
 # -- text intent ------------------------------------------------------------------------------------
@@ -1253,6 +1258,8 @@ def main() -> None:
     ap.add_argument("--steps-sc", type=int, default=300)
     ap.add_argument("--steps-sc-phonetic", type=int, default=600, help="sc-phonetic: steps of the rows without the synthesized words "
                     "(those take --steps-synth)")
+    ap.add_argument("--sc-dev-folds", nargs="*", type=int, default=list(range(SC_FOLDS)), choices=range(SC_FOLDS), metavar="FOLD",
+                    help="sc-dev: the folds whose recipe is chosen on their dev fold (every fold gets the `base` rows)")
     ap.add_argument("--steps-spoken", type=int, default=600)
     ap.add_argument("--mlm-pretrain-steps", type=int, default=3000, help="masked-LM pretraining on the intent sets' text, labels dropped")
     ap.add_argument("--mlm-pretrain-lr", type=float, default=2e-3, help="its peak learning rate")
@@ -1430,28 +1437,47 @@ def sc_phonetic_parts(scp: dict, table) -> list[str]:
          + " / ".join(f"{r['accuracy']:.1%}" for r in scp["ensemble"]["rows"]) + ").", table(scp["ensemble"]["rows"])] if scp.get("ensemble") else [])
 
 
-def sc_dev_parts(scd: dict, scratch: float | None, table) -> list[str]:
-    """The report of the sc-dev section: each fold's dev choice and its score, pooled over the folds, then every run."""
+def sc_dev_parts(scd: dict, scratch: dict | None, table) -> list[str]:
+    """The report of the sc-dev section: `base` with and without test-time speeds on every fold, each fold's dev choice
+    where it was made, pooled over the folds, then every run. ``scratch``: the sc-phonetic section's scratch rows."""
     acc, folds, kw = scd["accuracy"], scd["folds"], scd["keyword_init"]
     names = [f"{r}{'+tta' if t else ''}" for r, t in SC_DEV_CANDIDATES]
-    versus = (f", against {scratch:.2%} for the sc-phonetic section's scratch classifier on the same folds (**{(acc['chosen'] - scratch) * 100:+.1f}** "
-              "points; target +20; measured in that section's run: scratch does not depend on the recognizer)" if scratch is not None else "")
-    return ["## Speech Commands sample: the keyword recognizer's CTC adaptation, its recipe chosen on a dev fold", f"Command: `{scd.get('command', '-')}`",
-            f"The {scd['clips']} clips in the same {len(folds)} speaker-disjoint folds. The keyword recognizer (`sc_keyword_asr`) is trained again by "
+    chosen = [f for f in folds if "chosen" in f]
+    n = len(folds)
+
+    def versus(value: float, among: list[dict]) -> str:
+        if not scratch:
+            return ""
+        base = pooled_accuracy([scratch[f["fold"]] for f in among])
+        return f" ({(value - base) * 100:+.1f} points over the sc-phonetic section's scratch classifier on those clips, {base:.2%})"
+
+    text = [f"The {scd['clips']} clips in the same {n} speaker-disjoint folds. The keyword recognizer (`sc_keyword_asr`) is trained again by "
             f"the same code ({kw['steps']} steps in {kw['minutes']:g} min, WER {kw['check_wer']:.1%} on the held-out voices' phrases; a time budget, "
             "so another draw of it than the section above's) and adapted with CTC as there (`speechlm finetune --keep-head`, "
             f"`{' '.join(scd['overrides'][1:3])}`). Candidates: `base` ({SC_DEV_RECIPES['base']} steps, the section above's recipe) and `long` "
             f"({SC_DEV_RECIPES['long']} steps), each with or without test-time speeds {', '.join(map(str, TTA_SPEEDS))} (`+tta`: each clip's "
-            "probabilities averaged over it played at those speeds). For fold F, both recipes are trained on the three folds other than F and F+1 "
-            "and scored on fold F+1 (the dev fold); the best candidate there (the earlier of the list on a tie) is trained on all four training "
-            "folds and scored once on fold F. No choice sees a clip it is scored on. Candidates and rule were fixed before any run of this section; "
-            "a third recipe (each human clip listed 4 times beside as many synthesized words, 1200 steps) was dropped unrun after fold 0's first "
-            f"two dev runs, for time. Over all clips: the chosen recipe **{acc['chosen']:.2%}**{versus}; `base` in the same run {acc['base']:.2%} "
-            f"({acc['base_tta']:.2%} with speeds).",
-            markdown_table(["fold", "dev fold", *(f"dev: {n}" for n in names), "chosen", "chosen, on the fold", "base", "base+tta"],
-                           [[f["fold"], f["dev_fold"], *(f"{f['dev_accuracy'][n]:.1%}" for n in names), names[SC_DEV_CANDIDATES.index((f["recipe"], f["tta"]))],
-                             f"**{f['accuracy']:.1%}**", f"{f['base']['accuracy']:.1%}", f"{f['base']['tta_accuracy']:.1%}"] for f in folds]),
-            table([r for f in folds for r in [*f["dev_rows"].values(), f["base"], *([f["chosen"]] if f["chosen"]["name"] != f["base"]["name"] else [])]])]
+            "probabilities averaged over it played at those speeds, one clip at a time). For fold F, both recipes are trained on the three folds "
+            "other than F and F+1 and scored on fold F+1 (the dev fold); the best candidate there (the earlier of the list on a tie) is trained on "
+            "all four training folds and scored once on fold F. No choice sees a clip it is scored on. Candidates and rule were fixed before any "
+            "run of this section; a third recipe (each human clip listed 4 times beside as many synthesized words, 1200 steps) was dropped unrun "
+            "after fold 0's first two dev runs, for time. The scratch figures are the sc-phonetic section's (same folds and clips; scratch does "
+            "not depend on the recognizer), not of this run.",
+            f"Every fold, all {sum(f['base']['test_examples'] for f in folds)} clips: `base` **{acc['base']:.2%}**{versus(acc['base'], folds)}; "
+            f"`base+tta` **{acc['base_tta']:.2%}**{versus(acc['base_tta'], folds)} (target +20 points)."]
+    if chosen:
+        clips = sum(f["base"]["test_examples"] for f in chosen)
+        text[-1] += (f" The dev choice, made on fold{'s' if len(chosen) > 1 else ''} {', '.join(str(f['fold']) for f in chosen)} "
+                     f"({clips} clips{'' if len(chosen) == n else '; the others not run, for time'}): **{acc['chosen']:.2%}**{versus(acc['chosen'], chosen)}, "
+                     f"against `base` {acc['chosen_folds_base']:.2%} on the same clips.")
+    return ["## Speech Commands sample: the keyword recognizer's CTC adaptation, its recipe chosen on a dev fold", f"Command: `{scd.get('command', '-')}`",
+            *text,
+            markdown_table(["fold", "dev fold", *(f"dev: {n}" for n in names), "chosen", "chosen, on the fold", "base", "base+tta", "scratch (sc-phonetic)"],
+                           [[f["fold"], f.get("dev_fold", "-"), *(f"{f['dev_accuracy'][n]:.1%}" if "dev_accuracy" in f else "-" for n in names),
+                             names[SC_DEV_CANDIDATES.index((f["recipe"], f["tta"]))] if "chosen" in f else "-",
+                             f"**{f['accuracy']:.1%}**" if "chosen" in f else "-", f"{f['base']['accuracy']:.1%}", f"{f['base']['tta_accuracy']:.1%}",
+                             f"{scratch[f['fold']]['accuracy']:.1%}" if scratch else "-"] for f in folds]),
+            table([r for f in folds for r in [*f.get("dev_rows", {}).values(), f["base"],
+                                              *([f["chosen"]] if "chosen" in f and f["chosen"]["name"] != f["base"]["name"] else [])]])]  # fmt: skip
 
 
 def ctc_self_train_parts(st: dict | None, before: float | None, table) -> list[str]:
@@ -1605,7 +1631,7 @@ def write(sections: dict) -> None:
                       f"softmax of the ten CTC scores, equal weights, decided after both had been scored): mean **{fc['loso_mean_ensemble']:.2%}**.",
                       table(fc["ensemble_rows"])]
     if scd:
-        parts += sc_dev_parts(scd, scp and scp["accuracy"]["scratch"], table)
+        parts += sc_dev_parts(scd, scp and scp["rows"]["scratch"], table)
     if sc:
         parts += ["## Speech Commands sample (real, 30 words, speaker-disjoint)", f"Command: `{sc.get('command', '-')}`",
                   f"{sc['train_speakers']} training speakers, {sc['test_speakers']} test speakers. Best pretrained **{sc['acc_pretrained']:.2%}** vs scratch "
