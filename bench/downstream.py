@@ -18,7 +18,8 @@ Usage:
     .venv/bin/python bench/downstream.py --only sc-phonetic           # Speech Commands, 5 speaker-disjoint folds, tiny models from scratch
         # or from that recognizer's encoder (about 75 min: 40 models)
     .venv/bin/python bench/downstream.py --only sc-dev                # the same folds: the CTC adaptation's recipe chosen on a dev fold
-        # inside each fold's training folds (about 75 min, plus 55 min for the recognizers when they are missing)
+        # inside each fold's training folds (15-20 min a fold on a machine without bf16 units, plus 55 min for the
+        # recognizers when they are missing; --sc-dev-folds 0 4 for some folds' choice only)
     .venv/bin/python bench/downstream.py --init runs/ssl/model        # another pretrained encoder
 
 The pretrained encoder (default: the one `bench/label_efficiency.py` pretrains, BEST-RQ on
