@@ -62,7 +62,7 @@ from speechlm.features import SAMPLE_RATE  # noqa: E402
 from speechlm.intent import IntentClassifier, IntentConfig, decide  # noqa: E402
 from speechlm.metrics import classification_report  # noqa: E402
 from speechlm.train.checkpoint import read_config_json  # noqa: E402
-from speechlm.train.classify import (Classifier, ClassifierEnsemble, SpeedAveraged, checkpoint_bytes, evaluate_classifier,  # noqa: E402
+from speechlm.train.classify import (Classifier, SpeedAveraged, checkpoint_bytes, evaluate_classifier, load_classifier,  # noqa: E402
                                      PhraseClassifier, plot_confusion, pseudo_label, train_classifier)
 from speechlm.train.finetune import config_from_pretrained  # noqa: E402
 
@@ -125,12 +125,11 @@ def scores(name: str, clf: Classifier, test: list[Utterance]) -> dict:
 
 
 def ensemble(name: str, members: list[dict], test: list[Utterance], speeds: tuple[float, ...] = (), phrases: dict[str, str] | None = None) -> dict:
-    """The ``members`` rows' models as one (:class:`ClassifierEnsemble`, the mean of their class probabilities)
+    """The ``members`` rows' models as one (``load_classifier``'s ensemble, the mean of their class probabilities)
     scored on ``test``; a row of the same table: the members' training time and sizes summed, the largest member's training list.
     With ``speeds``, also ``tta_accuracy``: the ensemble with each clip played at those speeds (:class:`SpeedAveraged`).
-    A member row of :func:`ctc_fold` joins as a :class:`PhraseClassifier` over ``phrases``."""
-    clf = ClassifierEnsemble([PhraseClassifier.load(WORK / m["name"] / "model", phrases) if m.get("closed_vocabulary") else Classifier.load(WORK / m["name"])
-                              for m in members], [m["name"] for m in members])
+    A member row of :func:`ctc_fold` (a recognizer) joins as a :class:`PhraseClassifier` over ``phrases``; the first member is a classifier."""
+    clf = load_classifier(WORK / members[0]["name"], [WORK / m["name"] for m in members[1:]], phrases=phrases)
     row = {"name": name, "init": "/".join(sorted({m["init"] for m in members})), "members": [m["name"] for m in members],
            "train_examples": max(m["train_examples"] for m in members),  # the largest member's: the others' lists are within it
            "train_minutes_audio": max(m["train_minutes_audio"] for m in members),
