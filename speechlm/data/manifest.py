@@ -81,7 +81,7 @@ def write_manifest(path: str | Path, utterances: Iterable[Utterance], relative_t
     absolute (a path relative to the working directory would be read back relative to ``path``'s folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # its own per process: two writers of one list never clash
     with tmp.open("w", encoding="utf-8") as f:
         for u in utterances:
             row = {k: v for k, v in dataclasses.asdict(u).items() if v is not None}

@@ -22,6 +22,7 @@ import dataclasses
 import gzip
 import json
 import math
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
@@ -101,7 +102,7 @@ class CharNGram:
         path = Path(directory) / NGRAM_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {"order": self.cfg.order, "symbols": self.symbols, "counts": {h: [i.tolist(), n.astype(int).tolist()] for h, (i, n) in self.counts.items()}}
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         with gzip.open(tmp, "wt", encoding="utf-8") as f:
             json.dump(data, f)
         tmp.replace(path)  # never leave a half-written model behind
