@@ -550,20 +550,39 @@ def run_self_train(args) -> dict:
 
 def run_fsdd_ctc(args) -> dict:
     """Leave one speaker out with the stage-1 phonetic recognizer adapted whole by CTC (:func:`ctc_fold`) on the
-    `-asr` variant's training list of each fold, tested with the closed vocabulary of the ten digit words."""
+    `-asr` variant's training list of each fold, tested with the closed vocabulary of the ten digit words; the same
+    from the keyword recognizer (whose synthesized phrases hold the digit words); each with the variant's classifier as
+    an ensemble, and all three as one; every row also with test-time speeds."""
     print("== FSDD leave one speaker out: the phonetic recognizer adapted with CTC, closed vocabulary of the ten digit words")
     init, figures = phonetic_recognizer(1)
+    keywords, keyword_figures = keyword_recognizer()
     items = [(word, str(digit)) for digit, word in enumerate(DIGIT_WORDS)]
     added = synth_set("fsdd_digit_voices", items, SYNTH_DIGIT_VOICES, seed=0, voices_per_sentence=None, max_hz=4000) + sc_digit_clips()
     phrases = {str(digit): word for digit, word in enumerate(DIGIT_WORDS)}
     variant = "tiny-sc-digits-trim-range80-asr"
-    rows, ensembles = [], []
+    out = {key: [] for key in FSDD_CTC_ROWS}
     for spk, (train, test) in loso_folds(fsdd_utts()).items():
-        rows.append(ctc_fold(f"fsdd_loso_ctc_{spk}", init, train + added, test, phrases, args.steps_synth) | {"speaker": spk})
+        ctc = ctc_fold(f"fsdd_loso_ctc_{spk}", init, train + added, test, phrases, args.steps_synth, TTA_SPEEDS)
+        kw = ctc_fold(f"fsdd_loso_ctc_keywords_{spk}", keywords, train + added, test, phrases, args.steps_synth, TTA_SPEEDS)
         clf = variant_fold(f"fsdd_loso_synth_mfcc13_{variant.replace('-', '_')}_{spk}", variant, train + added, test, args.steps_synth)  # reused
-        ensembles.append(ensemble(f"fsdd_loso_ctc_ensemble_{spk}", [clf, rows[-1]], test, phrases=phrases) | {"speaker": spk})
-    return {"rows": rows, "loso_mean": mean_accuracy(rows), "init_from": figures, "overrides": list(SC_CTC_OVERRIDES),
-            "ensemble_rows": ensembles, "loso_mean_ensemble": mean_accuracy(ensembles)}
+        # the adapted recognizers' rows are scored with speeds already; the classifier alone is scored as a one-member ensemble
+        members = {"rows": ctc, "keywords_rows": kw, "classifier_rows": [clf], "ensemble_rows": [clf, ctc], "keywords_ensemble_rows": [clf, kw],
+                   "trio_rows": [clf, ctc, kw]}
+        for key, ms in members.items():
+            row = ms if isinstance(ms, dict) else ensemble(f"fsdd_loso_ctc_{FSDD_CTC_ROWS[key][0]}_{spk}", ms, test, TTA_SPEEDS, phrases)
+            out[key].append(row | {"speaker": spk})
+    return {**out, **{f"loso_mean{FSDD_CTC_ROWS[k][1]}": mean_accuracy(rs) for k, rs in out.items()},
+            **{f"loso_mean{FSDD_CTC_ROWS[k][1]}_tta": float(np.mean([r["tta_accuracy"] for r in rs])) for k, rs in out.items()},
+            "init_from": figures, "keyword_init": keyword_figures, "overrides": list(SC_CTC_OVERRIDES)}
+
+
+# the fsdd-ctc section's rows: key -> (its runs' name part, its means' key suffix, its name in the report)
+FSDD_CTC_ROWS = {"rows": ("", "", "phonetic recognizer, CTC"),
+                 "keywords_rows": ("keywords", "_keywords", "keyword recognizer, CTC"),
+                 "classifier_rows": ("classifier", "_classifier", "classifier"),
+                 "ensemble_rows": ("ensemble", "_ensemble", "classifier + phonetic CTC"),
+                 "keywords_ensemble_rows": ("keywords_ensemble", "_keywords_ensemble", "classifier + keyword CTC"),
+                 "trio_rows": ("trio", "_trio", "classifier + both CTC")}
 
 
 # -- Speech Commands sample ------------------------------------------------------------------------
@@ -1513,6 +1532,22 @@ def ensemble_parts(st: dict, table) -> list[str]:
             table(rows)]
 
 
+def fsdd_ctc_keyword_parts(fc: dict, table) -> list[str]:
+    """The fsdd-ctc section's rows from the keyword recognizer, and every row with test-time speeds, when it has them."""
+    kw = fc["keyword_init"]
+    return [f"The same adaptation from the keyword recognizer (`sc_keyword_asr`: `fsdd_phonetic_asr` trained {kw['steps']} more steps on "
+            f"{kw['phrases']} synthesized phrases of the Speech Commands words, the ten digit words among them, and {kw['stage1_sentences']} of "
+            "its own sentences; no human speech, nothing of FSDD); each adapted recognizer with the variant's classifier as one, and the "
+            "classifier with both adapted recognizers as one (the mean of the three members' probabilities); every row also with each clip "
+            f"played at speeds {', '.join(map(str, TTA_SPEEDS))} (`--tta-speeds`, probabilities averaged, one clip at a time). These rows, the "
+            "ensembles and the speeds were all fixed before any of their folds ran; inductive, no clip of the held-out speaker in training.",
+            markdown_table(["held-out speaker", *(f"{FSDD_CTC_ROWS[k][2]}{tta}" for k in FSDD_CTC_ROWS for tta in ("", ", speeds"))],
+                           [[fc["rows"][i]["speaker"], *(f"{fc[k][i][m]:.2%}" for k in FSDD_CTC_ROWS for m in ("accuracy", "tta_accuracy"))]
+                            for i in range(len(fc["rows"]))]
+                           + [["**mean**", *(f"**{fc[f'loso_mean{FSDD_CTC_ROWS[k][1]}{t}']:.2%}**" for k in FSDD_CTC_ROWS for t in ("", "_tta"))]]),
+            table(fc["keywords_rows"] + fc["keywords_ensemble_rows"] + fc["trio_rows"])]
+
+
 def write(sections: dict) -> None:
     f, sc, text, sp, fe, sv, st, scp, fc, scd = (sections.get(k) for k in SECTIONS)
     headline = {
@@ -1525,6 +1560,8 @@ def write(sections: dict) -> None:
         "fsdd_loso_acc_ensemble": round(sv["loso_mean_ensembles"], 4) if sv and sv.get("fold_ensembles") else None,
         "fsdd_loso_acc_self_trained": st and round(st["loso_mean"], 4), "fsdd_loso_acc_ctc": fc and round(fc["loso_mean"], 4),
         "fsdd_loso_acc_ctc_ensemble": round(fc["loso_mean_ensemble"], 4) if fc and fc.get("ensemble_rows") else None,
+        **({f"fsdd_loso_acc_ctc{FSDD_CTC_ROWS[k][1]}{t}": round(fc[f"loso_mean{FSDD_CTC_ROWS[k][1]}{t}"], 4)
+            for k in FSDD_CTC_ROWS for t in ("", "_tta") if k != "classifier_rows" and (k, t) not in {("rows", ""), ("ensemble_rows", "")}} if fc and fc.get("keywords_rows") else {}),
         # the 5-fold section when it ran: the `sc` section's scratch row scored below chance (see its report)
         "speech_commands_acc_pretrained": round(sc_phonetic_best(scp)[1], 4) if scp else sc and round(sc["acc_pretrained"], 4),
         "speech_commands_acc_scratch": round(scp["accuracy"]["scratch"], 4) if scp else sc and round(sc["acc_scratch"], 4),
@@ -1617,19 +1654,21 @@ def write(sections: dict) -> None:
         ph = fc["init_from"]
         parts += ["## FSDD leave one speaker out: the phonetic recognizer adapted with CTC", f"Command: `{fc.get('command', '-')}`",
                   f"The character CTC recognizer `fsdd_phonetic_asr` ({ph['steps']} steps on {ph['train_sentences']} synthesized sentences, no human "
-                  "speech), whose encoder alone starts the `tiny-sc-digits-trim-range80-asr` variant, adapted whole instead: its alphabet and output "
+                  f"speech; a {PHONETIC_MINUTES:g}-minute budget, so its steps depend on the machine), whose encoder alone starts the `tiny-sc-digits-trim-range80-asr` variant, adapted whole instead: its alphabet and output "
                   f"layer kept (`speechlm finetune --keep-head`, `{' '.join(fc['overrides'][1:3])}`), {fc['rows'][0]['steps']} steps with CTC on that "
                   "variant's training list of each fold (the five speakers' clips, the synthesized digits and the Speech Commands digits, each "
                   "transcribed as its word); each held-out clip then gets the digit whose word it scores best (`transcribe --choices`). No test-time "
                   f"augmentation, no unlabeled clip of the held-out speaker. Fixed before any fold ran. Mean **{fc['loso_mean']:.2%}** (target ≥ 95 %)"
-                  + (f"; the variant's classifiers on the same lists: {enc['loso_mean_base']:.2%} (" + " / ".join(
-                      f"{r['accuracy'] - b['accuracy']:+.1%}".replace("%", "") for r, b in zip(fc["rows"], enc["base_rows"])) + " points by fold)"
-                     if (enc := sections.get("self-train tiny-sc-digits-trim-range80-asr")) else "") + ".",
+                  + (f"; the variant's classifiers on the same lists: {mean_accuracy(clf):.2%} (" + " / ".join(
+                      f"{r['accuracy'] - b['accuracy']:+.1%}".replace("%", "") for r, b in zip(fc["rows"], clf)) + " points by fold)"
+                     if (clf := fc.get("classifier_rows") or (sections.get("self-train tiny-sc-digits-trim-range80-asr") or {}).get("base_rows")) else "") + ".",
                   table(fc["rows"])]
         if fc.get("ensemble_rows"):
             parts += [f"Each fold's CTC-adapted recognizer and the variant's classifier as one (the mean of the classifier's probabilities and the "
-                      f"softmax of the ten CTC scores, equal weights, decided after both had been scored): mean **{fc['loso_mean_ensemble']:.2%}**.",
+                      f"softmax of the ten CTC scores, equal weights, decided in this section's first run after both had been scored): mean **{fc['loso_mean_ensemble']:.2%}**.",
                       table(fc["ensemble_rows"])]
+        if fc.get("keywords_rows"):
+            parts += fsdd_ctc_keyword_parts(fc, table)
     if scd:
         parts += sc_dev_parts(scd, scp and scp["rows"]["scratch"], table)
     if sc:
