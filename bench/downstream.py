@@ -21,8 +21,8 @@ Usage:
         # inside each fold's training folds (15-20 min a fold on a machine without bf16 units, plus 55 min for the
         # recognizers when they are missing; --sc-dev-folds 0 4 for some folds' choice only)
     .venv/bin/python bench/downstream.py --only fsdd-ctc              # FSDD LOSO: the phonetic and keyword recognizers adapted with CTC,
-        # with the -asr classifier as ensembles, and test-time speeds (18 models of 1200 steps: about 3 h single-threaded
-        # on a machine without bf16 units, 90 min over two processes; plus the recognizers when they are missing)
+        # with the -asr classifier as ensembles, and test-time speeds (18 models of 1200 steps, measured at 8-10 min each
+        # with one thread on a machine without bf16 units; plus the recognizers when they are missing)
     .venv/bin/python bench/downstream.py --init runs/ssl/model        # another pretrained encoder
 
 The pretrained encoder (default: the one `bench/label_efficiency.py` pretrains, BEST-RQ on
