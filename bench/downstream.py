@@ -1564,7 +1564,7 @@ def write(sections: dict) -> None:
         "fsdd_loso_acc_self_trained": st and round(st["loso_mean"], 4), "fsdd_loso_acc_ctc": fc and round(fc["loso_mean"], 4),
         "fsdd_loso_acc_ctc_ensemble": round(fc["loso_mean_ensemble"], 4) if fc and fc.get("ensemble_rows") else None,
         **({f"fsdd_loso_acc_ctc{FSDD_CTC_ROWS[k][1]}{t}": round(fc[f"loso_mean{FSDD_CTC_ROWS[k][1]}{t}"], 4)
-            for k in FSDD_CTC_ROWS for t in ("", "_tta") if k != "classifier_rows" and (k, t) not in {("rows", ""), ("ensemble_rows", "")}} if fc and fc.get("keywords_rows") else {}),
+            for k in FSDD_CTC_ROWS for t in ("", "_tta") if k != "classifier_rows"} if fc and fc.get("keywords_rows") else {}),
         # the 5-fold section when it ran: the `sc` section's scratch row scored below chance (see its report)
         "speech_commands_acc_pretrained": round(sc_phonetic_best(scp)[1], 4) if scp else sc and round(sc["acc_pretrained"], 4),
         "speech_commands_acc_scratch": round(scp["accuracy"]["scratch"], 4) if scp else sc and round(sc["acc_scratch"], 4),
@@ -1657,7 +1657,8 @@ def write(sections: dict) -> None:
         ph = fc["init_from"]
         parts += ["## FSDD leave one speaker out: the phonetic recognizer adapted with CTC", f"Command: `{fc.get('command', '-')}`",
                   f"The character CTC recognizer `fsdd_phonetic_asr` ({ph['steps']} steps on {ph['train_sentences']} synthesized sentences, no human "
-                  f"speech; a {PHONETIC_MINUTES:g}-minute budget, so its steps depend on the machine), whose encoder alone starts the `tiny-sc-digits-trim-range80-asr` variant, adapted whole instead: its alphabet and output "
+                  f"speech; a {PHONETIC_MINUTES:g}-minute budget, so its steps depend on the machine), whose encoder alone starts the "
+                  "`tiny-sc-digits-trim-range80-asr` variant, adapted whole instead: its alphabet and output "
                   f"layer kept (`speechlm finetune --keep-head`, `{' '.join(fc['overrides'][1:3])}`), {fc['rows'][0]['steps']} steps with CTC on that "
                   "variant's training list of each fold (the five speakers' clips, the synthesized digits and the Speech Commands digits, each "
                   "transcribed as its word); each held-out clip then gets the digit whose word it scores best (`transcribe --choices`). No test-time "
