@@ -1,5 +1,5 @@
-"""Waveform augmentation: speed perturbation, band limiting, microphone coloration, room reverberation and
-additive noise at a chosen SNR."""
+"""Waveform augmentation: tight endpointing, speed perturbation, band limiting, microphone coloration, room
+reverberation and additive noise at a chosen SNR."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import dataclasses
 
 import numpy as np
 
-from speechlm.data.audio import resample
+from speechlm.data.audio import resample, trim_silence
 from speechlm.features import SAMPLE_RATE
 
 MAX_RT60 = 2.0  # seconds: longer rooms than a cathedral's are a typo
 DRR_DB = (0.0, 12.0)  # direct-to-reverberant energy ratio of a drawn room: a talker from close by to across the room
+EDGE_TOP_DB = 30.0  # where a clip's speech starts and ends for cut_edges: this far below its loudest frame
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,15 +27,33 @@ class AugmentConfig:
     # probability of a microphone: a random smooth frequency response within +-eq_db
     eq_prob: float = 0.0
     eq_db: float = 6.0
+    # probability of a tight cut (:func:`cut_edges`): the clip trimmed to its speech and up to edge_cut_max seconds
+    # more taken from each end, as a push-to-talk button or an eager endpointer cuts a word's weak onset (/θ/, /f/)
+    edge_cut_prob: float = 0.0
+    edge_cut_max: float = 0.08
 
     def __post_init__(self):
-        for name in ("noise_prob", "reverb_prob", "eq_prob"):
+        for name in ("noise_prob", "reverb_prob", "eq_prob", "edge_cut_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"augment.{name} must be in [0, 1], got {getattr(self, name)}")
         if len(self.rt60) != 2 or not 0 < self.rt60[0] <= self.rt60[1] <= MAX_RT60:
             raise ValueError(f"augment.rt60 must be [low, high] seconds with 0 < low <= high <= {MAX_RT60:g}, got {list(self.rt60)}")
         if self.eq_db < 0:
             raise ValueError(f"augment.eq_db must be >= 0, got {self.eq_db}")
+        if self.edge_cut_max < 0:
+            raise ValueError(f"augment.edge_cut_max must be >= 0 seconds, got {self.edge_cut_max}")
+
+
+def cut_edges(audio: np.ndarray, max_seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """``audio`` trimmed to its speech (``EDGE_TOP_DB`` below its loudest frame), then a random 0-``max_seconds``
+    cut from its start and, drawn apart, from its end; never more than a quarter of the speech from either end.
+    A clip of digital silence is returned as it is."""
+    if not audio.any():
+        return audio
+    speech = trim_silence(audio, EDGE_TOP_DB)
+    limit = min(round(max_seconds * SAMPLE_RATE), speech.size // 4)
+    start, end = rng.integers(0, limit + 1, size=2)
+    return speech[start : speech.size - end]
 
 
 def speed_perturb(audio: np.ndarray, factor: float) -> np.ndarray:
@@ -107,7 +126,9 @@ def random_eq(audio: np.ndarray, rng: np.random.Generator, max_db: float = 6.0) 
 
 
 def augment(audio: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """One random draw of the configured augmentations: speed, microphone, room, then noise."""
+    """One random draw of the configured augmentations: tight cut, speed, microphone, room, then noise."""
+    if cfg.edge_cut_prob > 0 and rng.random() < cfg.edge_cut_prob:
+        audio = cut_edges(audio, cfg.edge_cut_max, rng)
     if cfg.speed_factors:
         audio = speed_perturb(audio, float(rng.choice(cfg.speed_factors)))
     if cfg.eq_prob > 0 and rng.random() < cfg.eq_prob:

@@ -3,7 +3,7 @@ import pytest
 import soundfile as sf
 
 from speechlm.data.audio import load_audio, resample
-from speechlm.data.augment import AugmentConfig, add_noise, augment, speed_perturb
+from speechlm.data.augment import AugmentConfig, add_noise, augment, cut_edges, speed_perturb
 from speechlm.errors import AudioError
 
 
@@ -131,10 +131,32 @@ def test_augment_config_rejects_bad_probabilities_and_rooms():
     from speechlm.config import ASRConfig, ConfigError, load_config
 
     for override, message in (("augment.reverb_prob=1.5", "reverb_prob must be in"), ("augment.rt60=[0.9,0.2]", "rt60 must be"),
-                              ("augment.rt60=[0.2,9]", "rt60 must be"), ("augment.eq_db=-1", "eq_db must be")):
+                              ("augment.rt60=[0.2,9]", "rt60 must be"), ("augment.eq_db=-1", "eq_db must be"),
+                              ("augment.edge_cut_prob=2", "edge_cut_prob must be in"), ("augment.edge_cut_max=-0.1", "edge_cut_max must be")):
         with pytest.raises(ConfigError, match=message):
             load_config(ASRConfig, overrides=[override])
     cfg = load_config(ASRConfig, overrides=["augment.reverb_prob=1", "augment.eq_prob=1", "augment.speed_factors=[1.0]", "augment.noise_prob=0"])
     x = np.random.default_rng(0).standard_normal(8000).astype(np.float32)
     out = augment(x, cfg.augment, np.random.default_rng(0))
     assert out.size == x.size and not np.allclose(out, x)
+
+
+def test_cut_edges_trims_to_the_speech_and_takes_at_most_its_bound_from_each_end():
+    sr = 16000
+    word = np.sin(2 * np.pi * 300 * np.arange(sr // 2) / sr).astype(np.float32)  # 0.5 s of "speech"
+    clip = np.concatenate([np.zeros(sr // 4, np.float32), word, np.zeros(sr // 4, np.float32)])
+    lengths = []
+    for seed in range(50):
+        out = cut_edges(clip, 0.08, np.random.default_rng(seed))
+        assert word.size - 2 * round(0.08 * sr) - 512 <= out.size <= word.size + 512  # the silence gone (a frame's slack)
+        assert np.abs(out).max() > 0.9
+        lengths.append(out.size)
+    assert len(set(lengths)) > 10  # a different cut each draw
+    short = np.concatenate([np.zeros(sr // 4, np.float32), word[:1600]])  # 0.1 s: at most a quarter from either end
+    assert cut_edges(short, 1.0, np.random.default_rng(0)).size >= 1600 // 2 - 512
+    silence = np.zeros(sr, np.float32)
+    assert cut_edges(silence, 0.08, np.random.default_rng(0)) is silence
+    unchanged = augment(clip, AugmentConfig(speed_factors=(), noise_prob=0.0), np.random.default_rng(0))
+    assert unchanged is clip  # off by default
+    cut = augment(clip, AugmentConfig(speed_factors=(), noise_prob=0.0, edge_cut_prob=1.0), np.random.default_rng(0))
+    assert cut.size < word.size + 512
