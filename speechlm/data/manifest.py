@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable
 
 from speechlm.errors import ManifestError
+from speechlm.files import replaced_atomically
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,10 +80,7 @@ def read_manifest(path: str | Path, require_text: bool = False) -> list[Utteranc
 def write_manifest(path: str | Path, utterances: Iterable[Utterance], relative_to: str | Path | None = None) -> None:
     """Write atomically (temp file + rename); paths are made relative to ``relative_to`` if given, else
     absolute (a path relative to the working directory would be read back relative to ``path``'s folder)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # its own per process: two writers of one list never clash
-    with tmp.open("w", encoding="utf-8") as f:
+    with replaced_atomically(path) as tmp, tmp.open("w", encoding="utf-8") as f:
         for u in utterances:
             row = {k: v for k, v in dataclasses.asdict(u).items() if v is not None}
             if relative_to is not None:
@@ -90,7 +88,6 @@ def write_manifest(path: str | Path, utterances: Iterable[Utterance], relative_t
             else:
                 row["audio_filepath"] = os.path.abspath(row["audio_filepath"])
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def filter_utterances(

@@ -22,7 +22,6 @@ import dataclasses
 import gzip
 import json
 import math
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
@@ -31,6 +30,7 @@ import numpy as np
 
 from speechlm.data.tokenizer import normalize_text
 from speechlm.errors import CheckpointError, SpeechLMError
+from speechlm.files import replaced_atomically
 
 BOS, EOS = "<", ">"
 NGRAM_FILE = "ngram.json.gz"
@@ -100,12 +100,9 @@ class CharNGram:
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / NGRAM_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = {"order": self.cfg.order, "symbols": self.symbols, "counts": {h: [i.tolist(), n.astype(int).tolist()] for h, (i, n) in self.counts.items()}}
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with gzip.open(tmp, "wt", encoding="utf-8") as f:
+        with replaced_atomically(path) as tmp, gzip.open(tmp, "wt", encoding="utf-8") as f:  # never a half-written model
             json.dump(data, f)
-        tmp.replace(path)  # never leave a half-written model behind
         return path
 
     @classmethod

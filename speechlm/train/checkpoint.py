@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from speechlm.errors import CheckpointError
+from speechlm.files import replaced_atomically, sibling
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
@@ -29,7 +30,7 @@ def write_atomic_dir(target: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_dir)`` then rename ``tmp_dir`` to ``target`` (replacing an old one)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp = sibling(target)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -38,7 +39,7 @@ def write_atomic_dir(target: str | Path, write: Callable[[Path], None]) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    old = sibling(target, "old")
     if target.exists():
         os.replace(target, old)
     os.replace(tmp, target)
@@ -47,10 +48,8 @@ def write_atomic_dir(target: str | Path, write: Callable[[Path], None]) -> Path:
 
 
 def write_atomic_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with replaced_atomically(path) as tmp:
+        tmp.write_text(text)
 
 
 def tied_aliases(model: torch.nn.Module) -> set[str]:
