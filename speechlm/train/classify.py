@@ -317,8 +317,8 @@ class PhraseClassifier(Classifier):
 
     def probabilities(self, audios: Sequence[np.ndarray], batch_seconds: float = 100.0) -> np.ndarray:
         scores = self.recognizer.score_phrases(audios, self.phrases)
-        shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore"):  # a clip too short for every phrase: -inf - -inf, then 0 / 0, then all 0
+            shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
             return np.nan_to_num(shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
 
 

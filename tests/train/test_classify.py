@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -367,6 +368,10 @@ def test_a_recognizer_joins_an_ensemble_over_the_phrase_of_each_label(tiny_class
     probs = PhraseClassifier.load(tiny_asr_dir, phrases).probabilities(audios)
     assert np.allclose(probs.sum(1), 1, atol=1e-5) and (probs.argmax(1) == scores.argmax(1)).all()
     assert np.allclose(probs, np.exp(scores - scores.max(1, keepdims=True)) / np.exp(scores - scores.max(1, keepdims=True)).sum(1, keepdims=True), atol=1e-5)
+    short = [np.random.default_rng(0).standard_normal(800).astype(np.float32) * 0.1]  # 50 ms: too short for 40 letters
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # all zeros, quietly
+        assert not PhraseClassifier.load(tiny_asr_dir, {"high": "ab" * 20, "low": "cd" * 20}).probabilities(short).any()
     both = load_classifier(tiny_classifier_dir, [tiny_asr_dir], phrases=phrases).probabilities(audios)
     assert np.allclose(both, (Classifier.load(tiny_classifier_dir).probabilities(audios) + probs) / 2, atol=1e-5)
     with pytest.raises(CheckpointError, match="is a speech recognizer.*--choices"):
