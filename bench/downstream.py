@@ -285,7 +285,8 @@ DIGIT_WORDS = "zero one two three four five six seven eight nine".split()
 # level the clip sets, whatever the recording's silence. Tried after trimming was seen to keep up to 34 ms of added silence
 TINY = ("encoder.d_model=96", "encoder.n_layers=4", "encoder.dropout=0.2")
 # Half the training clips cut tightly (`augment.edge_cut_prob`): trimmed to the word and up to 80 ms more taken from
-# each end, as some FSDD recordings start at the vowel (george's "three": no /θ/ before it, heard as "eight")
+# each end, as some FSDD recordings start at the vowel (george's "three": no /θ/ before it, heard as "eight").
+# Measured in the fsdd-ctc section: no gain, and george's "three" is still heard as "eight"
 EDGE_CUT = ("augment.edge_cut_prob=0.5", "augment.edge_cut_max=0.08")
 BAND_4K = ("features.n_mels=40", "features.f_max=3800")
 SYNTH_VARIANTS = {"wide-speed": ("augment.speed_factors=[0.8,0.9,1.0,1.1,1.2]",), "corpus-norm": ("features.normalize_over=corpus",),
