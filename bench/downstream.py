@@ -565,7 +565,7 @@ def run_fsdd_ctc(args) -> dict:
     """Leave one speaker out with the stage-1 phonetic recognizer adapted whole by CTC (:func:`ctc_fold`) on the
     `-asr` variant's training list of each fold, tested with the closed vocabulary of the ten digit words; the same
     from the keyword recognizer (whose synthesized phrases hold the digit words); each with the variant's classifier as
-    an ensemble, and all three as one; every row also with test-time speeds."""
+    an ensemble, and all three as one; the keyword pair again trained with tight cuts; every row also with test-time speeds."""
     print("== FSDD leave one speaker out: the phonetic recognizer adapted with CTC, closed vocabulary of the ten digit words")
     init, figures = phonetic_recognizer(1)
     keywords, keyword_figures = keyword_recognizer()
@@ -586,25 +586,31 @@ def run_fsdd_ctc(args) -> dict:
                    "trio_rows": [clf, ctc, kw], "keywords_cut_rows": kw_cut, "classifier_cut_rows": [clf_cut],
                    "keywords_cut_ensemble_rows": [clf_cut, kw_cut], "keywords_both_ensemble_rows": [clf, kw, clf_cut, kw_cut]}
         for key, ms in members.items():
-            row = ms if isinstance(ms, dict) else ensemble(f"fsdd_loso_ctc_{FSDD_CTC_ROWS[key][0]}_{spk}", ms, test, TTA_SPEEDS, phrases)
+            row = ms if isinstance(ms, dict) else ensemble(f"fsdd_loso_ctc{fsdd_ctc_suffix(key)}_{spk}", ms, test, TTA_SPEEDS, phrases)
             out[key].append(row | {"speaker": spk})
-    return {**out, **{f"loso_mean{FSDD_CTC_ROWS[k][1]}": mean_accuracy(rs) for k, rs in out.items()},
-            **{f"loso_mean{FSDD_CTC_ROWS[k][1]}_tta": float(np.mean([r["tta_accuracy"] for r in rs])) for k, rs in out.items()},
+    return {**out, **{f"loso_mean{fsdd_ctc_suffix(k)}": mean_accuracy(rs) for k, rs in out.items()},
+            **{f"loso_mean{fsdd_ctc_suffix(k)}_tta": float(np.mean([r["tta_accuracy"] for r in rs])) for k, rs in out.items()},
             "init_from": figures, "keyword_init": keyword_figures, "overrides": list(SC_CTC_OVERRIDES)}
 
 
-# the fsdd-ctc section's rows: key -> (its runs' name part, its means' key suffix, its name in the report)
-FSDD_CTC_ROWS = {"rows": ("", "", "phonetic recognizer, CTC"),
-                 "keywords_rows": ("keywords", "_keywords", "keyword recognizer, CTC"),
-                 "classifier_rows": ("classifier", "_classifier", "classifier"),
-                 "ensemble_rows": ("ensemble", "_ensemble", "classifier + phonetic CTC"),
-                 "keywords_ensemble_rows": ("keywords_ensemble", "_keywords_ensemble", "classifier + keyword CTC"),
-                 "trio_rows": ("trio", "_trio", "classifier + both CTC"),
-                 "keywords_cut_rows": ("keywords_cut", "_keywords_cut", "keyword recognizer, CTC, tight cuts"),
-                 "classifier_cut_rows": ("classifier_cut", "_classifier_cut", "classifier, tight cuts"),
-                 "keywords_cut_ensemble_rows": ("keywords_cut_ensemble", "_keywords_cut_ensemble", "classifier + keyword CTC, tight cuts"),
-                 "keywords_both_ensemble_rows": ("keywords_both_ensemble", "_keywords_both_ensemble",
-                                                 "classifier + keyword CTC, with and without tight cuts (4 models)")}
+# the fsdd-ctc section's rows: key -> its name in the report; the key without "_rows" names its runs and means
+FSDD_CTC_ROWS = {"rows": "phonetic recognizer, CTC",
+                 "keywords_rows": "keyword recognizer, CTC",
+                 "classifier_rows": "classifier",
+                 "ensemble_rows": "classifier + phonetic CTC",
+                 "keywords_ensemble_rows": "classifier + keyword CTC",
+                 "trio_rows": "classifier + both CTC",
+                 "keywords_cut_rows": "keyword recognizer, CTC, tight cuts",
+                 "classifier_cut_rows": "classifier, tight cuts",
+                 "keywords_cut_ensemble_rows": "classifier + keyword CTC, tight cuts",
+                 "keywords_both_ensemble_rows": "classifier + keyword CTC, with and without tight cuts (4 models)"}
+
+
+def fsdd_ctc_suffix(key: str) -> str:
+    """The part an fsdd-ctc row adds to its runs' and means' names: "" for "rows", "_keywords" for "keywords_rows"."""
+    return "_" + key.removesuffix("_rows") if key != "rows" else ""
+
+
 CUT_VARIANT = "tiny-sc-digits-trim-range80-asr-cut"  # the classifier of the fsdd-ctc rows with tight cuts
 
 
@@ -1578,7 +1584,7 @@ def fsdd_ctc_keyword_parts(fc: dict, table) -> list[str]:
                      f"pair with tight cuts scores {fc['loso_mean_keywords_cut_ensemble_tta']:.2%} against {fc['loso_mean_keywords_ensemble_tta']:.2%} "
                      f"without, and the four as one {fc['loso_mean_keywords_both_ensemble_tta']:.2%}.")
     parts += [markdown_table(["row", *speakers, "mean"],
-                             [[f"{FSDD_CTC_ROWS[k][2]}{label}", *(f"{r[m]:.2%}" for r in fc[k]), f"**{fc[f'loso_mean{FSDD_CTC_ROWS[k][1]}{t}']:.2%}**"]
+                             [[f"{FSDD_CTC_ROWS[k]}{label}", *(f"{r[m]:.2%}" for r in fc[k]), f"**{fc[f'loso_mean{fsdd_ctc_suffix(k)}{t}']:.2%}**"]
                               for k in rows for label, m, t in (("", "accuracy", ""), (", speeds", "tta_accuracy", "_tta"))]),
               table([r for k in rows if k not in ("rows", "classifier_rows", "ensemble_rows") for r in fc[k]])]
     return parts
@@ -1596,7 +1602,7 @@ def write(sections: dict) -> None:
         "fsdd_loso_acc_ensemble": round(sv["loso_mean_ensembles"], 4) if sv and sv.get("fold_ensembles") else None,
         "fsdd_loso_acc_self_trained": st and round(st["loso_mean"], 4), "fsdd_loso_acc_ctc": fc and round(fc["loso_mean"], 4),
         "fsdd_loso_acc_ctc_ensemble": round(fc["loso_mean_ensemble"], 4) if fc and fc.get("ensemble_rows") else None,
-        **({f"fsdd_loso_acc_ctc{FSDD_CTC_ROWS[k][1]}{t}": round(fc[f"loso_mean{FSDD_CTC_ROWS[k][1]}{t}"], 4)
+        **({f"fsdd_loso_acc_ctc{fsdd_ctc_suffix(k)}{t}": round(fc[f"loso_mean{fsdd_ctc_suffix(k)}{t}"], 4)
             for k in FSDD_CTC_ROWS for t in ("", "_tta") if not k.startswith("classifier") and k in fc} if fc and fc.get("keywords_rows") else {}),
         # the 5-fold section when it ran: the `sc` section's scratch row scored below chance (see its report)
         "speech_commands_acc_pretrained": round(sc_phonetic_best(scp)[1], 4) if scp else sc and round(sc["acc_pretrained"], 4),
