@@ -20,6 +20,8 @@ Usage:
     .venv/bin/python bench/downstream.py --only sc-dev                # the same folds: the CTC adaptation's recipe chosen on a dev fold
         # inside each fold's training folds (15-20 min a fold on a machine without bf16 units, plus 55 min for the
         # recognizers when they are missing; --sc-dev-folds 0 4 for some folds' choice only)
+    .venv/bin/python bench/downstream.py --only sc-more-voices        # the same folds from the keyword recognizer trained 5000 more steps
+        # on new phrases by 400 other voices (about 45 min for it, plus 6-10 min a fold)
     .venv/bin/python bench/downstream.py --only fsdd-ctc              # FSDD LOSO: the phonetic and keyword recognizers adapted with CTC,
         # with the -asr classifier as ensembles, test-time speeds and tight cuts (30 models of 1200 steps, measured at 8-10 min each
         # with one thread on a machine without bf16 units; plus the recognizers when they are missing)
@@ -72,7 +74,7 @@ from speechlm.train.finetune import config_from_pretrained  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "runs" / "downstream"
 CACHE = ROOT / "data" / "downstream"
-SECTIONS = ("fsdd", "sc", "text", "spoken", "front-ends", "synth-voices", "self-train", "sc-phonetic", "fsdd-ctc", "sc-dev")
+SECTIONS = ("fsdd", "sc", "text", "spoken", "front-ends", "synth-voices", "self-train", "sc-phonetic", "fsdd-ctc", "sc-dev", "sc-more-voices")
 NEEDS_INIT = ("fsdd", "sc", "spoken")
 
 
@@ -565,10 +567,12 @@ def run_fsdd_ctc(args) -> dict:
     """Leave one speaker out with the stage-1 phonetic recognizer adapted whole by CTC (:func:`ctc_fold`) on the
     `-asr` variant's training list of each fold, tested with the closed vocabulary of the ten digit words; the same
     from the keyword recognizer (whose synthesized phrases hold the digit words); each with the variant's classifier as
-    an ensemble, and all three as one; the keyword pair again trained with tight cuts; every row also with test-time speeds."""
+    an ensemble, and all three as one; the keyword pair again trained with tight cuts; the keyword recognizer trained on with
+    more voices, alone and with the classifier; every row also with test-time speeds."""
     print("== FSDD leave one speaker out: the phonetic recognizer adapted with CTC, closed vocabulary of the ten digit words")
     init, figures = phonetic_recognizer(1)
     keywords, keyword_figures = keyword_recognizer()
+    more_voices, more_figures = keyword_recognizer_more_voices()
     items = [(word, str(digit)) for digit, word in enumerate(DIGIT_WORDS)]
     added = synth_set("fsdd_digit_voices", items, SYNTH_DIGIT_VOICES, seed=0, voices_per_sentence=None, max_hz=4000) + sc_digit_clips()
     phrases = {str(digit): word for digit, word in enumerate(DIGIT_WORDS)}
@@ -582,15 +586,18 @@ def run_fsdd_ctc(args) -> dict:
         kw_cut = ctc_fold(f"fsdd_loso_ctc_keywords_cut_{spk}", keywords, train + added, test, phrases, args.steps_synth, TTA_SPEEDS, EDGE_CUT)
         clf_cut = variant_fold(f"fsdd_loso_synth_mfcc13_{CUT_VARIANT.replace('-', '_')}_{spk}", CUT_VARIANT, train + added, test, args.steps_synth)
         # the adapted recognizers' rows are scored with speeds already; the classifiers alone are scored as one-member ensembles
+        # the keyword recognizer trained on with more voices (the sc-more-voices section's), adapted alike
+        kw_more = ctc_fold(f"fsdd_loso_ctc_keywords_more_{spk}", more_voices, train + added, test, phrases, args.steps_synth, TTA_SPEEDS)
         members = {"rows": ctc, "keywords_rows": kw, "classifier_rows": [clf], "ensemble_rows": [clf, ctc], "keywords_ensemble_rows": [clf, kw],
                    "trio_rows": [clf, ctc, kw], "keywords_cut_rows": kw_cut, "classifier_cut_rows": [clf_cut],
-                   "keywords_cut_ensemble_rows": [clf_cut, kw_cut], "keywords_both_ensemble_rows": [clf, kw, clf_cut, kw_cut]}
+                   "keywords_cut_ensemble_rows": [clf_cut, kw_cut], "keywords_both_ensemble_rows": [clf, kw, clf_cut, kw_cut],
+                   "keywords_more_rows": kw_more, "keywords_more_ensemble_rows": [clf, kw_more]}
         for key, ms in members.items():
             row = ms if isinstance(ms, dict) else ensemble(f"fsdd_loso_ctc{fsdd_ctc_suffix(key)}_{spk}", ms, test, TTA_SPEEDS, phrases)
             out[key].append(row | {"speaker": spk})
     return {**out, **{f"loso_mean{fsdd_ctc_suffix(k)}": mean_accuracy(rs) for k, rs in out.items()},
             **{f"loso_mean{fsdd_ctc_suffix(k)}_tta": float(np.mean([r["tta_accuracy"] for r in rs])) for k, rs in out.items()},
-            "init_from": figures, "keyword_init": keyword_figures, "overrides": list(SC_CTC_OVERRIDES)}
+            "init_from": figures, "keyword_init": keyword_figures, "more_voices_init": more_figures, "overrides": list(SC_CTC_OVERRIDES)}
 
 
 # the fsdd-ctc section's rows: key -> its name in the report; the key without "_rows" names its runs and means
@@ -603,7 +610,9 @@ FSDD_CTC_ROWS = {"rows": "phonetic recognizer, CTC",
                  "keywords_cut_rows": "keyword recognizer, CTC, tight cuts",
                  "classifier_cut_rows": "classifier, tight cuts",
                  "keywords_cut_ensemble_rows": "classifier + keyword CTC, tight cuts",
-                 "keywords_both_ensemble_rows": "classifier + keyword CTC, with and without tight cuts (4 models)"}
+                 "keywords_both_ensemble_rows": "classifier + keyword CTC, with and without tight cuts (4 models)",
+                 "keywords_more_rows": "keyword recognizer with more voices, CTC",
+                 "keywords_more_ensemble_rows": "classifier + keyword CTC with more voices"}
 
 
 def fsdd_ctc_suffix(key: str) -> str:
@@ -689,35 +698,75 @@ KEYWORD_SPEEDS = (0.85, 1.0, 1.15)
 ROOMS = ("augment.reverb_prob=0.5", "augment.eq_prob=0.5")
 
 
+KEYWORD_PLAN = {"max_hz": 4000, "speed_factors": KEYWORD_SPEEDS}
+
+
+def keyword_phrases(rng: np.random.Generator, n: int) -> list[str]:
+    """``n`` phrases of one to three of the sample's words ("marvin go left")."""
+    words = sorted({u.label for u in sc_utts()})
+    return [" ".join(rng.choice(words, size=int(rng.integers(1, 4)))) for _ in range(n)]
+
+
+@functools.cache
+def keyword_data() -> tuple[list[Utterance], list[Utterance], list[Utterance]]:
+    """The keyword recognizer's synthesized phrases, its check set (other phrases by the bank's held-out voices) and
+    the share of stage 1's sentences it keeps; stage 1's training list must exist (:func:`phonetic_recognizer`)."""
+    rng = np.random.default_rng(2)
+    phrases = keyword_phrases(rng, KEYWORD_PHRASES + KEYWORD_CHECK_PHRASES)
+    spoken = synth_set("keyword_phrases_4k", [(t, None) for t in phrases[:KEYWORD_PHRASES]], PHONETIC_VOICES, seed=2, **KEYWORD_PLAN)
+    check = synth_set("keyword_check_4k", [(t, None) for t in phrases[KEYWORD_PHRASES:]], "test", seed=2, **KEYWORD_PLAN)
+    old = read_manifest(WORK / "fsdd_phonetic_asr.train.jsonl")
+    return spoken, check, [old[i] for i in sorted(rng.choice(len(old), KEYWORD_OLD_SENTENCES, replace=False))]
+
+
+def check_figures(model: Path, check: list[Utterance], what: str) -> dict:
+    """A recognizer's training steps and its WER/CER on ``check`` (phrases by the bank's held-out voices)."""
+    from speechlm.decode.transcribe import Recognizer
+    from speechlm.evaluate import evaluate
+
+    rates = evaluate(Recognizer.load(model), check, progress=False).rates
+    print(f"  {what}: WER {rates.wer:.2%}, CER {rates.cer:.2%} on {len(check)} phrases by 8 held-out voices")
+    return {"steps": json.loads((model / "training.json").read_text()).get("steps"), "check_utterances": len(check), "check_wer": rates.wer, "check_cer": rates.cer}
+
+
 @functools.cache
 def keyword_recognizer(rooms: bool = False) -> tuple[str, dict]:
     """The stage-1 recognizer trained further on synthesized phrases of the Speech Commands words (trained once, then
     reused), with :data:`ROOMS` augmentation if ``rooms``; its figures like :func:`phonetic_recognizer`'s, on held-out
     voices' phrases."""
-    from speechlm.decode.transcribe import Recognizer
-    from speechlm.evaluate import evaluate
-
     init, first = phonetic_recognizer(1)
-    words = sorted({u.label for u in sc_utts()})
-    rng = np.random.default_rng(2)
-    phrases = [" ".join(rng.choice(words, size=int(rng.integers(1, 4)))) for _ in range(KEYWORD_PHRASES + KEYWORD_CHECK_PHRASES)]
-    plan = {"max_hz": 4000, "speed_factors": KEYWORD_SPEEDS}
-    spoken = synth_set("keyword_phrases_4k", [(t, None) for t in phrases[:KEYWORD_PHRASES]], PHONETIC_VOICES, seed=2, **plan)
-    check = synth_set("keyword_check_4k", [(t, None) for t in phrases[KEYWORD_PHRASES:]], "test", seed=2, **plan)
-    old = read_manifest(WORK / "fsdd_phonetic_asr.train.jsonl")
-    old = [old[i] for i in sorted(rng.choice(len(old), KEYWORD_OLD_SENTENCES, replace=False))]
+    spoken, check, old = keyword_data()
     train = spoken + old
     hours = sum(u.duration for u in train) / 3600
     overrides = [*PHONETIC_STAGE2_OVERRIDES, *(ROOMS if rooms else ())]
     model = train_recognizer(WORK / ("sc_keyword_asr_rooms" if rooms else "sc_keyword_asr"), train, [f"train.max_minutes={KEYWORD_MINUTES}", *overrides], init,
                              f"== keyword recognizer{' with rooms' if rooms else ''}: {len(spoken)} phrases of the sample's words + {len(old)} "
                              f"stage-1 sentences ({hours:.1f} h), {KEYWORD_MINUTES:g} min")
-    info = json.loads((model / "training.json").read_text())
-    rates = evaluate(Recognizer.load(model), check, progress=False).rates
-    print(f"  keyword recognizer: WER {rates.wer:.2%}, CER {rates.cer:.2%} on {len(check)} phrases by 8 held-out voices")
-    return str(model), {"words": len(words), "phrases": len(spoken), "stage1_sentences": len(old), "train_hours": round(hours, 2), "steps": info.get("steps"),
-                        "minutes": KEYWORD_MINUTES, "check_utterances": len(check), "check_wer": rates.wer, "check_cer": rates.cer,
-                        "overrides": overrides, "stage1": first}
+    return str(model), {"words": len({u.label for u in sc_utts()}), "phrases": len(spoken), "stage1_sentences": len(old), "train_hours": round(hours, 2),
+                        "minutes": KEYWORD_MINUTES, "overrides": overrides, "stage1": first} | check_figures(model, check, "keyword recognizer")
+
+
+# The keyword recognizer trained on (section "sc-more-voices"): MORE_VOICES_STEPS more steps (a step budget, not a
+# time one, so that another machine trains the same model) on its own training list plus as many new phrases, each
+# spoken by the bank's training voices or 400 *other* random espeak-ng voices (seed MORE_VOICES_SEED): more voices, not
+# more passes over the same ones. Still no human speech. Its rows were fixed before any of its folds was trained.
+MORE_VOICES_SEED, MORE_VOICES_STEPS = 3, 5000
+
+
+@functools.cache
+def keyword_recognizer_more_voices() -> tuple[str, dict]:
+    init, first = keyword_recognizer()
+    spoken, check, old = keyword_data()
+    new = synth_set("keyword_phrases_4k_more_voices", [(t, None) for t in keyword_phrases(np.random.default_rng(MORE_VOICES_SEED), KEYWORD_PHRASES)],
+                    PHONETIC_VOICES, seed=MORE_VOICES_SEED, **KEYWORD_PLAN)
+    train = new + spoken + old
+    hours = sum(u.duration for u in train) / 3600
+    overrides = [f"train.max_steps={MORE_VOICES_STEPS}", *PHONETIC_STAGE2_OVERRIDES[:2], "train.checkpoint_every=100000"]
+    model = train_recognizer(WORK / "sc_keyword_asr_more_voices", train, overrides, init,
+                             f"== keyword recognizer, more voices: {len(new)} new phrases + its {len(spoken) + len(old)} clips ({hours:.1f} h), "
+                             f"{MORE_VOICES_STEPS} steps")
+    return str(model), {"new_phrases": len(new), "train_utterances": len(train), "train_hours": round(hours, 2), "overrides": overrides,
+                        "voices": len({u.speaker for u in new}), "first": first} | check_figures(model, check, "keyword recognizer, more voices")
 
 
 SC_PHONETIC_RECIPE = (*SYNTH_RECIPE, *SYNTH_VARIANTS["tiny-sc-digits-trim-range80"])
@@ -922,6 +971,38 @@ def run_sc_dev(args) -> dict:
     print("  " + ", ".join(f"{k} {v:.2%}" for k, v in accuracy.items()))
     return {"folds": folds, "accuracy": accuracy, "clips": len(utts), "keyword_init": figures, "overrides": list(SC_CTC_OVERRIDES),
             "chosen_folds": [f["fold"] for f in chosen]}
+
+
+# Section "sc-more-voices": the keyword recognizer trained on with more voices (:func:`keyword_recognizer_more_voices`)
+# adapted with CTC on every fold exactly as the sc-dev section's `base` (same steps, overrides and test-time speeds),
+# beside that `base` (the recognizer it was trained on from, adapted the same way: the same runs, reused) and the two
+# adapted recognizers as one. Rows fixed before any of the section's folds was trained.
+SC_MORE_VOICES_ROWS = {"base": "keyword recognizer, CTC (sc-dev's `base`)", "more_voices": "keyword recognizer with more voices, CTC",
+                       "pair": "the two as one"}
+
+
+def run_sc_more_voices(args) -> dict:
+    print(f"== Speech Commands sample, {SC_FOLDS} folds: the keyword recognizer trained on with more voices, adapted with CTC")
+    base_init, base_figures = keyword_recognizer()
+    init, figures = keyword_recognizer_more_voices()
+    utts, phrases, _, trainable = sc_phonetic_data()
+    steps = SC_DEV_RECIPES["base"]
+    folds = []
+    for fold in range(SC_FOLDS):
+        train = [u for u in utts if sc_fold(u.speaker) != fold and u.audio_filepath in trainable]
+        test = [u for u in utts if sc_fold(u.speaker) == fold]
+        base = ctc_fold(f"sc_phonetic_keywords_ctc_fold{fold}", base_init, train, test, phrases, steps, TTA_SPEEDS)  # sc-dev's, reused
+        more = ctc_fold(f"sc_more_voices_ctc_fold{fold}", init, train, test, phrases, steps, TTA_SPEEDS)
+        pair = ensemble(f"sc_more_voices_pair_fold{fold}", [more, base], test, TTA_SPEEDS, phrases)
+        folds.append({"fold": fold, "base": base, "more_voices": more, "pair": pair})
+    accuracy = {f"{key}{t}": pooled_accuracy([{"accuracy": f[key][f"{t[1:]}_accuracy" if t else "accuracy"], "test_examples": f[key]["test_examples"]}
+                                               for f in folds]) for key in SC_MORE_VOICES_ROWS for t in ("", "_tta")}
+    print("  " + ", ".join(f"{k} {v:.2%}" for k, v in accuracy.items()))
+    words = sorted(phrases)
+    zero = {"base": zero_shot(base_init, utts, words), "more_voices": zero_shot(init, utts, words)}
+    print("  zero-shot: " + ", ".join(f"{k} {z['accuracy']:.2%}" for k, z in zero.items()))
+    return {"folds": folds, "accuracy": accuracy, "zero_shot": zero, "clips": len(utts), "keyword_init": base_figures, "more_voices_init": figures,
+            "overrides": list(SC_CTC_OVERRIDES), "steps": steps}
 
 
 # -- text intent ------------------------------------------------------------------------------------
@@ -1325,7 +1406,7 @@ def main() -> None:
     sections = json.loads(previous.read_text()).get("sections", {}) if previous.is_file() else {}
     runners = {"fsdd": run_fsdd, "sc": run_sc, "text": run_text, "spoken": lambda a: run_spoken(a, sections.get("spoken", {})),
                "front-ends": run_front_ends, "synth-voices": run_synth_voices, "self-train": run_self_train, "sc-phonetic": run_sc_phonetic,
-               "fsdd-ctc": run_fsdd_ctc, "sc-dev": run_sc_dev}
+               "fsdd-ctc": run_fsdd_ctc, "sc-dev": run_sc_dev, "sc-more-voices": run_sc_more_voices}
     for name in args.only:
         start = time.perf_counter()
         key = self_train_key(args.self_train_variant, args.self_train_balance) if name == "self-train" else name
@@ -1529,6 +1610,38 @@ def sc_dev_parts(scd: dict, scratch: dict | None, table) -> list[str]:
                                               *([f["chosen"]] if "chosen" in f and f["chosen"]["name"] != f["base"]["name"] else [])]])]  # fmt: skip
 
 
+def sc_more_voices_parts(scm: dict, scratch: list[dict] | None, table) -> list[str]:
+    """The report of the sc-more-voices section. ``scratch``: the sc-phonetic section's scratch rows (same folds)."""
+    acc, folds, kw, more = scm["accuracy"], scm["folds"], scm["keyword_init"], scm["more_voices_init"]
+    base_scratch = pooled_accuracy(scratch) if scratch else None
+    rows = [(key, t) for key in SC_MORE_VOICES_ROWS for t in ("", "_tta")]
+
+    def name(key: str, t: str) -> str:
+        return SC_MORE_VOICES_ROWS[key] + (" + test-time speeds" if t else "")
+
+    def score(f: dict, key: str, t: str) -> float:
+        return f[key]["tta_accuracy" if t else "accuracy"]
+
+    text = [f"The {scm['clips']} clips in the sc-dev section's {len(folds)} speaker-disjoint folds. `sc_keyword_asr_more_voices`: the keyword recognizer "
+            f"(`sc_keyword_asr`, {kw['steps']} steps, WER {kw['check_wer']:.1%} on the held-out voices' phrases) trained {more['steps']} more steps "
+            f"(`{' '.join(more['overrides'])}`: a step budget, not a time one) on its own training list plus {more['new_phrases']} new phrases of the "
+            f"30 words, each spoken by one of {more['voices']} voices: the bank's training voices and 400 random espeak-ng voices other than the ones it had "
+            f"heard (seed {MORE_VOICES_SEED}), {more['train_hours']:g} h in all, still no human speech. WER on the same held-out voices' phrases: "
+            f"**{more['check_wer']:.1%}** (CER {more['check_cer']:.1%}; {kw['check_wer']:.1%} / {kw['check_cer']:.1%} before). With no human clip "
+            f"(the word with the best CTC score, every clip): {scm['zero_shot']['more_voices']['accuracy']:.2%}, against "
+            f"{scm['zero_shot']['base']['accuracy']:.2%} before. Each recognizer is adapted with CTC on every fold exactly as the sc-dev section's `base` "
+            f"({scm['steps']} steps, `{' '.join(scm['overrides'][1:3])}`; the `base` runs are that section's, reused), test-time speeds "
+            f"{', '.join(map(str, TTA_SPEEDS))}; 'the two as one': the mean of the two adapted recognizers' word probabilities. Rows fixed before any "
+            "fold of this section was trained.",
+            "Every fold, all clips: " + "; ".join(f"{name(k, t)} **{acc[k + t]:.2%}**" + (f" ({(acc[k + t] - base_scratch) * 100:+.1f} points)" if scratch else "")
+                                                   for k, t in rows)
+            + (f". Points over the sc-phonetic section's scratch classifier on the same clips, {base_scratch:.2%} (target +20 points)." if scratch else ".")]
+    return ["## Speech Commands sample: the keyword recognizer trained on with more voices", f"Command: `{scm.get('command', '-')}`", *text,
+            markdown_table(["fold", *(name(k, t) for k, t in rows), "scratch (sc-phonetic)"],
+                           [[f["fold"], *(f"{score(f, k, t):.1%}" for k, t in rows), f"{scratch[f['fold']]['accuracy']:.1%}" if scratch else "-"] for f in folds]),
+            table([f[key] for key in ("more_voices", "pair") for f in folds])]  # fmt: skip
+
+
 def ctc_self_train_parts(st: dict | None, before: float | None, table) -> list[str]:
     """The sc-phonetic section's self-trained CTC rows (transductive), when it has them."""
     if not st:
@@ -1583,6 +1696,12 @@ def fsdd_ctc_keyword_parts(fc: dict, table) -> list[str]:
                      "had been scored alone on george and nicolas (83.4 and 84.4 %), before any ensemble with it was. With speeds, the "
                      f"pair with tight cuts scores {fc['loso_mean_keywords_cut_ensemble_tta']:.2%} against {fc['loso_mean_keywords_ensemble_tta']:.2%} "
                      f"without, and the four as one {fc['loso_mean_keywords_both_ensemble_tta']:.2%}.")
+    if "keywords_more_rows" in fc:
+        more = fc["more_voices_init"]
+        parts.append(f"Rows *with more voices*: the keyword recognizer trained {more['steps']} more steps on {more['new_phrases']} new phrases by "
+                     f"400 other random voices (`sc_keyword_asr_more_voices`, the sc-more-voices section's; WER {more['check_wer']:.1%} on the held-out "
+                     f"voices' phrases against {kw['check_wer']:.1%}) adapted exactly as the keyword recognizer above, alone and with the classifier "
+                     "as one; fixed before any of its folds ran.")
     parts += [markdown_table(["row", *speakers, "mean"],
                              [[f"{FSDD_CTC_ROWS[k]}{label}", *(f"{r[m]:.2%}" for r in fc[k]), f"**{fc[f'loso_mean{fsdd_ctc_suffix(k)}{t}']:.2%}**"]
                               for k in rows for label, m, t in (("", "accuracy", ""), (", speeds", "tta_accuracy", "_tta"))]),
@@ -1591,7 +1710,7 @@ def fsdd_ctc_keyword_parts(fc: dict, table) -> list[str]:
 
 
 def write(sections: dict) -> None:
-    f, sc, text, sp, fe, sv, st, scp, fc, scd = (sections.get(k) for k in SECTIONS)
+    f, sc, text, sp, fe, sv, st, scp, fc, scd, scm = (sections.get(k) for k in SECTIONS)
     headline = {
         "fsdd_test_acc": f and round(f["test_acc"], 4), "fsdd_loso_acc": f and round(f["loso_mean"], 4),
         "fsdd_loso_acc_scratch_mfcc13": fe and round(fe["mfcc13"]["loso_mean"], 4),
@@ -1613,6 +1732,7 @@ def write(sections: dict) -> None:
         "speech_commands_5fold_acc_keywords_ctc_self_trained": round(scp["self_trained"]["accuracy"], 4) if scp and scp.get("self_trained") else None,
         "speech_commands_5fold_acc_keywords_ensemble": round(scp["ensemble"]["accuracy"], 4) if scp and scp.get("ensemble") else None,
         **({f"speech_commands_5fold_acc_sc_dev_{k}": round(v, 4) for k, v in scd["accuracy"].items()} if scd else {}),
+        **({f"speech_commands_5fold_acc_sc_more_voices_{k}": round(v, 4) for k, v in scm["accuracy"].items()} if scm else {}),
         "snips_spoken_acc": sp and round(spoken_best(sp["snips"])[0], 4), "clinc_spoken_acc": sp and round(spoken_best(sp["clinc"])[0], 4),
         "snips_text_acc": text and round(text["snips"]["accuracy"], 4), "clinc_text_acc": text and round(text["clinc"]["in_scope_accuracy"], 4),
         "clinc_text_acc_ensemble": round(text["mlm"]["clinc_ensemble"]["in_scope_accuracy"], 4) if text and "clinc_ensemble" in text.get("mlm", {}) else None,
@@ -1714,6 +1834,8 @@ def write(sections: dict) -> None:
             parts += fsdd_ctc_keyword_parts(fc, table)
     if scd:
         parts += sc_dev_parts(scd, scp and scp["rows"]["scratch"], table)
+    if scm:
+        parts += sc_more_voices_parts(scm, scp and scp["rows"]["scratch"], table)
     if sc:
         parts += ["## Speech Commands sample (real, 30 words, speaker-disjoint)", f"Command: `{sc.get('command', '-')}`",
                   f"{sc['train_speakers']} training speakers, {sc['test_speakers']} test speakers. Best pretrained **{sc['acc_pretrained']:.2%}** vs scratch "
