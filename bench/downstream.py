@@ -746,8 +746,8 @@ def keyword_recognizer(rooms: bool = False) -> tuple[str, dict]:
                         "minutes": KEYWORD_MINUTES, "overrides": overrides, "stage1": first} | check_figures(model, check, "keyword recognizer")
 
 
-# The keyword recognizer trained on (section "sc-more-voices"): MORE_VOICES_STEPS more steps (a step budget, not a
-# time one, so that another machine trains the same model) on its own training list plus as many new phrases, each
+# The keyword recognizer trained on (section "sc-more-voices"), its output layer kept: MORE_VOICES_STEPS more steps (a
+# step budget, not a time one, so that another machine trains the same model) on its own training list plus as many new phrases, each
 # spoken by the bank's training voices or 400 *other* random espeak-ng voices (seed MORE_VOICES_SEED): more voices, not
 # more passes over the same ones. Still no human speech. Its rows were fixed before any of its folds was trained.
 MORE_VOICES_SEED, MORE_VOICES_STEPS = 3, 5000
@@ -761,7 +761,7 @@ def keyword_recognizer_more_voices() -> tuple[str, dict]:
                     PHONETIC_VOICES, seed=MORE_VOICES_SEED, **KEYWORD_PLAN)
     train = new + spoken + old
     hours = sum(u.duration for u in train) / 3600
-    overrides = [f"train.max_steps={MORE_VOICES_STEPS}", *PHONETIC_STAGE2_OVERRIDES[:2], "train.checkpoint_every=100000"]
+    overrides = ["finetune.init_head=true", f"train.max_steps={MORE_VOICES_STEPS}", *PHONETIC_STAGE2_OVERRIDES[:2], "train.checkpoint_every=100000"]
     model = train_recognizer(WORK / "sc_keyword_asr_more_voices", train, overrides, init,
                              f"== keyword recognizer, more voices: {len(new)} new phrases + its {len(spoken) + len(old)} clips ({hours:.1f} h), "
                              f"{MORE_VOICES_STEPS} steps")
