@@ -585,9 +585,9 @@ def run_fsdd_ctc(args) -> dict:
         # the best pair again with half the training clips cut tightly at both ends (augment.edge_cut_prob)
         kw_cut = ctc_fold(f"fsdd_loso_ctc_keywords_cut_{spk}", keywords, train + added, test, phrases, args.steps_synth, TTA_SPEEDS, EDGE_CUT)
         clf_cut = variant_fold(f"fsdd_loso_synth_mfcc13_{CUT_VARIANT.replace('-', '_')}_{spk}", CUT_VARIANT, train + added, test, args.steps_synth)
-        # the adapted recognizers' rows are scored with speeds already; the classifiers alone are scored as one-member ensembles
         # the keyword recognizer trained on with more voices (the sc-more-voices section's), adapted alike
         kw_more = ctc_fold(f"fsdd_loso_ctc_keywords_more_{spk}", more_voices, train + added, test, phrases, args.steps_synth, TTA_SPEEDS)
+        # the adapted recognizers' rows are scored with speeds already; the classifiers alone are scored as one-member ensembles
         members = {"rows": ctc, "keywords_rows": kw, "classifier_rows": [clf], "ensemble_rows": [clf, ctc], "keywords_ensemble_rows": [clf, kw],
                    "trio_rows": [clf, ctc, kw], "keywords_cut_rows": kw_cut, "classifier_cut_rows": [clf_cut],
                    "keywords_cut_ensemble_rows": [clf_cut, kw_cut], "keywords_both_ensemble_rows": [clf, kw, clf_cut, kw_cut],
@@ -747,14 +747,17 @@ def keyword_recognizer(rooms: bool = False) -> tuple[str, dict]:
 
 
 # The keyword recognizer trained on (section "sc-more-voices"), its output layer kept: MORE_VOICES_STEPS more steps (a
-# step budget, not a time one, so that another machine trains the same model) on its own training list plus as many new phrases, each
-# spoken by the bank's training voices or 400 *other* random espeak-ng voices (seed MORE_VOICES_SEED): more voices, not
-# more passes over the same ones. Still no human speech. Its rows were fixed before any of its folds was trained.
+# step budget, not a time one, so that another machine trains the same model) on its own training list plus as many
+# new phrases, each spoken by the bank's training voices or 400 *other* random espeak-ng voices (seed MORE_VOICES_SEED):
+# more voices, not more passes over the same ones. Still no human speech. Its rows were fixed before any of its folds
+# was trained.
 MORE_VOICES_SEED, MORE_VOICES_STEPS = 3, 5000
 
 
 @functools.cache
 def keyword_recognizer_more_voices() -> tuple[str, dict]:
+    """The keyword recognizer trained on with more voices (trained once, then reused) and its figures, on the keyword
+    recognizer's check set."""
     init, first = keyword_recognizer()
     spoken, check, old = keyword_data()
     new = synth_set("keyword_phrases_4k_more_voices", [(t, None) for t in keyword_phrases(np.random.default_rng(MORE_VOICES_SEED), KEYWORD_PHRASES)],
@@ -766,7 +769,7 @@ def keyword_recognizer_more_voices() -> tuple[str, dict]:
                              f"== keyword recognizer, more voices: {len(new)} new phrases + its {len(spoken) + len(old)} clips ({hours:.1f} h), "
                              f"{MORE_VOICES_STEPS} steps")
     return str(model), {"new_phrases": len(new), "train_utterances": len(train), "train_hours": round(hours, 2), "overrides": overrides,
-                        "voices": len({u.speaker for u in new}), "first": first} | check_figures(model, check, "keyword recognizer, more voices")
+                        "voices": len({u.speaker for u in new}), "keyword_recognizer": first} | check_figures(model, check, "keyword recognizer, more voices")
 
 
 SC_PHONETIC_RECIPE = (*SYNTH_RECIPE, *SYNTH_VARIANTS["tiny-sc-digits-trim-range80"])
