@@ -133,7 +133,7 @@ def ensemble(name: str, members: list[dict], test: list[Utterance], speeds: tupl
     """The ``members`` rows' models as one (``load_classifier``'s ensemble, the mean of their class probabilities)
     scored on ``test``; a row of the same table: the members' training time and sizes summed, the largest member's training list.
     With ``speeds``, also ``tta_accuracy``: the ensemble with each clip played at those speeds (:class:`SpeedAveraged`).
-    A member row of :func:`ctc_fold` (a recognizer) joins as a :class:`PhraseClassifier` over ``phrases``; the first member is a classifier."""
+    A member row of :func:`ctc_fold` (a recognizer) joins as a :class:`PhraseClassifier` over ``phrases``."""
     clf = load_classifier(WORK / members[0]["name"], [WORK / m["name"] for m in members[1:]], phrases=phrases)
     row = {"name": name, "init": "/".join(sorted({m["init"] for m in members})), "members": [m["name"] for m in members],
            "train_examples": max(m["train_examples"] for m in members),  # the largest member's: the others' lists are within it

@@ -355,8 +355,8 @@ class SpeedAveraged(Classifier):
 def load_classifier(model_dir: str | Path, ensemble: Sequence[str | Path] = (), speeds: Sequence[float] = (),
                     phrases: dict[str, str] | None = None) -> Classifier:
     """The classifier in ``model_dir``, or, with ``ensemble``, its ensemble with those directories (a speech recognizer
-    among them joins as a :class:`PhraseClassifier` over ``phrases``, label -> phrase); with ``speeds``, its
-    probabilities averaged over each clip played at those speeds (:class:`SpeedAveraged`)."""
+    among them, ``model_dir`` included, joins as a :class:`PhraseClassifier` over ``phrases``, label -> phrase); with
+    ``speeds``, its probabilities averaged over each clip played at those speeds (:class:`SpeedAveraged`)."""
 
     def member(d: str | Path) -> Classifier:
         if not is_recognizer_dir(d):
@@ -368,7 +368,7 @@ def load_classifier(model_dir: str | Path, ensemble: Sequence[str | Path] = (), 
 
     if ensemble:
         dirs = [model_dir, *ensemble]
-        clf = ClassifierEnsemble([Classifier.load(model_dir), *(member(d) for d in ensemble)], [str(d) for d in dirs])
+        clf = ClassifierEnsemble([member(d) for d in dirs], [str(d) for d in dirs])
     else:
         clf = Classifier.load(model_dir)
     return SpeedAveraged(clf, speeds) if speeds else clf

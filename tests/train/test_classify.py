@@ -374,6 +374,8 @@ def test_a_recognizer_joins_an_ensemble_over_the_phrase_of_each_label(tiny_class
         assert not PhraseClassifier.load(tiny_asr_dir, {"high": "ab" * 20, "low": "cd" * 20}).probabilities(short).any()
     both = load_classifier(tiny_classifier_dir, [tiny_asr_dir], phrases=phrases).probabilities(audios)
     assert np.allclose(both, (Classifier.load(tiny_classifier_dir).probabilities(audios) + probs) / 2, atol=1e-5)
+    # recognizers alone, the first one included, each over the same phrases
+    assert np.allclose(load_classifier(tiny_asr_dir, [tiny_asr_dir], phrases=phrases).probabilities(audios), probs, atol=1e-5)
     with pytest.raises(CheckpointError, match="is a speech recognizer.*--choices"):
         load_classifier(tiny_classifier_dir, [tiny_asr_dir])
     with pytest.raises(CheckpointError, match="labels differ"):
