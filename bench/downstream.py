@@ -746,30 +746,37 @@ def keyword_recognizer(rooms: bool = False) -> tuple[str, dict]:
                         "minutes": KEYWORD_MINUTES, "overrides": overrides, "stage1": first} | check_figures(model, check, "keyword recognizer")
 
 
-# The keyword recognizer trained on (section "sc-more-voices"), its output layer kept: MORE_VOICES_STEPS more steps (a
-# step budget, not a time one, so that another machine trains the same model) on its own training list plus as many
-# new phrases, each spoken by the bank's training voices or 400 *other* random espeak-ng voices (seed MORE_VOICES_SEED):
-# more voices, not more passes over the same ones. Still no human speech. Its rows were fixed before any of its folds
-# was trained.
-MORE_VOICES_SEED, MORE_VOICES_STEPS = 3, 5000
+# The keyword recognizer trained on (section "sc-more-voices"), its output layer kept, in rounds: each round trains the
+# previous one (round 1: the keyword recognizer) a number of steps more (a step budget, not a time one, so that another
+# machine trains the same model) on the previous training list plus 6000 new phrases, each spoken by the bank's
+# training voices or 400 *other* random espeak-ng voices (a new seed each round): more voices, not more passes over the
+# same ones. Still no human speech. Round 1 and its rows were fixed before any of its folds was trained; round 2 (fewer
+# steps, for time) after round 1's folds had been scored, before any of its own was trained.
+MORE_VOICES = {1: (3, 5000), 2: (4, 3000)}  # round -> (the new voices' seed, steps)
+
+
+def more_voices_suffix(rounds: int) -> str:
+    return "" if rounds == 1 else f"_{rounds}"
 
 
 @functools.cache
-def keyword_recognizer_more_voices() -> tuple[str, dict]:
-    """The keyword recognizer trained on with more voices (trained once, then reused) and its figures, on the keyword
-    recognizer's check set."""
-    init, first = keyword_recognizer()
+def keyword_recognizer_more_voices(rounds: int = 1) -> tuple[str, dict]:
+    """The keyword recognizer trained on with more voices for ``rounds`` rounds (each trained once, then reused) and
+    its figures, on the keyword recognizer's check set."""
+    init, first = keyword_recognizer() if rounds == 1 else keyword_recognizer_more_voices(rounds - 1)
     spoken, check, old = keyword_data()
-    new = synth_set("keyword_phrases_4k_more_voices", [(t, None) for t in keyword_phrases(np.random.default_rng(MORE_VOICES_SEED), KEYWORD_PHRASES)],
-                    PHONETIC_VOICES, seed=MORE_VOICES_SEED, **KEYWORD_PLAN)
-    train = new + spoken + old
+    new = [synth_set(f"keyword_phrases_4k_more_voices{more_voices_suffix(r)}", [(t, None) for t in keyword_phrases(np.random.default_rng(seed), KEYWORD_PHRASES)],
+                     PHONETIC_VOICES, seed=seed, **KEYWORD_PLAN) for r, (seed, _) in sorted(MORE_VOICES.items(), reverse=True) if r <= rounds]
+    train = [u for clips in new for u in clips] + spoken + old
     hours = sum(u.duration for u in train) / 3600
-    overrides = ["finetune.init_head=true", f"train.max_steps={MORE_VOICES_STEPS}", *PHONETIC_STAGE2_OVERRIDES[:2], "train.checkpoint_every=100000"]
-    model = train_recognizer(WORK / "sc_keyword_asr_more_voices", train, overrides, init,
-                             f"== keyword recognizer, more voices: {len(new)} new phrases + its {len(spoken) + len(old)} clips ({hours:.1f} h), "
-                             f"{MORE_VOICES_STEPS} steps")
-    return str(model), {"new_phrases": len(new), "train_utterances": len(train), "train_hours": round(hours, 2), "overrides": overrides,
-                        "voices": len({u.speaker for u in new}), "keyword_recognizer": first} | check_figures(model, check, "keyword recognizer, more voices")
+    steps = MORE_VOICES[rounds][1]
+    overrides = ["finetune.init_head=true", f"train.max_steps={steps}", *PHONETIC_STAGE2_OVERRIDES[:2], "train.checkpoint_every=100000"]
+    model = train_recognizer(WORK / f"sc_keyword_asr_more_voices{more_voices_suffix(rounds)}", train, overrides, init,
+                             f"== keyword recognizer, more voices, round {rounds}: {len(new[0])} new phrases + its {len(train) - len(new[0])} clips "
+                             f"({hours:.1f} h), {steps} steps")
+    return str(model), {"round": rounds, "seed": MORE_VOICES[rounds][0], "new_phrases": len(new[0]), "train_utterances": len(train),
+                        "train_hours": round(hours, 2), "overrides": overrides, "voices": len({u.speaker for u in new[0]}),
+                        "previous": first} | check_figures(model, check, f"keyword recognizer, more voices, round {rounds}")
 
 
 SC_PHONETIC_RECIPE = (*SYNTH_RECIPE, *SYNTH_VARIANTS["tiny-sc-digits-trim-range80"])
@@ -981,13 +988,14 @@ def run_sc_dev(args) -> dict:
 # beside that `base` (the recognizer it was trained on from, adapted the same way: the same runs, reused) and the two
 # adapted recognizers as one. Rows fixed before any of the section's folds was trained.
 SC_MORE_VOICES_ROWS = {"base": "keyword recognizer, CTC (sc-dev's `base`)", "more_voices": "keyword recognizer with more voices, CTC",
-                       "pair": "the two as one"}
+                       "pair": "the two as one", "more_voices_2": "with more voices, round 2, CTC"}
 
 
 def run_sc_more_voices(args) -> dict:
     print(f"== Speech Commands sample, {SC_FOLDS} folds: the keyword recognizer trained on with more voices, adapted with CTC")
     base_init, base_figures = keyword_recognizer()
     init, figures = keyword_recognizer_more_voices()
+    init2, figures2 = keyword_recognizer_more_voices(2)
     utts, phrases, _, trainable = sc_phonetic_data()
     steps = SC_DEV_RECIPES["base"]
     folds = []
@@ -997,14 +1005,16 @@ def run_sc_more_voices(args) -> dict:
         base = ctc_fold(f"sc_phonetic_keywords_ctc_fold{fold}", base_init, train, test, phrases, steps, TTA_SPEEDS)  # sc-dev's, reused
         more = ctc_fold(f"sc_more_voices_ctc_fold{fold}", init, train, test, phrases, steps, TTA_SPEEDS)
         pair = ensemble(f"sc_more_voices_pair_fold{fold}", [more, base], test, TTA_SPEEDS, phrases)
-        folds.append({"fold": fold, "base": base, "more_voices": more, "pair": pair})
+        more2 = ctc_fold(f"sc_more_voices_2_ctc_fold{fold}", init2, train, test, phrases, steps, TTA_SPEEDS)
+        folds.append({"fold": fold, "base": base, "more_voices": more, "pair": pair, "more_voices_2": more2})
     accuracy = {f"{key}{t}": pooled_accuracy([{"accuracy": f[key][f"{t[1:]}_accuracy" if t else "accuracy"], "test_examples": f[key]["test_examples"]}
                                                for f in folds]) for key in SC_MORE_VOICES_ROWS for t in ("", "_tta")}
     print("  " + ", ".join(f"{k} {v:.2%}" for k, v in accuracy.items()))
     words = sorted(phrases)
-    zero = {"base": zero_shot(base_init, utts, words), "more_voices": zero_shot(init, utts, words)}
+    zero = {"base": zero_shot(base_init, utts, words), "more_voices": zero_shot(init, utts, words), "more_voices_2": zero_shot(init2, utts, words)}
     print("  zero-shot: " + ", ".join(f"{k} {z['accuracy']:.2%}" for k, z in zero.items()))
     return {"folds": folds, "accuracy": accuracy, "zero_shot": zero, "clips": len(utts), "keyword_init": base_figures, "more_voices_init": figures,
+            "more_voices_2_init": figures2,
             "overrides": list(SC_CTC_OVERRIDES), "steps": steps}
 
 
@@ -1617,7 +1627,7 @@ def sc_more_voices_parts(scm: dict, scratch: list[dict] | None, table) -> list[s
     """The report of the sc-more-voices section. ``scratch``: the sc-phonetic section's scratch rows (same folds)."""
     acc, folds, kw, more = scm["accuracy"], scm["folds"], scm["keyword_init"], scm["more_voices_init"]
     base_scratch = pooled_accuracy(scratch) if scratch else None
-    rows = [(key, t) for key in SC_MORE_VOICES_ROWS for t in ("", "_tta")]
+    rows = [(key, t) for key in SC_MORE_VOICES_ROWS if key in folds[0] for t in ("", "_tta")]
 
     def name(key: str, t: str) -> str:
         return SC_MORE_VOICES_ROWS[key] + (" + test-time speeds" if t else "")
@@ -1629,20 +1639,25 @@ def sc_more_voices_parts(scm: dict, scratch: list[dict] | None, table) -> list[s
             f"(`sc_keyword_asr`, {kw['steps']} steps, WER {kw['check_wer']:.1%} on the held-out voices' phrases) trained {more['steps']} more steps "
             f"(`{' '.join(more['overrides'])}`: a step budget, not a time one) on its own training list plus {more['new_phrases']} new phrases of the "
             f"30 words, each spoken by one of {more['voices']} voices: the bank's training voices and 400 random espeak-ng voices other than the ones it had "
-            f"heard (seed {MORE_VOICES_SEED}), {more['train_hours']:g} h in all, still no human speech. WER on the same held-out voices' phrases: "
+            f"heard (seed {more['seed']}), {more['train_hours']:g} h in all, still no human speech. WER on the same held-out voices' phrases: "
             f"**{more['check_wer']:.1%}** (CER {more['check_cer']:.1%}; {kw['check_wer']:.1%} / {kw['check_cer']:.1%} before). With no human clip "
             f"(the word with the best CTC score, every clip): {scm['zero_shot']['more_voices']['accuracy']:.2%}, against "
             f"{scm['zero_shot']['base']['accuracy']:.2%} before. Each recognizer is adapted with CTC on every fold exactly as the sc-dev section's `base` "
             f"({scm['steps']} steps, `{' '.join(scm['overrides'][1:3])}`; the `base` runs are that section's, reused), test-time speeds "
             f"{', '.join(map(str, TTA_SPEEDS))}; 'the two as one': the mean of the two adapted recognizers' word probabilities. Rows fixed before any "
-            "fold of this section was trained.",
-            "Every fold, all clips: " + "; ".join(f"{name(k, t)} **{acc[k + t]:.2%}**" + (f" ({(acc[k + t] - base_scratch) * 100:+.1f} points)" if scratch else "")
-                                                   for k, t in rows)
-            + (f". Points over the sc-phonetic section's scratch classifier on the same clips, {base_scratch:.2%} (target +20 points)." if scratch else ".")]
+            "fold of this section was trained."]
+    if (more2 := scm.get("more_voices_2_init")):
+        text.append(f"Round 2, added after round 1's folds had been scored and before any of its own was trained: round 1's recognizer trained "
+                    f"{more2['steps']} more steps (fewer, for time) on its training list plus {more2['new_phrases']} more new phrases by 400 more "
+                    f"random voices (seed {more2['seed']}), {more2['train_hours']:g} h in all: WER {more2['check_wer']:.1%} (CER {more2['check_cer']:.1%}) "
+                    f"on the same phrases; with no human clip {scm['zero_shot']['more_voices_2']['accuracy']:.2%}; adapted on every fold alike.")
+    text.append("Every fold, all clips: " + "; ".join(f"{name(k, t)} **{acc[k + t]:.2%}**" + (f" ({(acc[k + t] - base_scratch) * 100:+.1f} points)" if scratch else "")
+                                                       for k, t in rows)
+                + (f". Points over the sc-phonetic section's scratch classifier on the same clips, {base_scratch:.2%} (target +20 points)." if scratch else "."))
     return ["## Speech Commands sample: the keyword recognizer trained on with more voices", f"Command: `{scm.get('command', '-')}`", *text,
             markdown_table(["fold", *(name(k, t) for k, t in rows), "scratch (sc-phonetic)"],
                            [[f["fold"], *(f"{score(f, k, t):.1%}" for k, t in rows), f"{scratch[f['fold']]['accuracy']:.1%}" if scratch else "-"] for f in folds]),
-            table([f[key] for key in ("more_voices", "pair") for f in folds])]  # fmt: skip
+            table([f[key] for key in ("more_voices", "pair", "more_voices_2") if key in folds[0] for f in folds])]  # fmt: skip
 
 
 def ctc_self_train_parts(st: dict | None, before: float | None, table) -> list[str]:
