@@ -988,7 +988,8 @@ def run_sc_dev(args) -> dict:
 # beside that `base` (the recognizer it was trained on from, adapted the same way: the same runs, reused) and the two
 # adapted recognizers as one. Rows fixed before any of the section's folds was trained.
 SC_MORE_VOICES_ROWS = {"base": "keyword recognizer, CTC (sc-dev's `base`)", "more_voices": "keyword recognizer with more voices, CTC",
-                       "pair": "the two as one", "more_voices_2": "with more voices, round 2, CTC"}
+                       "pair": "the two as one", "more_voices_2": "with more voices, round 2, CTC",
+                       "classifier_2": "round 2's encoder, full classifier", "ensemble_2": "round 2: classifier + CTC as one"}
 
 
 def run_sc_more_voices(args) -> dict:
@@ -1006,7 +1007,12 @@ def run_sc_more_voices(args) -> dict:
         more = ctc_fold(f"sc_more_voices_ctc_fold{fold}", init, train, test, phrases, steps, TTA_SPEEDS)
         pair = ensemble(f"sc_more_voices_pair_fold{fold}", [more, base], test, TTA_SPEEDS, phrases)
         more2 = ctc_fold(f"sc_more_voices_2_ctc_fold{fold}", init2, train, test, phrases, steps, TTA_SPEEDS)
-        folds.append({"fold": fold, "base": base, "more_voices": more, "pair": pair, "more_voices_2": more2})
+        # round 2's encoder under a classifier head (the sc-phonetic recipe), scored alone as a one-member ensemble, and with
+        # round 2's CTC adaptation as one: added after round 2's CTC folds had been scored, before any of these was trained
+        full2 = finetune(f"sc_more_voices_2_full_fold{fold}", train, test, init2, steps, *SC_PHONETIC_RECIPE)
+        clf2 = ensemble(f"sc_more_voices_2_classifier_fold{fold}", [full2], test, TTA_SPEEDS)
+        both2 = ensemble(f"sc_more_voices_2_ensemble_fold{fold}", [full2, more2], test, TTA_SPEEDS, phrases)
+        folds.append({"fold": fold, "base": base, "more_voices": more, "pair": pair, "more_voices_2": more2, "classifier_2": clf2, "ensemble_2": both2})
     accuracy = {f"{key}{t}": pooled_accuracy([{"accuracy": f[key][f"{t[1:]}_accuracy" if t else "accuracy"], "test_examples": f[key]["test_examples"]}
                                                for f in folds]) for key in SC_MORE_VOICES_ROWS for t in ("", "_tta")}
     print("  " + ", ".join(f"{k} {v:.2%}" for k, v in accuracy.items()))
@@ -1664,7 +1670,7 @@ def sc_more_voices_parts(scm: dict, scratch: list[dict] | None, table) -> list[s
     return ["## Speech Commands sample: the keyword recognizer trained on with more voices", f"Command: `{scm.get('command', '-')}`", *text,
             markdown_table(["fold", *(name(k, t) for k, t in rows), "scratch (sc-phonetic)"],
                            [[f["fold"], *(f"{score(f, k, t):.1%}" for k, t in rows), f"{scratch[f['fold']]['accuracy']:.1%}" if scratch else "-"] for f in folds]),
-            table([f[key] for key in ("more_voices", "pair", "more_voices_2") if key in folds[0] for f in folds])]  # fmt: skip
+            table([f[key] for key in ("more_voices", "pair", "more_voices_2", "classifier_2", "ensemble_2") if key in folds[0] for f in folds])]  # fmt: skip
 
 
 def ctc_self_train_parts(st: dict | None, before: float | None, table) -> list[str]:
