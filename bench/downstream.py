@@ -1662,6 +1662,10 @@ def sc_more_voices_parts(scm: dict, scratch: list[dict] | None, table) -> list[s
                     f"{more2['steps']} more steps (fewer, for time) on its training list plus {more2['new_phrases']} more new phrases by 400 more "
                     f"random voices (seed {more2['seed']}), {more2['train_hours']:g} h in all: WER {more2['check_wer']:.1%} (CER {more2['check_cer']:.1%}) "
                     f"on the same phrases; with no human clip {scm['zero_shot']['more_voices_2']['accuracy']:.2%}; adapted on every fold alike.")
+    if "classifier_2" in folds[0]:
+        text.append("Round 2's encoder under a new classifier head (the sc-phonetic section's recipe and steps), alone and with round 2's CTC "
+                    "adaptation as one (the mean of their probabilities): added after round 2's CTC folds had been scored, before any of these "
+                    "was trained.")
     text.append("Every fold, all clips: " + "; ".join(f"{name(k, t)} **{acc[k + t]:.2%}**" + (f" ({(acc[k + t] - base_scratch) * 100:+.1f} points)" if scratch else "")
                                                        for k, t in rows)
                 + (f". Points over the sc-phonetic section's scratch classifier on the same clips, {base_scratch:.2%} (target +20 points)." if scratch else ".")
