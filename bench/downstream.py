@@ -20,8 +20,8 @@ Usage:
     .venv/bin/python bench/downstream.py --only sc-dev                # the same folds: the CTC adaptation's recipe chosen on a dev fold
         # inside each fold's training folds (15-20 min a fold on a machine without bf16 units, plus 55 min for the
         # recognizers when they are missing; --sc-dev-folds 0 4 for some folds' choice only)
-    .venv/bin/python bench/downstream.py --only sc-more-voices        # the same folds from the keyword recognizer trained 5000 more steps
-        # on new phrases by 400 other voices (about 45 min for it, plus 6-10 min a fold)
+    .venv/bin/python bench/downstream.py --only sc-more-voices        # the same folds from the keyword recognizer trained on new phrases
+        # by 400 other voices, in two rounds (5000 and 3000 steps: 24 and 16 min here), adapted with CTC (2-3 min a fold model)
     .venv/bin/python bench/downstream.py --only fsdd-ctc              # FSDD LOSO: the phonetic and keyword recognizers adapted with CTC,
         # with the -asr classifier as ensembles, test-time speeds and tight cuts (30 models of 1200 steps, measured at 8-10 min each
         # with one thread on a machine without bf16 units; plus the recognizers when they are missing)
@@ -986,7 +986,9 @@ def run_sc_dev(args) -> dict:
 # Section "sc-more-voices": the keyword recognizer trained on with more voices (:func:`keyword_recognizer_more_voices`)
 # adapted with CTC on every fold exactly as the sc-dev section's `base` (same steps, overrides and test-time speeds),
 # beside that `base` (the recognizer it was trained on from, adapted the same way: the same runs, reused) and the two
-# adapted recognizers as one. Rows fixed before any of the section's folds was trained.
+# adapted recognizers as one; round 2 adapted alike, its encoder also under a classifier head, alone and with its CTC
+# adaptation as one. Round 1's rows were fixed before any of the section's folds was trained, round 2's and its
+# classifier's later (each before any of its own folds was trained; see the comments where they are made).
 SC_MORE_VOICES_ROWS = {"base": "keyword recognizer, CTC (sc-dev's `base`)", "more_voices": "keyword recognizer with more voices, CTC",
                        "pair": "the two as one", "more_voices_2": "with more voices, round 2, CTC",
                        "classifier_2": "round 2's encoder, full classifier", "ensemble_2": "round 2: classifier + CTC as one"}
@@ -1020,8 +1022,7 @@ def run_sc_more_voices(args) -> dict:
     zero = {"base": zero_shot(base_init, utts, words), "more_voices": zero_shot(init, utts, words), "more_voices_2": zero_shot(init2, utts, words)}
     print("  zero-shot: " + ", ".join(f"{k} {z['accuracy']:.2%}" for k, z in zero.items()))
     return {"folds": folds, "accuracy": accuracy, "zero_shot": zero, "clips": len(utts), "keyword_init": base_figures, "more_voices_init": figures,
-            "more_voices_2_init": figures2,
-            "overrides": list(SC_CTC_OVERRIDES), "steps": steps}
+            "more_voices_2_init": figures2, "overrides": list(SC_CTC_OVERRIDES), "steps": steps}
 
 
 # -- text intent ------------------------------------------------------------------------------------
