@@ -759,14 +759,20 @@ def more_voices_suffix(rounds: int) -> str:
     return "" if rounds == 1 else f"_{rounds}"
 
 
+def more_voices_phrases(r: int) -> list[Utterance]:
+    """The new phrases of round ``r``, spoken by its new voices."""
+    seed = MORE_VOICES[r][0]
+    return synth_set(f"keyword_phrases_4k_more_voices{more_voices_suffix(r)}", [(t, None) for t in keyword_phrases(np.random.default_rng(seed), KEYWORD_PHRASES)],
+                     PHONETIC_VOICES, seed=seed, **KEYWORD_PLAN)
+
+
 @functools.cache
 def keyword_recognizer_more_voices(rounds: int = 1) -> tuple[str, dict]:
     """The keyword recognizer trained on with more voices for ``rounds`` rounds (each trained once, then reused) and
     its figures, on the keyword recognizer's check set."""
     init, first = keyword_recognizer() if rounds == 1 else keyword_recognizer_more_voices(rounds - 1)
     spoken, check, old = keyword_data()
-    new = [synth_set(f"keyword_phrases_4k_more_voices{more_voices_suffix(r)}", [(t, None) for t in keyword_phrases(np.random.default_rng(seed), KEYWORD_PHRASES)],
-                     PHONETIC_VOICES, seed=seed, **KEYWORD_PLAN) for r, (seed, _) in sorted(MORE_VOICES.items(), reverse=True) if r <= rounds]
+    new = [more_voices_phrases(r) for r in range(rounds, 0, -1)]  # this round's first
     train = [u for clips in new for u in clips] + spoken + old
     hours = sum(u.duration for u in train) / 3600
     steps = MORE_VOICES[rounds][1]
@@ -879,6 +885,16 @@ def pooled_accuracy(rows: list[dict]) -> float:
     return sum(r["accuracy"] * r["test_examples"] for r in rows) / sum(r["test_examples"] for r in rows)
 
 
+def sc_split(utts: list[Utterance], trainable: set[str], fold: int) -> tuple[list[Utterance], list[Utterance]]:
+    """Fold ``fold``'s training list (the other folds' clips long enough to train on) and its test clips (all of them)."""
+    return [u for u in utts if sc_fold(u.speaker) != fold and u.audio_filepath in trainable], [u for u in utts if sc_fold(u.speaker) == fold]
+
+
+def row_accuracy(row: dict, tta: bool) -> float:
+    """A row's accuracy, with test-time speeds if ``tta``."""
+    return row["tta_accuracy" if tta else "accuracy"]
+
+
 def sc_phonetic_data() -> tuple[list[Utterance], dict[str, str], list[Utterance], set[str]]:
     """The sample's clips (trimmed, 4 kHz), each word's phrase (itself), the words spoken by the synthesized voices,
     and the files long enough to train on."""
@@ -902,8 +918,7 @@ def run_sc_phonetic(args) -> dict:
     self_trained: list[dict] = []
     sc_ensembles: list[dict] = []
     for fold in range(SC_FOLDS):
-        train = [u for u in utts if sc_fold(u.speaker) != fold and u.audio_filepath in trainable]
-        test = [u for u in utts if sc_fold(u.speaker) == fold]
+        train, test = sc_split(utts, trainable, fold)
         for key, (_, start, extra, added) in SC_PHONETIC_RUNS.items():
             steps = args.steps_synth if added else args.steps_sc_phonetic
             row = finetune(f"sc_phonetic_{key}_fold{fold}", train + (synth if added else []), test, inits[start][0] if start else None, steps,
@@ -941,16 +956,11 @@ SC_DEV_RECIPES = {"base": 600, "long": 1200}  # name -> adaptation steps ("base"
 SC_DEV_CANDIDATES = [(recipe, tta) for recipe in SC_DEV_RECIPES for tta in (False, True)]  # tta: test-time speeds TTA_SPEEDS
 
 
-def sc_dev_candidate(row: dict, tta: bool) -> float:
-    return row["tta_accuracy" if tta else "accuracy"]
-
-
 def sc_dev_fold(fold: int, init: str, utts: list[Utterance], phrases: dict[str, str], trainable: set[str], choose: bool = True) -> dict:
     """Fold ``fold`` of the sc-dev section: `base` on the fold (with and without test-time speeds), and, if ``choose``,
     the candidates on its dev fold and the chosen one on the fold."""
     dev_fold = (fold + 1) % SC_FOLDS
-    train = [u for u in utts if sc_fold(u.speaker) != fold and u.audio_filepath in trainable]
-    test = [u for u in utts if sc_fold(u.speaker) == fold]
+    train, test = sc_split(utts, trainable, fold)
     base = ctc_fold(f"sc_phonetic_keywords_ctc_fold{fold}", init, train, test, phrases, SC_DEV_RECIPES["base"], TTA_SPEEDS)
     if not choose:
         return {"fold": fold, "base": base}
@@ -958,12 +968,12 @@ def sc_dev_fold(fold: int, init: str, utts: list[Utterance], phrases: dict[str, 
     dev = [u for u in utts if sc_fold(u.speaker) == dev_fold]
     dev_rows = {recipe: ctc_fold(f"sc_dev_{recipe}_fold{fold}_dev{dev_fold}", init, inner, dev, phrases, steps, TTA_SPEEDS)
                 for recipe, steps in SC_DEV_RECIPES.items()}
-    recipe, tta = max(SC_DEV_CANDIDATES, key=lambda c: sc_dev_candidate(dev_rows[c[0]], c[1]))  # the first of the best
+    recipe, tta = max(SC_DEV_CANDIDATES, key=lambda c: row_accuracy(dev_rows[c[0]], c[1]))  # the first of the best
     print(f"  fold {fold}: chose {recipe}{' + test-time speeds' if tta else ''} on dev fold {dev_fold}")
     chosen = base if recipe == "base" else ctc_fold(f"sc_dev_{recipe}_fold{fold}", init, train, test, phrases, SC_DEV_RECIPES[recipe], TTA_SPEEDS)
     return {"fold": fold, "dev_fold": dev_fold, "dev_rows": dev_rows, "recipe": recipe, "tta": tta,
-            "dev_accuracy": {f"{r}{'+tta' if t else ''}": sc_dev_candidate(dev_rows[r], t) for r, t in SC_DEV_CANDIDATES},
-            "base": base, "chosen": chosen, "accuracy": sc_dev_candidate(chosen, tta)}
+            "dev_accuracy": {f"{r}{'+tta' if t else ''}": row_accuracy(dev_rows[r], t) for r, t in SC_DEV_CANDIDATES},
+            "base": base, "chosen": chosen, "accuracy": row_accuracy(chosen, tta)}
 
 
 def run_sc_dev(args) -> dict:
@@ -1003,8 +1013,7 @@ def run_sc_more_voices(args) -> dict:
     steps = SC_DEV_RECIPES["base"]
     folds = []
     for fold in range(SC_FOLDS):
-        train = [u for u in utts if sc_fold(u.speaker) != fold and u.audio_filepath in trainable]
-        test = [u for u in utts if sc_fold(u.speaker) == fold]
+        train, test = sc_split(utts, trainable, fold)
         base = ctc_fold(f"sc_phonetic_keywords_ctc_fold{fold}", base_init, train, test, phrases, steps, TTA_SPEEDS)  # sc-dev's, reused
         more = ctc_fold(f"sc_more_voices_ctc_fold{fold}", init, train, test, phrases, steps, TTA_SPEEDS)
         pair = ensemble(f"sc_more_voices_pair_fold{fold}", [more, base], test, TTA_SPEEDS, phrases)
@@ -1015,8 +1024,8 @@ def run_sc_more_voices(args) -> dict:
         clf2 = ensemble(f"sc_more_voices_2_classifier_fold{fold}", [full2], test, TTA_SPEEDS)
         both2 = ensemble(f"sc_more_voices_2_ensemble_fold{fold}", [full2, more2], test, TTA_SPEEDS, phrases)
         folds.append({"fold": fold, "base": base, "more_voices": more, "pair": pair, "more_voices_2": more2, "classifier_2": clf2, "ensemble_2": both2})
-    accuracy = {f"{key}{t}": pooled_accuracy([{"accuracy": f[key][f"{t[1:]}_accuracy" if t else "accuracy"], "test_examples": f[key]["test_examples"]}
-                                               for f in folds]) for key in SC_MORE_VOICES_ROWS for t in ("", "_tta")}
+    accuracy = {f"{key}{t}": pooled_accuracy([{"accuracy": row_accuracy(f[key], bool(t)), "test_examples": f[key]["test_examples"]} for f in folds])
+                for key in SC_MORE_VOICES_ROWS for t in ("", "_tta")}
     print("  " + ", ".join(f"{k} {v:.2%}" for k, v in accuracy.items()))
     words = sorted(phrases)
     zero = {"base": zero_shot(base_init, utts, words), "more_voices": zero_shot(init, utts, words), "more_voices_2": zero_shot(init2, utts, words)}
@@ -1644,9 +1653,6 @@ def sc_more_voices_parts(scm: dict, scratch: list[dict] | None, table) -> list[s
     def name(key: str, t: str) -> str:
         return SC_MORE_VOICES_ROWS[key] + (" + test-time speeds" if t else "")
 
-    def score(f: dict, key: str, t: str) -> float:
-        return f[key]["tta_accuracy" if t else "accuracy"]
-
     text = [f"The {scm['clips']} clips in the sc-dev section's {len(folds)} speaker-disjoint folds. `sc_keyword_asr_more_voices`: the keyword recognizer "
             f"(`sc_keyword_asr`, {kw['steps']} steps, WER {kw['check_wer']:.1%} on the held-out voices' phrases) trained {more['steps']} more steps "
             f"(`{' '.join(more['overrides'])}`: a step budget, not a time one) on its own training list plus {more['new_phrases']} new phrases of the "
@@ -1674,7 +1680,7 @@ def sc_more_voices_parts(scm: dict, scratch: list[dict] | None, table) -> list[s
                 "a rule fixed before round 2's folds were trained.")
     return ["## Speech Commands sample: the keyword recognizer trained on with more voices", f"Command: `{scm.get('command', '-')}`", *text,
             markdown_table(["fold", *(name(k, t) for k, t in rows), "scratch (sc-phonetic)"],
-                           [[f["fold"], *(f"{score(f, k, t):.1%}" for k, t in rows), f"{scratch[f['fold']]['accuracy']:.1%}" if scratch else "-"] for f in folds]),
+                           [[f["fold"], *(f"{row_accuracy(f[k], bool(t)):.1%}" for k, t in rows), f"{scratch[f['fold']]['accuracy']:.1%}" if scratch else "-"] for f in folds]),
             table([f[key] for key in ("more_voices", "pair", "more_voices_2", "classifier_2", "ensemble_2") if key in folds[0] for f in folds])]  # fmt: skip
 
 
