@@ -74,7 +74,7 @@ from speechlm.train.finetune import config_from_pretrained  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "runs" / "downstream"
 CACHE = ROOT / "data" / "downstream"
-SECTIONS = ("fsdd", "sc", "text", "spoken", "front-ends", "synth-voices", "self-train", "sc-phonetic", "fsdd-ctc", "sc-dev", "sc-more-voices")
+SECTIONS = ("fsdd", "sc", "text", "spoken", "front-ends", "synth-voices", "self-train", "sc-phonetic", "fsdd-ctc", "sc-dev", "sc-more-voices", "sc-full-band")
 NEEDS_INIT = ("fsdd", "sc", "spoken")
 
 
@@ -637,19 +637,21 @@ def sc_fold(speaker: str) -> int:
     return int(hashlib.sha1(speaker.encode()).hexdigest(), 16) % SC_FOLDS
 
 
-def sc_clip_4k(u: Utterance, folder: str, label: str) -> Utterance:
-    """One Speech Commands clip trimmed at :data:`SC_TRIM_DB` and band-limited to 4 kHz, written once under data/downstream/FOLDER."""
+def sc_clip(u: Utterance, folder: str, label: str, max_hz: float | None = 4000) -> Utterance:
+    """One Speech Commands clip trimmed at :data:`SC_TRIM_DB` and band-limited to ``max_hz`` (None: the whole 8 kHz
+    band), written once under data/downstream/FOLDER."""
     path = CACHE / folder / f"{label}_{Path(u.audio_filepath).stem}.wav"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_audio(path, band_limit(load_audio(u.audio_filepath, trim_db=SC_TRIM_DB), 4000))
+        audio = load_audio(u.audio_filepath, trim_db=SC_TRIM_DB)
+        write_audio(path, band_limit(audio, max_hz) if max_hz else audio)
     return Utterance(str(path), round(audio_duration(path), 3), "", label, u.speaker)
 
 
 def sc_digit_clips() -> list[Utterance]:
     """The Speech Commands sample's digit words as FSDD-like clips (labels "0"-"9", silence trimmed, band-limited
     to 4 kHz), written once under data/downstream/sc_digits_4k; each listed :data:`SC_DIGIT_REPEATS` times."""
-    clips = [sc_clip_4k(u, "sc_digits_4k", str(DIGIT_WORDS.index(u.label))) for u in sc_utts() if u.label in DIGIT_WORDS]
+    clips = [sc_clip(u, "sc_digits_4k", str(DIGIT_WORDS.index(u.label))) for u in sc_utts() if u.label in DIGIT_WORDS]
     return clips * SC_DIGIT_REPEATS
 
 
@@ -701,6 +703,11 @@ ROOMS = ("augment.reverb_prob=0.5", "augment.eq_prob=0.5")
 KEYWORD_PLAN = {"max_hz": 4000, "speed_factors": KEYWORD_SPEEDS}
 
 
+def band_tag(max_hz: float | None) -> str:
+    """How the names of the keyword sets' folders say their band: "4k" (band-limited to 4 kHz) or "full"."""
+    return {4000: "4k", None: "full"}[max_hz]
+
+
 def keyword_phrases(rng: np.random.Generator, n: int) -> list[str]:
     """``n`` phrases of one to three of the sample's words ("marvin go left")."""
     words = sorted({u.label for u in sc_utts()})
@@ -708,13 +715,16 @@ def keyword_phrases(rng: np.random.Generator, n: int) -> list[str]:
 
 
 @functools.cache
-def keyword_data() -> tuple[list[Utterance], list[Utterance], list[Utterance]]:
+def keyword_data(max_hz: float | None = 4000) -> tuple[list[Utterance], list[Utterance], list[Utterance]]:
     """The keyword recognizer's synthesized phrases, its check set (other phrases by the bank's held-out voices) and
-    the share of stage 1's sentences it keeps; stage 1's training list must exist (:func:`phonetic_recognizer`)."""
+    the share of stage 1's sentences it keeps; stage 1's training list must exist (:func:`phonetic_recognizer`).
+    The phrases band-limited to ``max_hz``, or (None) the same jobs rendered in the whole band; stage 1's sentences
+    are 4 kHz either way."""
     rng = np.random.default_rng(2)
     phrases = keyword_phrases(rng, KEYWORD_PHRASES + KEYWORD_CHECK_PHRASES)
-    spoken = synth_set("keyword_phrases_4k", [(t, None) for t in phrases[:KEYWORD_PHRASES]], PHONETIC_VOICES, seed=2, **KEYWORD_PLAN)
-    check = synth_set("keyword_check_4k", [(t, None) for t in phrases[KEYWORD_PHRASES:]], "test", seed=2, **KEYWORD_PLAN)
+    plan, band = KEYWORD_PLAN | {"max_hz": max_hz}, band_tag(max_hz)
+    spoken = synth_set(f"keyword_phrases_{band}", [(t, None) for t in phrases[:KEYWORD_PHRASES]], PHONETIC_VOICES, seed=2, **plan)
+    check = synth_set(f"keyword_check_{band}", [(t, None) for t in phrases[KEYWORD_PHRASES:]], "test", seed=2, **plan)
     old = read_manifest(WORK / "fsdd_phonetic_asr.train.jsonl")
     return spoken, check, [old[i] for i in sorted(rng.choice(len(old), KEYWORD_OLD_SENTENCES, replace=False))]
 
@@ -759,11 +769,12 @@ def more_voices_suffix(rounds: int) -> str:
     return "" if rounds == 1 else f"_{rounds}"
 
 
-def more_voices_phrases(r: int) -> list[Utterance]:
-    """The new phrases of round ``r``, spoken by its new voices."""
+def more_voices_phrases(r: int, max_hz: float | None = 4000) -> list[Utterance]:
+    """The new phrases of round ``r``, spoken by its new voices, band-limited to ``max_hz`` (None: the whole band)."""
     seed = MORE_VOICES[r][0]
-    return synth_set(f"keyword_phrases_4k_more_voices{more_voices_suffix(r)}", [(t, None) for t in keyword_phrases(np.random.default_rng(seed), KEYWORD_PHRASES)],
-                     PHONETIC_VOICES, seed=seed, **KEYWORD_PLAN)
+    return synth_set(f"keyword_phrases_{band_tag(max_hz)}_more_voices{more_voices_suffix(r)}",
+                     [(t, None) for t in keyword_phrases(np.random.default_rng(seed), KEYWORD_PHRASES)], PHONETIC_VOICES, seed=seed,
+                     **KEYWORD_PLAN | {"max_hz": max_hz})
 
 
 @functools.cache
@@ -783,6 +794,30 @@ def keyword_recognizer_more_voices(rounds: int = 1) -> tuple[str, dict]:
     return str(model), {"round": rounds, "seed": MORE_VOICES[rounds][0], "new_phrases": len(new[0]), "train_utterances": len(train),
                         "train_hours": round(hours, 2), "overrides": overrides, "voices": len({u.speaker for u in new[0]}),
                         "previous": first} | check_figures(model, check, f"keyword recognizer, more voices, round {rounds}")
+
+
+# Round 3, "full band" (section "sc-full-band"): every recognizer so far heard synthesized speech band-limited to 4 kHz
+# (the chain began on FSDD's 8 kHz digits) and the Speech Commands clips were cut to 4 kHz to match, which takes most
+# of the /s/ of "six" (43 % of its energy lies above 4 kHz) and the edges of "three"/"tree", "zero"/"sheila". Round 3
+# trains round 2's recognizer FULL_BAND_STEPS more steps on the same synthesis jobs as round 2's list rendered in the
+# whole 8 kHz band (same phrases, voices, speeds; stage 1's sentences stay 4 kHz), and is adapted with CTC on the
+# full-band clips. Fixed, with the section's rows and its headline rule, before any of it was trained.
+FULL_BAND_STEPS = 3000
+
+
+@functools.cache
+def keyword_recognizer_full_band() -> tuple[str, dict]:
+    """Round 3: round 2's recognizer trained on round 2's list rendered in the whole band (trained once, then
+    reused), and its figures on the full-band rendering of the check set."""
+    init, first = keyword_recognizer_more_voices(2)
+    spoken, check, old = keyword_data(None)
+    train = [u for r in sorted(MORE_VOICES, reverse=True) for u in more_voices_phrases(r, None)] + spoken + old
+    hours = sum(u.duration for u in train) / 3600
+    overrides = ["finetune.init_head=true", f"train.max_steps={FULL_BAND_STEPS}", *PHONETIC_STAGE2_OVERRIDES[:2], "train.checkpoint_every=100000"]
+    model = train_recognizer(WORK / "sc_keyword_asr_full_band", train, overrides, init,
+                             f"== keyword recognizer, round 3: round 2's {len(train)} clips in the whole band ({hours:.1f} h), {FULL_BAND_STEPS} steps")
+    return str(model), {"train_utterances": len(train), "train_hours": round(hours, 2), "overrides": overrides, "previous": first,
+                        "previous_full_band": check_figures(Path(init), check, "round 2 on the full-band check set")} | check_figures(model, check, "round 3, full band")
 
 
 SC_PHONETIC_RECIPE = (*SYNTH_RECIPE, *SYNTH_VARIANTS["tiny-sc-digits-trim-range80"])
@@ -895,10 +930,10 @@ def row_accuracy(row: dict, tta: bool) -> float:
     return row["tta_accuracy" if tta else "accuracy"]
 
 
-def sc_phonetic_data() -> tuple[list[Utterance], dict[str, str], list[Utterance], set[str]]:
-    """The sample's clips (trimmed, 4 kHz), each word's phrase (itself), the words spoken by the synthesized voices,
-    and the files long enough to train on."""
-    utts = [sc_clip_4k(u, "sc_4k", u.label) for u in sc_utts()]
+def sc_phonetic_data(max_hz: float | None = 4000) -> tuple[list[Utterance], dict[str, str], list[Utterance], set[str]]:
+    """The sample's clips (trimmed, band-limited to ``max_hz``; None: the whole band), each word's phrase (itself),
+    the words spoken by the synthesized voices (4 kHz), and the files long enough to train on."""
+    utts = [sc_clip(u, f"sc_{band_tag(max_hz)}", u.label, max_hz) for u in sc_utts()]
     words = sorted({u.label for u in utts})
     spoken = synth_set("sc_word_voices", [(w, w) for w in words], SYNTH_DIGIT_VOICES, seed=0, voices_per_sentence=None, max_hz=4000)
     # a few one-syllable words (fast voices, one human "up") last under the 0.1 s a classifier trains on once trimmed
@@ -1032,6 +1067,38 @@ def run_sc_more_voices(args) -> dict:
     print("  zero-shot: " + ", ".join(f"{k} {z['accuracy']:.2%}" for k, z in zero.items()))
     return {"folds": folds, "accuracy": accuracy, "zero_shot": zero, "clips": len(utts), "keyword_init": base_figures, "more_voices_init": figures,
             "more_voices_2_init": figures2, "overrides": list(SC_CTC_OVERRIDES), "steps": steps}
+
+
+# Section "sc-full-band": the sc-more-voices folds with every clip in the whole band (trimmed alike, not band-limited):
+# the sc-phonetic scratch recipe on those clips (its own baseline: the 4 kHz scratch row heard less), round 2 adapted
+# with CTC on them (a recognizer that never heard the band above 4 kHz) and round 3 (:func:`keyword_recognizer_full_band`)
+# adapted alike, sc-dev's `base` recipe, each with and without test-time speeds. Headline rule, fixed with the rows
+# before any was trained: when this section has run, `speech_commands_acc_pretrained` is round 3's row without speeds
+# and `speech_commands_acc_scratch` this section's scratch row, so that both sides of the comparison hear the same band.
+SC_FULL_BAND_ROWS = {"scratch": "scratch, full band", "more_voices_2": "round 2 (heard 4 kHz), CTC on full-band clips",
+                     "full_band": "round 3 (trained on full band), CTC on full-band clips"}
+
+
+def run_sc_full_band(args) -> dict:
+    print(f"== Speech Commands sample, {SC_FOLDS} folds, clips in the whole band: scratch, round 2 and round 3 adapted with CTC")
+    init2, _ = keyword_recognizer_more_voices(2)
+    init3, figures = keyword_recognizer_full_band()
+    utts, phrases, _, trainable = sc_phonetic_data(None)
+    steps = SC_DEV_RECIPES["base"]
+    folds = []
+    for fold in range(SC_FOLDS):
+        train, test = sc_split(utts, trainable, fold)
+        scratch = finetune(f"sc_full_band_scratch_fold{fold}", train, test, None, steps, *SC_PHONETIC_RECIPE)
+        folds.append({"fold": fold, "scratch": ensemble(f"sc_full_band_scratch_tta_fold{fold}", [scratch], test, TTA_SPEEDS) | {"train_acc": scratch["train_acc"]},
+                      "more_voices_2": ctc_fold(f"sc_full_band_round2_ctc_fold{fold}", init2, train, test, phrases, steps, TTA_SPEEDS),
+                      "full_band": ctc_fold(f"sc_full_band_ctc_fold{fold}", init3, train, test, phrases, steps, TTA_SPEEDS)})
+    accuracy = {f"{key}{t}": pooled_accuracy([{"accuracy": row_accuracy(f[key], bool(t)), "test_examples": f[key]["test_examples"]} for f in folds])
+                for key in SC_FULL_BAND_ROWS for t in ("", "_tta")}
+    print("  " + ", ".join(f"{k} {v:.2%}" for k, v in accuracy.items()))
+    words = sorted(phrases)
+    zero = {"more_voices_2": zero_shot(init2, utts, words), "full_band": zero_shot(init3, utts, words)}
+    print("  zero-shot: " + ", ".join(f"{k} {z['accuracy']:.2%}" for k, z in zero.items()))
+    return {"folds": folds, "accuracy": accuracy, "zero_shot": zero, "clips": len(utts), "full_band_init": figures, "overrides": list(SC_CTC_OVERRIDES), "steps": steps}
 
 
 # -- text intent ------------------------------------------------------------------------------------
@@ -1435,7 +1502,7 @@ def main() -> None:
     sections = json.loads(previous.read_text()).get("sections", {}) if previous.is_file() else {}
     runners = {"fsdd": run_fsdd, "sc": run_sc, "text": run_text, "spoken": lambda a: run_spoken(a, sections.get("spoken", {})),
                "front-ends": run_front_ends, "synth-voices": run_synth_voices, "self-train": run_self_train, "sc-phonetic": run_sc_phonetic,
-               "fsdd-ctc": run_fsdd_ctc, "sc-dev": run_sc_dev, "sc-more-voices": run_sc_more_voices}
+               "fsdd-ctc": run_fsdd_ctc, "sc-dev": run_sc_dev, "sc-more-voices": run_sc_more_voices, "sc-full-band": run_sc_full_band}
     for name in args.only:
         start = time.perf_counter()
         key = self_train_key(args.self_train_variant, args.self_train_balance) if name == "self-train" else name
@@ -1644,8 +1711,9 @@ def sc_more_voices_last(scm: dict) -> str:
     return "more_voices_2" if "more_voices_2" in scm["accuracy"] else "more_voices"
 
 
-def sc_more_voices_parts(scm: dict, scratch: list[dict] | None, table) -> list[str]:
-    """The report of the sc-more-voices section. ``scratch``: the sc-phonetic section's scratch rows (same folds)."""
+def sc_more_voices_parts(scm: dict, scratch: list[dict] | None, table, headline: bool = True) -> list[str]:
+    """The report of the sc-more-voices section. ``scratch``: the sc-phonetic section's scratch rows (same folds);
+    ``headline``: whether its last round is the headline's (no sc-full-band section)."""
     acc, folds, kw, more = scm["accuracy"], scm["folds"], scm["keyword_init"], scm["more_voices_init"]
     base_scratch = pooled_accuracy(scratch) if scratch else None
     rows = [(key, t) for key in SC_MORE_VOICES_ROWS if key in folds[0] for t in ("", "_tta")]
@@ -1676,12 +1744,41 @@ def sc_more_voices_parts(scm: dict, scratch: list[dict] | None, table) -> list[s
     text.append("Every fold, all clips: " + "; ".join(f"{name(k, t)} **{acc[k + t]:.2%}**" + (f" ({(acc[k + t] - base_scratch) * 100:+.1f} points)" if scratch else "")
                                                        for k, t in rows)
                 + (f". Points over the sc-phonetic section's scratch classifier on the same clips, {base_scratch:.2%} (target +20 points)." if scratch else ".")
-                + f" The headline's `speech_commands_acc_pretrained` is the last round's row without speeds ({name(sc_more_voices_last(scm), '')}), "
-                "a rule fixed before round 2's folds were trained.")
+                + (f" The headline's `speech_commands_acc_pretrained` is the last round's row without speeds ({name(sc_more_voices_last(scm), '')}), "
+                   "a rule fixed before round 2's folds were trained." if headline else
+                   " The headline's `speech_commands_acc_pretrained` was the last round's row without speeds until the sc-full-band section ran."))
     return ["## Speech Commands sample: the keyword recognizer trained on with more voices", f"Command: `{scm.get('command', '-')}`", *text,
             markdown_table(["fold", *(name(k, t) for k, t in rows), "scratch (sc-phonetic)"],
                            [[f["fold"], *(f"{row_accuracy(f[k], bool(t)):.1%}" for k, t in rows), f"{scratch[f['fold']]['accuracy']:.1%}" if scratch else "-"] for f in folds]),
             table([f[key] for key in ("more_voices", "pair", "more_voices_2", "classifier_2", "ensemble_2") if key in folds[0] for f in folds])]  # fmt: skip
+
+
+def sc_full_band_parts(scf: dict, table) -> list[str]:
+    """The report of the sc-full-band section."""
+    acc, folds, fb = scf["accuracy"], scf["folds"], scf["full_band_init"]
+    rows = [(key, t) for key in SC_FULL_BAND_ROWS for t in ("", "_tta")]
+
+    def name(key: str, t: str) -> str:
+        return SC_FULL_BAND_ROWS[key] + (" + test-time speeds" if t else "")
+
+    r2, zero = fb["previous"], scf["zero_shot"]
+    return ["## Speech Commands sample, every clip in the whole band: the keyword recognizer's round 3", f"Command: `{scf.get('command', '-')}`",
+            f"The {scf['clips']} clips in the sc-more-voices section's {len(folds)} speaker-disjoint folds, trimmed alike but not band-limited: "
+            "every section above cut them to 4 kHz, as the recognizers' synthesized speech was, which takes most of the /s/ of \"six\". "
+            f"Round 3 (`sc_keyword_asr_full_band`): round 2's recognizer (WER {r2['check_wer']:.1%} on the held-out voices' phrases at 4 kHz, "
+            f"{fb['previous_full_band']['check_wer']:.1%} on the same phrases in the whole band) trained {fb['steps']} more steps "
+            f"(`{' '.join(fb['overrides'])}`) on round 2's synthesis jobs rendered in the whole band (the same phrases, voices and speeds; "
+            f"the {KEYWORD_OLD_SENTENCES} stage-1 sentences stay at 4 kHz), {fb['train_utterances']} clips, {fb['train_hours']:g} h, still no human "
+            f"speech: WER **{fb['check_wer']:.1%}** (CER {fb['check_cer']:.1%}) on the held-out voices' phrases in the whole band. With no human clip: "
+            f"round 2 {zero['more_voices_2']['accuracy']:.2%}, round 3 {zero['full_band']['accuracy']:.2%} on the full-band clips. Each is adapted with "
+            f"CTC on every fold exactly as sc-dev's `base` ({scf['steps']} steps, `{' '.join(scf['overrides'][1:3])}`), test-time speeds "
+            f"{', '.join(map(str, TTA_SPEEDS))}; the scratch rows are the sc-phonetic section's recipe on the same full-band clips. Rows and the "
+            "headline rule (round 3's row without speeds against this section's scratch row) were fixed before any of this section was trained.",
+            "Every fold, all clips: " + "; ".join(f"{name(k, t)} **{acc[k + t]:.2%}**" for k, t in rows)
+            + f". Round 3 over scratch in the same band: **{(acc['full_band'] - acc['scratch']) * 100:+.1f} points** "
+            f"({(acc['full_band_tta'] - acc['scratch_tta']) * 100:+.1f} with speeds on both; target +20 points).",
+            markdown_table(["fold", *(name(k, t) for k, t in rows)], [[f["fold"], *(f"{row_accuracy(f[k], bool(t)):.1%}" for k, t in rows)] for f in folds]),
+            table([f[key] for key in SC_FULL_BAND_ROWS for f in folds])]
 
 
 def ctc_self_train_parts(st: dict | None, before: float | None, table) -> list[str]:
@@ -1752,7 +1849,7 @@ def fsdd_ctc_keyword_parts(fc: dict, table) -> list[str]:
 
 
 def write(sections: dict) -> None:
-    f, sc, text, sp, fe, sv, st, scp, fc, scd, scm = (sections.get(k) for k in SECTIONS)
+    f, sc, text, sp, fe, sv, st, scp, fc, scd, scm, scf = (sections.get(k) for k in SECTIONS)
     headline = {
         "fsdd_test_acc": f and round(f["test_acc"], 4), "fsdd_loso_acc": f and round(f["loso_mean"], 4),
         "fsdd_loso_acc_scratch_mfcc13": fe and round(fe["mfcc13"]["loso_mean"], 4),
@@ -1765,11 +1862,14 @@ def write(sections: dict) -> None:
         "fsdd_loso_acc_ctc_ensemble": round(fc["loso_mean_ensemble"], 4) if fc and fc.get("ensemble_rows") else None,
         **({f"fsdd_loso_acc_ctc{fsdd_ctc_suffix(k)}{t}": round(fc[f"loso_mean{fsdd_ctc_suffix(k)}{t}"], 4)
             for k in FSDD_CTC_ROWS for t in ("", "_tta") if not k.startswith("classifier") and k in fc} if fc and fc.get("keywords_rows") else {}),
-        # the 5-fold sections when they ran (the `sc` section's scratch row scored below chance, see its report): the last
-        # round of the sc-more-voices recognizer adapted with CTC, a row fixed in advance, else sc-phonetic's best row
-        "speech_commands_acc_pretrained": round(scm["accuracy"][sc_more_voices_last(scm)], 4) if scm and scp else
+        # the 5-fold sections when they ran (the `sc` section's scratch row scored below chance, see its report): the
+        # sc-full-band pair (round 3 and scratch, both on full-band clips), else the last round of the sc-more-voices
+        # recognizer adapted with CTC, each a rule fixed in advance, else sc-phonetic's best row
+        "speech_commands_acc_pretrained": round(scf["accuracy"]["full_band"], 4) if scf else
+                                          round(scm["accuracy"][sc_more_voices_last(scm)], 4) if scm and scp else
                                           round(sc_phonetic_best(scp)[1], 4) if scp else sc and round(sc["acc_pretrained"], 4),
-        "speech_commands_acc_scratch": round(scp["accuracy"]["scratch"], 4) if scp else sc and round(sc["acc_scratch"], 4),
+        "speech_commands_acc_scratch": round(scf["accuracy"]["scratch"], 4) if scf else
+                                       round(scp["accuracy"]["scratch"], 4) if scp else sc and round(sc["acc_scratch"], 4),
         **({"speech_commands_acc_pretrained_bestrq_fold0": round(sc["acc_pretrained"], 4), "speech_commands_acc_scratch_fold0": round(sc["acc_scratch"], 4)}
            if sc and scp else {}),
         **({f"speech_commands_5fold_acc_{k}": round(v, 4) for k, v in scp["accuracy"].items()} if scp else {}),
@@ -1777,6 +1877,7 @@ def write(sections: dict) -> None:
         "speech_commands_5fold_acc_keywords_ensemble": round(scp["ensemble"]["accuracy"], 4) if scp and scp.get("ensemble") else None,
         **({f"speech_commands_5fold_acc_sc_dev_{k}": round(v, 4) for k, v in scd["accuracy"].items()} if scd else {}),
         **({f"speech_commands_5fold_acc_sc_more_voices_{k}": round(v, 4) for k, v in scm["accuracy"].items()} if scm else {}),
+        **({f"speech_commands_5fold_acc_sc_full_band_{k}": round(v, 4) for k, v in scf["accuracy"].items()} if scf else {}),
         "snips_spoken_acc": sp and round(spoken_best(sp["snips"])[0], 4), "clinc_spoken_acc": sp and round(spoken_best(sp["clinc"])[0], 4),
         "snips_text_acc": text and round(text["snips"]["accuracy"], 4), "clinc_text_acc": text and round(text["clinc"]["in_scope_accuracy"], 4),
         "clinc_text_acc_ensemble": round(text["mlm"]["clinc_ensemble"]["in_scope_accuracy"], 4) if text and "clinc_ensemble" in text.get("mlm", {}) else None,
@@ -1878,8 +1979,10 @@ def write(sections: dict) -> None:
             parts += fsdd_ctc_keyword_parts(fc, table)
     if scd:
         parts += sc_dev_parts(scd, scp and scp["rows"]["scratch"], table)
+    if scf:
+        parts += sc_full_band_parts(scf, table)
     if scm:
-        parts += sc_more_voices_parts(scm, scp and scp["rows"]["scratch"], table)
+        parts += sc_more_voices_parts(scm, scp and scp["rows"]["scratch"], table, headline=not scf)
     if sc:
         parts += ["## Speech Commands sample (real, 30 words, speaker-disjoint)", f"Command: `{sc.get('command', '-')}`",
                   f"{sc['train_speakers']} training speakers, {sc['test_speakers']} test speakers. Best pretrained **{sc['acc_pretrained']:.2%}** vs scratch "
@@ -1889,7 +1992,8 @@ def write(sections: dict) -> None:
                       f"(4.9 M parameters, 80 log-mel bands, untrimmed 1 s clips, {sc['rows'][0]['steps']} steps). Its training accuracy was not logged "
                       "then and its run is gone, so why was not established; it is not a baseline. The next section compares tiny models trained "
                       f"alike: there, the same fold 0 from scratch scores {scp['rows']['scratch'][0]['accuracy']:.2%}, and the headline's "
-                      + ("`speech_commands_acc_scratch` is that section's (`_pretrained`: the sc-more-voices section's)." if scm else
+                      + ("`speech_commands_acc_pretrained` / `_scratch` are the sc-full-band section's (the same folds, clips in the whole band)."
+                         if scf else "`speech_commands_acc_scratch` is that section's (`_pretrained`: the sc-more-voices section's)." if scm else
                          "`speech_commands_acc_pretrained` / `_scratch` are that section's.")]
     if scp:
         parts += sc_phonetic_parts(scp, table)
