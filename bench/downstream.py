@@ -1753,9 +1753,16 @@ def sc_more_voices_parts(scm: dict, scratch: list[dict] | None, table, headline:
             table([f[key] for key in ("more_voices", "pair", "more_voices_2", "classifier_2", "ensemble_2") if key in folds[0] for f in folds])]  # fmt: skip
 
 
-def sc_full_band_parts(scf: dict, table) -> list[str]:
-    """The report of the sc-full-band section."""
+def sc_full_band_parts(scf: dict, table, at_4k: tuple[float, float] | None = None) -> list[str]:
+    """The report of the sc-full-band section; ``at_4k``: the 4 kHz clips' scratch and round 2 figures (sc-phonetic,
+    sc-more-voices), when those sections ran."""
     acc, folds, fb = scf["accuracy"], scf["folds"], scf["full_band_init"]
+    against = (f" Against the same folds at 4 kHz (the sections below): scratch {acc['scratch']:.2%} against {at_4k[0]:.2%} "
+               f"({(acc['scratch'] - at_4k[0]) * 100:+.1f} points), round 3 {acc['full_band']:.2%} against round 2's {at_4k[1]:.2%} "
+               f"({(acc['full_band'] - at_4k[1]) * 100:+.1f}), {abs(round((acc['scratch'] - at_4k[0]) * scf['clips']))} and "
+               f"{abs(round((acc['full_band'] - at_4k[1]) * scf['clips']))} clips of {scf['clips']}: the band above 4 kHz did not help the "
+               f"recognizer, and the points over scratch went from {(at_4k[1] - at_4k[0]) * 100:+.1f} to {(acc['full_band'] - acc['scratch']) * 100:+.1f} "
+               "mostly on the scratch side." if at_4k else "")
     rows = [(key, t) for key in SC_FULL_BAND_ROWS for t in ("", "_tta")]
 
     def name(key: str, t: str) -> str:
@@ -1776,7 +1783,7 @@ def sc_full_band_parts(scf: dict, table) -> list[str]:
             "headline rule (round 3's row without speeds against this section's scratch row) were fixed before any of this section was trained.",
             "Every fold, all clips: " + "; ".join(f"{name(k, t)} **{acc[k + t]:.2%}**" for k, t in rows)
             + f". Round 3 over scratch in the same band: **{(acc['full_band'] - acc['scratch']) * 100:+.1f} points** "
-            f"({(acc['full_band_tta'] - acc['scratch_tta']) * 100:+.1f} with speeds on both; target +20 points).",
+            f"({(acc['full_band_tta'] - acc['scratch_tta']) * 100:+.1f} with speeds on both; target +20 points)." + against,
             markdown_table(["fold", *(name(k, t) for k, t in rows)], [[f["fold"], *(f"{row_accuracy(f[k], bool(t)):.1%}" for k, t in rows)] for f in folds]),
             table([f[key] for key in SC_FULL_BAND_ROWS for f in folds])]
 
@@ -1980,7 +1987,7 @@ def write(sections: dict) -> None:
     if scd:
         parts += sc_dev_parts(scd, scp and scp["rows"]["scratch"], table)
     if scf:
-        parts += sc_full_band_parts(scf, table)
+        parts += sc_full_band_parts(scf, table, (scp["accuracy"]["scratch"], scm["accuracy"]["more_voices_2"]) if scp and scm else None)
     if scm:
         parts += sc_more_voices_parts(scm, scp and scp["rows"]["scratch"], table, headline=not scf)
     if sc:
