@@ -354,23 +354,20 @@ class SpeedAveraged(Classifier):
 
 def load_classifier(model_dir: str | Path, ensemble: Sequence[str | Path] = (), speeds: Sequence[float] = (),
                     phrases: dict[str, str] | None = None) -> Classifier:
-    """The classifier in ``model_dir``, or, with ``ensemble``, its ensemble with those directories (a speech recognizer
-    among them, ``model_dir`` included, joins as a :class:`PhraseClassifier` over ``phrases``, label -> phrase); with
-    ``speeds``, its probabilities averaged over each clip played at those speeds (:class:`SpeedAveraged`)."""
+    """The classifier in ``model_dir``, or, with ``ensemble``, its ensemble with those directories; a speech recognizer
+    (``model_dir`` included, alone or in the ensemble) classifies as a :class:`PhraseClassifier` over ``phrases``,
+    label -> phrase. With ``speeds``, its probabilities averaged over each clip played at those speeds (:class:`SpeedAveraged`)."""
 
     def member(d: str | Path) -> Classifier:
         if not is_recognizer_dir(d):
             return Classifier.load(d)
         if phrases is None:
-            raise CheckpointError(f"{d} is a speech recognizer: it joins an ensemble of classifiers only with the phrase of each label "
-                                  "(--choices FILE: one line per label, 'label<TAB>phrase', or the label alone when it is the phrase)")
+            raise CheckpointError(f"{d} is a speech recognizer: it classifies (alone or in an ensemble of classifiers) only with the phrase "
+                                  "of each label (--choices FILE: one line per label, 'label<TAB>phrase', or the label alone when it is the phrase)")
         return PhraseClassifier.load(d, phrases)
 
-    if ensemble:
-        dirs = [model_dir, *ensemble]
-        clf = ClassifierEnsemble([member(d) for d in dirs], [str(d) for d in dirs])
-    else:
-        clf = Classifier.load(model_dir)
+    dirs = [model_dir, *ensemble]
+    clf = ClassifierEnsemble([member(d) for d in dirs], [str(d) for d in dirs]) if ensemble else member(model_dir)
     return SpeedAveraged(clf, speeds) if speeds else clf
 
 

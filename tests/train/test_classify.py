@@ -359,7 +359,7 @@ def test_a_recognizer_joins_an_ensemble_over_the_phrase_of_each_label(tiny_class
     from speechlm.cli import main
     from speechlm.data.audio import load_audio
     from speechlm.decode.transcribe import Recognizer
-    from speechlm.train.classify import PhraseClassifier, load_classifier
+    from speechlm.train.classify import PhraseClassifier, SpeedAveraged, load_classifier
 
     manifest, utts = pitch_corpus
     audios = [load_audio(u.audio_filepath) for u in utts[:6]]
@@ -376,8 +376,13 @@ def test_a_recognizer_joins_an_ensemble_over_the_phrase_of_each_label(tiny_class
     assert np.allclose(both, (Classifier.load(tiny_classifier_dir).probabilities(audios) + probs) / 2, atol=1e-5)
     # recognizers alone, the first one included, each over the same phrases
     assert np.allclose(load_classifier(tiny_asr_dir, [tiny_asr_dir], phrases=phrases).probabilities(audios), probs, atol=1e-5)
-    with pytest.raises(CheckpointError, match="is a speech recognizer.*--choices"):
-        load_classifier(tiny_classifier_dir, [tiny_asr_dir])
+    # a recognizer alone: the same classifier, and with speeds the same as wrapping it by hand
+    assert np.allclose(load_classifier(tiny_asr_dir, phrases=phrases).probabilities(audios), probs, atol=1e-5)
+    assert np.allclose(load_classifier(tiny_asr_dir, speeds=[0.9, 1.1], phrases=phrases).probabilities(audios),
+                       SpeedAveraged(PhraseClassifier.load(tiny_asr_dir, phrases), [0.9, 1.1]).probabilities(audios), atol=1e-5)
+    for where in ((tiny_classifier_dir, [tiny_asr_dir]), (tiny_asr_dir, [])):
+        with pytest.raises(CheckpointError, match="is a speech recognizer.*--choices"):
+            load_classifier(*where)
     with pytest.raises(CheckpointError, match="labels differ"):
         load_classifier(tiny_classifier_dir, [tiny_asr_dir], phrases={"high": "ab", "low": "cd"})
     # the command line: a file of "label<TAB>phrase" lines
