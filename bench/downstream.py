@@ -1786,6 +1786,10 @@ def sc_full_band_parts(scf: dict, table, at_4k: tuple[float, float] | None = Non
     llrd = ([f"'Layer-wise learning rates' (`{' '.join(SC_FULL_BAND_LLRD)}`): round 3 adapted alike, encoder block i of 4 at 0.7^(4-i) of the "
              "learning rate, the front end at 0.7^5, the output layer at the full rate; added after the rows above had been scored and before any "
              "of its folds was trained, the headline's pretrained side moving to it by a rule fixed then."] if "full_band_llrd" in folds[0] else [])
+    if top != "full_band":
+        moved = [np.sign(f[top]["accuracy"] - f["full_band"]["accuracy"]) for f in folds]
+        ahead, behind = moved.count(1), moved.count(-1)
+        llrd_folds = f"behind on {behind}, level on {moved.count(0)}, ahead on {ahead} of {len(folds)}"
     r2, zero = fb["previous"], scf["zero_shot"]
     return ["## Speech Commands sample, every clip in the whole band: the keyword recognizer's round 3", f"Command: `{scf.get('command', '-')}`",
             f"The {scf['clips']} clips in the sc-more-voices section's {len(folds)} speaker-disjoint folds, trimmed alike but not band-limited: "
@@ -1804,7 +1808,8 @@ def sc_full_band_parts(scf: dict, table, at_4k: tuple[float, float] | None = Non
             + f". Round 3 over scratch in the same band: **{(acc['full_band'] - acc['scratch']) * 100:+.1f} points** "
             f"({(acc['full_band_tta'] - acc['scratch_tta']) * 100:+.1f} with speeds on both; target +20 points)." + against
             + (f" With layer-wise learning rates: **{(acc[top] - acc['scratch']) * 100:+.1f} points** ({(acc[top + '_tta'] - acc['scratch_tta']) * 100:+.1f} "
-               "with speeds on both)." if top != "full_band" else "")
+               f"with speeds on both); against one rate for the whole recognizer, by fold: {llrd_folds}"
+               + (": what the human clips must change lies in the lower layers too." if ahead < behind else ".") if top != "full_band" else "")
             + f" The headline's `speech_commands_acc_pretrained` / `_scratch` are {name(top, '')} / {name('scratch', '')}.",
             markdown_table(["fold", *(name(k, t) for k, t in rows)], [[f["fold"], *(f"{row_accuracy(f[k], bool(t)):.1%}" for k, t in rows)] for f in folds]),
             table([f[key] for key in SC_FULL_BAND_ROWS if key in folds[0] for f in folds])]
