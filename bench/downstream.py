@@ -1786,10 +1786,14 @@ def sc_full_band_parts(scf: dict, table, at_4k: tuple[float, float] | None = Non
     llrd = ([f"'Layer-wise learning rates' (`{' '.join(SC_FULL_BAND_LLRD)}`): round 3 adapted alike, encoder block i of 4 at 0.7^(4-i) of the "
              "learning rate, the front end at 0.7^5, the output layer at the full rate; added after the rows above had been scored and before any "
              "of its folds was trained, the headline's pretrained side moving to it by a rule fixed then."] if "full_band_llrd" in folds[0] else [])
+    llrd_result = ""
     if top != "full_band":
         moved = [np.sign(f[top]["accuracy"] - f["full_band"]["accuracy"]) for f in folds]
         ahead, behind = moved.count(1), moved.count(-1)
-        llrd_folds = f"behind on {behind}, level on {moved.count(0)}, ahead on {ahead} of {len(folds)}"
+        llrd_result = (f" With layer-wise learning rates: **{(acc[top] - acc['scratch']) * 100:+.1f} points** "
+                       f"({(acc[top + '_tta'] - acc['scratch_tta']) * 100:+.1f} with speeds on both); against one rate for the whole recognizer, "
+                       f"by fold: behind on {behind}, level on {moved.count(0)}, ahead on {ahead} of {len(folds)}"
+                       + (": what the human clips must change lies in the lower layers too." if ahead < behind else "."))
     r2, zero = fb["previous"], scf["zero_shot"]
     return ["## Speech Commands sample, every clip in the whole band: the keyword recognizer's round 3", f"Command: `{scf.get('command', '-')}`",
             f"The {scf['clips']} clips in the sc-more-voices section's {len(folds)} speaker-disjoint folds, trimmed alike but not band-limited: "
@@ -1806,10 +1810,7 @@ def sc_full_band_parts(scf: dict, table, at_4k: tuple[float, float] | None = Non
             *llrd,
             "Every fold, all clips: " + "; ".join(f"{name(k, t)} **{acc[k + t]:.2%}**" for k, t in rows)
             + f". Round 3 over scratch in the same band: **{(acc['full_band'] - acc['scratch']) * 100:+.1f} points** "
-            f"({(acc['full_band_tta'] - acc['scratch_tta']) * 100:+.1f} with speeds on both; target +20 points)." + against
-            + (f" With layer-wise learning rates: **{(acc[top] - acc['scratch']) * 100:+.1f} points** ({(acc[top + '_tta'] - acc['scratch_tta']) * 100:+.1f} "
-               f"with speeds on both); against one rate for the whole recognizer, by fold: {llrd_folds}"
-               + (": what the human clips must change lies in the lower layers too." if ahead < behind else ".") if top != "full_band" else "")
+            f"({(acc['full_band_tta'] - acc['scratch_tta']) * 100:+.1f} with speeds on both; target +20 points)." + against + llrd_result
             + f" The headline's `speech_commands_acc_pretrained` / `_scratch` are {name(top, '')} / {name('scratch', '')}.",
             markdown_table(["fold", *(name(k, t) for k, t in rows)], [[f["fold"], *(f"{row_accuracy(f[k], bool(t)):.1%}" for k, t in rows)] for f in folds]),
             table([f[key] for key in SC_FULL_BAND_ROWS if key in folds[0] for f in folds])]
@@ -1897,8 +1898,9 @@ def write(sections: dict) -> None:
         **({f"fsdd_loso_acc_ctc{fsdd_ctc_suffix(k)}{t}": round(fc[f"loso_mean{fsdd_ctc_suffix(k)}{t}"], 4)
             for k in FSDD_CTC_ROWS for t in ("", "_tta") if not k.startswith("classifier") and k in fc} if fc and fc.get("keywords_rows") else {}),
         # the 5-fold sections when they ran (the `sc` section's scratch row scored below chance, see its report): the
-        # sc-full-band pair (round 3 and scratch, both on full-band clips), else the last round of the sc-more-voices
-        # recognizer adapted with CTC, each a rule fixed in advance, else sc-phonetic's best row
+        # sc-full-band pair (its last row added, :func:`sc_full_band_headline`, and its scratch row, both on full-band
+        # clips), else the last round of the sc-more-voices recognizer adapted with CTC, each a rule fixed in advance,
+        # else sc-phonetic's best row
         "speech_commands_acc_pretrained": round(scf["accuracy"][sc_full_band_headline(scf)], 4) if scf else
                                           round(scm["accuracy"][sc_more_voices_last(scm)], 4) if scm and scp else
                                           round(sc_phonetic_best(scp)[1], 4) if scp else sc and round(sc["acc_pretrained"], 4),
