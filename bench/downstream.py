@@ -1822,7 +1822,10 @@ def sc_full_band_parts(scf: dict, table, at_4k: tuple[float, float] | None = Non
         untrimmed_result = (f" Untrimmed clips against trimmed ones, by fold: round 3 {by_fold('untrimmed', 'full_band')[0]}; scratch "
                             f"{by_fold('untrimmed_scratch', 'scratch')[0]}. Round 3 untrimmed over the better scratch row "
                             f"({name(base, '')}): **{(acc[top] - acc[base]) * 100:+.1f} points** ({(acc[top + '_tta'] - acc[base + '_tta']) * 100:+.1f} "
-                            "with speeds on both).")
+                            f"with speeds on both), against {(acc['full_band'] - acc['scratch']) * 100:+.1f} trimmed: a clip is "
+                            f"{100 / scf['clips']:.2f} points. The headline's rule changed three times in this section, each before the rows it names "
+                            f"were trained, the last declared final for the session: round 3 ({(acc['full_band'] - acc['scratch']) * 100:+.1f}), "
+                            f"layer-wise rates ({(acc['full_band_llrd'] - acc['scratch']) * 100:+.1f}), untrimmed ({(acc[top] - acc[base]) * 100:+.1f}).")
     untrimmed = (["'Untrimmed': the sample's clips as recorded (1 s, 16 kHz), where every row above trimmed them at 30 dB below the peak, which "
                   "cuts quiet consonants (the last /s/ of \"six\", the /f/ of \"four\"); round 3 adapted alike on them, and the scratch recipe on them "
                   f"without its own trim (`{' '.join(SC_UNTRIMMED_SCRATCH)}`). Added after the layer-wise row had been scored and before any of their "
