@@ -1083,10 +1083,11 @@ def run_sc_more_voices(args) -> dict:
 # same token (fixed now, before it is trained), the scratch side staying this section's scratch row.
 #
 # Rows "untrimmed" and "untrimmed_scratch", added after the layer-wise row had been scored and before any of their
-# folds was trained: every clip so far was trimmed at 30 dB below its peak, which cuts the quiet consonants that
-# tell words apart ("six" loses its last /s/, "four" its /f/: many clips keep a third of their second at 30 dB and
-# more at 40 dB), a cut the classifier recipe took from FSDD. A CTC recognizer reads silence as blanks and heard
-# untrimmed synthesized clips, so round 3 is adapted alike on the sample's clips as recorded (1 s, the whole band);
+# folds was trained: every clip so far was trimmed at 30 dB below its peak, which can cut the quiet consonants that
+# tell words apart (of the two worst speakers' clips, one "six" keeps 0.26 s at 30 dB and 0.38 s at 40 dB, one "four"
+# 0.20 s and 0.92 s), a cut the classifier recipe took from FSDD. A CTC recognizer reads silence as blanks and heard
+# synthesized clips trimmed only at 40 dB with 0.1 s of margin put back (:func:`speechlm.data.synth.synthesize`), so
+# round 3 is adapted alike on the sample's clips as recorded (1 s, the whole band);
 # scratch likewise, without the recipe's own trim (`data.trim_db=0`). Headline rule, fixed with them and the last
 # change of it this session whatever they score: the pretrained side is the untrimmed round 3 row without speeds;
 # the scratch side the better of this section's two scratch rows without speeds (trimmed or not), so the baseline is
@@ -1827,7 +1828,7 @@ def sc_full_band_parts(scf: dict, table, at_4k: tuple[float, float] | None = Non
                             f"were trained, the last declared final for the session: round 3 ({(acc['full_band'] - acc['scratch']) * 100:+.1f}), "
                             f"layer-wise rates ({(acc['full_band_llrd'] - acc['scratch']) * 100:+.1f}), untrimmed ({(acc[top] - acc[base]) * 100:+.1f}).")
     untrimmed = (["'Untrimmed': the sample's clips as recorded (1 s, 16 kHz), where every row above trimmed them at 30 dB below the peak, which "
-                  "cuts quiet consonants (the last /s/ of \"six\", the /f/ of \"four\"); round 3 adapted alike on them, and the scratch recipe on them "
+                  "can cut quiet consonants (the last /s/ of \"six\", the /f/ of \"four\"); round 3 adapted alike on them, and the scratch recipe on them "
                   f"without its own trim (`{' '.join(SC_UNTRIMMED_SCRATCH)}`). Added after the layer-wise row had been scored and before any of their "
                   "folds was trained, with the headline rule's last change of the session: round 3 untrimmed against the better of the two scratch "
                   "rows."] if "untrimmed" in acc else [])
