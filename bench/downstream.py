@@ -22,6 +22,9 @@ Usage:
         # recognizers when they are missing; --sc-dev-folds 0 4 for some folds' choice only)
     .venv/bin/python bench/downstream.py --only sc-more-voices        # the same folds from the keyword recognizer trained on new phrases
         # by 400 other voices, in two rounds (5000 and 3000 steps: 24 and 16 min here), adapted with CTC (2-3 min a fold model)
+    .venv/bin/python bench/downstream.py --only sc-full-band          # the same folds with the clips in the whole band and untrimmed:
+        # round 3 of that recognizer (3000 steps on the full-band rendering, 19 min here; 5 min of synthesis), adapted
+        # with CTC (2-5 min a fold model with one thread), and scratch on the same clips (2-4 min a fold model)
     .venv/bin/python bench/downstream.py --only fsdd-ctc              # FSDD LOSO: the phonetic and keyword recognizers adapted with CTC,
         # with the -asr classifier as ensembles, test-time speeds and tight cuts (30 models of 1200 steps, measured at 8-10 min each
         # with one thread on a machine without bf16 units; plus the recognizers when they are missing)
