@@ -768,6 +768,11 @@ def keyword_recognizer(rooms: bool = False) -> tuple[str, dict]:
 MORE_VOICES = {1: (3, 5000), 2: (4, 3000)}  # round -> (the new voices' seed, steps)
 
 
+def trained_on_overrides(steps: int) -> list[str]:
+    """A recognizer trained further, its output layer kept, ``steps`` more steps at stage 2's learning rate."""
+    return ["finetune.init_head=true", f"train.max_steps={steps}", *PHONETIC_STAGE2_OVERRIDES[:2], "train.checkpoint_every=100000"]
+
+
 def more_voices_suffix(rounds: int) -> str:
     return "" if rounds == 1 else f"_{rounds}"
 
@@ -790,7 +795,7 @@ def keyword_recognizer_more_voices(rounds: int = 1) -> tuple[str, dict]:
     train = [u for clips in new for u in clips] + spoken + old
     hours = sum(u.duration for u in train) / 3600
     steps = MORE_VOICES[rounds][1]
-    overrides = ["finetune.init_head=true", f"train.max_steps={steps}", *PHONETIC_STAGE2_OVERRIDES[:2], "train.checkpoint_every=100000"]
+    overrides = trained_on_overrides(steps)
     model = train_recognizer(WORK / f"sc_keyword_asr_more_voices{more_voices_suffix(rounds)}", train, overrides, init,
                              f"== keyword recognizer, more voices, round {rounds}: {len(new[0])} new phrases + its {len(train) - len(new[0])} clips "
                              f"({hours:.1f} h), {steps} steps")
@@ -816,7 +821,7 @@ def keyword_recognizer_full_band() -> tuple[str, dict]:
     spoken, check, old = keyword_data(None)
     train = [u for r in sorted(MORE_VOICES, reverse=True) for u in more_voices_phrases(r, None)] + spoken + old
     hours = sum(u.duration for u in train) / 3600
-    overrides = ["finetune.init_head=true", f"train.max_steps={FULL_BAND_STEPS}", *PHONETIC_STAGE2_OVERRIDES[:2], "train.checkpoint_every=100000"]
+    overrides = trained_on_overrides(FULL_BAND_STEPS)
     model = train_recognizer(WORK / "sc_keyword_asr_full_band", train, overrides, init,
                              f"== keyword recognizer, round 3: round 2's {len(train)} clips in the whole band ({hours:.1f} h), {FULL_BAND_STEPS} steps")
     return str(model), {"train_utterances": len(train), "train_hours": round(hours, 2), "overrides": overrides, "previous": first,
@@ -921,6 +926,13 @@ def zero_shot(model: str, utts: list[Utterance], words: list[str]) -> dict:
 def pooled_accuracy(rows: list[dict]) -> float:
     """Accuracy over every test clip of ``rows`` (folds of different sizes weighted by their clips)."""
     return sum(r["accuracy"] * r["test_examples"] for r in rows) / sum(r["test_examples"] for r in rows)
+
+
+def pooled_rows(folds: list[dict], keys) -> dict[str, float]:
+    """Each of ``keys``' rows pooled over ``folds`` (:func:`pooled_accuracy`), without and with test-time speeds
+    (KEY and KEY_tta)."""
+    return {f"{key}{t}": pooled_accuracy([{"accuracy": row_accuracy(f[key], bool(t)), "test_examples": f[key]["test_examples"]} for f in folds])
+            for key in keys for t in ("", "_tta")}
 
 
 def sc_split(utts: list[Utterance], trainable: set[str], fold: int) -> tuple[list[Utterance], list[Utterance]]:
@@ -1062,8 +1074,7 @@ def run_sc_more_voices(args) -> dict:
         clf2 = ensemble(f"sc_more_voices_2_classifier_fold{fold}", [full2], test, TTA_SPEEDS)
         both2 = ensemble(f"sc_more_voices_2_ensemble_fold{fold}", [full2, more2], test, TTA_SPEEDS, phrases)
         folds.append({"fold": fold, "base": base, "more_voices": more, "pair": pair, "more_voices_2": more2, "classifier_2": clf2, "ensemble_2": both2})
-    accuracy = {f"{key}{t}": pooled_accuracy([{"accuracy": row_accuracy(f[key], bool(t)), "test_examples": f[key]["test_examples"]} for f in folds])
-                for key in SC_MORE_VOICES_ROWS for t in ("", "_tta")}
+    accuracy = pooled_rows(folds, SC_MORE_VOICES_ROWS)
     print("  " + ", ".join(f"{k} {v:.2%}" for k, v in accuracy.items()))
     words = sorted(phrases)
     zero = {"base": zero_shot(base_init, utts, words), "more_voices": zero_shot(init, utts, words), "more_voices_2": zero_shot(init2, utts, words)}
@@ -1115,6 +1126,12 @@ def sc_full_band_headline(scf: dict) -> tuple[str, str]:
     return ("full_band_llrd" if "full_band_llrd" in acc else "full_band"), "scratch"
 
 
+def with_speeds(name: str, row: dict, test: list[Utterance]) -> dict:
+    """A classifier row of :func:`finetune` scored again as a one-member :func:`ensemble`, which adds its accuracy
+    with test-time speeds; its training accuracy kept."""
+    return ensemble(name, [row], test, TTA_SPEEDS) | {"train_acc": row["train_acc"]}
+
+
 def run_sc_full_band(args) -> dict:
     print(f"== Speech Commands sample, {SC_FOLDS} folds, clips in the whole band: scratch, round 2 and round 3 adapted with CTC")
     init2, _ = keyword_recognizer_more_voices(2)
@@ -1126,17 +1143,16 @@ def run_sc_full_band(args) -> dict:
     for fold in range(SC_FOLDS):
         train, test = sc_split(utts, trainable, fold)
         scratch = finetune(f"sc_full_band_scratch_fold{fold}", train, test, None, steps, *SC_PHONETIC_RECIPE)
-        folds.append({"fold": fold, "scratch": ensemble(f"sc_full_band_scratch_tta_fold{fold}", [scratch], test, TTA_SPEEDS) | {"train_acc": scratch["train_acc"]},
+        folds.append({"fold": fold, "scratch": with_speeds(f"sc_full_band_scratch_tta_fold{fold}", scratch, test),
                       "more_voices_2": ctc_fold(f"sc_full_band_round2_ctc_fold{fold}", init2, train, test, phrases, steps, TTA_SPEEDS),
                       "full_band": ctc_fold(f"sc_full_band_ctc_fold{fold}", init3, train, test, phrases, steps, TTA_SPEEDS),
                       "full_band_llrd": ctc_fold(f"sc_full_band_llrd_ctc_fold{fold}", init3, train, test, phrases, steps, TTA_SPEEDS, SC_FULL_BAND_LLRD)})
         train, test = sc_split(raw, {u.audio_filepath for u in raw}, fold)  # every clip 1 s: all long enough to train on
         raw_scratch = finetune(f"sc_untrimmed_scratch_fold{fold}", train, test, None, steps, *SC_PHONETIC_RECIPE, *SC_UNTRIMMED_SCRATCH)
-        folds[-1] |= {"untrimmed_scratch": ensemble(f"sc_untrimmed_scratch_tta_fold{fold}", [raw_scratch], test, TTA_SPEEDS) | {"train_acc": raw_scratch["train_acc"]},
+        folds[-1] |= {"untrimmed_scratch": with_speeds(f"sc_untrimmed_scratch_tta_fold{fold}", raw_scratch, test),
                       "untrimmed": ctc_fold(f"sc_untrimmed_ctc_fold{fold}", init3, train, test, phrases, steps, TTA_SPEEDS),
                       "untrimmed_seed1": ctc_fold(f"sc_untrimmed_ctc_seed1_fold{fold}", init3, train, test, phrases, steps, TTA_SPEEDS, ("train.seed=1",))}
-    accuracy = {f"{key}{t}": pooled_accuracy([{"accuracy": row_accuracy(f[key], bool(t)), "test_examples": f[key]["test_examples"]} for f in folds])
-                for key in SC_FULL_BAND_ROWS for t in ("", "_tta")}
+    accuracy = pooled_rows(folds, SC_FULL_BAND_ROWS)
     print("  " + ", ".join(f"{k} {v:.2%}" for k, v in accuracy.items()))
     words = sorted(phrases)
     zero = {"more_voices_2": zero_shot(init2, utts, words), "full_band": zero_shot(init3, utts, words)}
