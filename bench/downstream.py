@@ -28,6 +28,9 @@ Usage:
     .venv/bin/python bench/downstream.py --only fsdd-ctc              # FSDD LOSO: the phonetic and keyword recognizers adapted with CTC,
         # with the -asr classifier as ensembles, test-time speeds and tight cuts (30 models of 1200 steps, measured at 8-10 min each
         # with one thread on a machine without bf16 units; plus the recognizers when they are missing)
+    .venv/bin/python bench/downstream.py --only spoken --spoken-sets clinc --spoken-init intent --steps-spoken 400   # spoken
+        # intent: the pipeline's own recognizer (55 min of training, 5 min of synthesis) when it is missing, then the
+        # end-to-end model from its encoder and the pipelines; SNIPS's rows with --spoken-sets snips --steps-spoken 2400
     .venv/bin/python bench/downstream.py --init runs/ssl/model        # another pretrained encoder
 
 The pretrained encoder (default: the one `bench/label_efficiency.py` pretrains, BEST-RQ on
@@ -37,10 +40,10 @@ is accuracy on data the model never trained on. Real speech is read from ../shar
 (never copied); synthesized audio is cached under data/downstream/.
 
 Spoken intent is measured three ways: end to end (the encoder fine-tuned on intents); the
-pipeline (recognizer -> text intent classifier; the recognizer is also adapted with CTC to the
-sets' synthesized training audio, and the classifier learns from the labeled text plus the
-recognizer's transcripts of that audio); and the two combined (product of their probabilities),
-which is the headline.
+pipeline (recognizer -> text intent classifier; the recognizer trains on the sets' synthesized
+training audio and more of their training sentences by many voices, and the classifier learns from
+the labeled text plus the recognizer's transcripts of that audio); and the two combined (product of
+their probabilities), which is the headline.
 """
 
 from __future__ import annotations
