@@ -2076,8 +2076,11 @@ def write(sections: dict) -> None:
                          f"fsdd_loso_acc_{v}_ensemble_tta": round(float(np.mean([r["tta_accuracy"] for r in rows])), 4)}
     cols = ["run", "init", "train ex.", "train audio min", "test ex.", "accuracy", "macro F1", "train acc", "steps", "trainable params", "checkpoint MB"]
 
+    def init(r):  # spoken intent's end-to-end rows name the encoder they started from
+        return r["init"] + (f" (`{r['encoder_from']}`)" if r.get("encoder_from") else "")
+
     def table(rows):
-        return markdown_table(cols, [[r["name"], r["init"], r["train_examples"], r["train_minutes_audio"], r["test_examples"],
+        return markdown_table(cols, [[r["name"], init(r), r["train_examples"], r["train_minutes_audio"], r["test_examples"],
                                       f"{r['accuracy']:.2%}", round(r["macro_f1"], 3), f"{r['train_acc']:.0%}" if r.get("train_acc") is not None else "-",
                                       r["steps"], r["trainable_params"], r["checkpoint_mb"]] for r in rows])  # fmt: skip
 
