@@ -1546,19 +1546,23 @@ def keep_earlier(result: dict, previous: dict | None) -> dict:
     """Rows measured earlier stay in the report: end-to-end rows from a different encoder as ``other_e2e``, and
     the previous run's pipelines and headline, when they came from other recognizers, as ``earlier``."""
     result = keep_other_encoders(result, previous)
-    if previous and {p["asr"] for p in previous.get("pipelines", [])} - {p["asr"] for p in result["pipelines"]}:
+    if not previous:
+        return result
+    earlier = previous.get("earlier", [])
+    if {p["asr"] for p in previous.get("pipelines", [])} - {p["asr"] for p in result["pipelines"]}:
         acc, way = spoken_best(previous)
-        then = {"pipelines": previous["pipelines"], "headline": acc, "way": way, "command": previous["e2e"].get("command")}
-        result["earlier"] = [then, *previous.get("earlier", [])]
-    return result
+        earlier = [{"pipelines": previous["pipelines"], "headline": acc, "way": way, "command": previous["e2e"].get("command")}, *earlier]
+    return result | ({"earlier": earlier} if earlier else {})
 
 
 def keep_other_encoders(result: dict, previous: dict | None) -> dict:
-    """End-to-end rows measured earlier from a different encoder stay in the report as ``other_e2e``."""
+    """End-to-end rows measured earlier from a different encoder, or for another number of steps, stay in the report
+    as ``other_e2e``."""
     if not previous:
         return result
     earlier = [previous["e2e"], *previous.get("other_e2e", [])]
-    others = [r for r in earlier if r.get("encoder_from") != result["e2e"].get("encoder_from")]
+    key = (result["e2e"].get("encoder_from"), result["e2e"]["steps"])
+    others = [r for r in earlier if (r.get("encoder_from"), r["steps"]) != key]
     return result | ({"other_e2e": others} if others else {})
 
 
