@@ -28,9 +28,9 @@ Usage:
     .venv/bin/python bench/downstream.py --only fsdd-ctc              # FSDD LOSO: the phonetic and keyword recognizers adapted with CTC,
         # with the -asr classifier as ensembles, test-time speeds and tight cuts (30 models of 1200 steps, measured at 8-10 min each
         # with one thread on a machine without bf16 units; plus the recognizers when they are missing)
-    .venv/bin/python bench/downstream.py --only spoken --spoken-sets clinc --spoken-init intent --steps-spoken 400   # spoken
-        # intent: the pipeline's own recognizer (55 min of training, 5 min of synthesis) when it is missing, then the
-        # end-to-end model from its encoder and the pipelines; SNIPS's rows with --spoken-sets snips --steps-spoken 2400
+    .venv/bin/python bench/downstream.py --only spoken --spoken-init intent --steps-spoken 2400   # spoken intent: the
+        # pipeline's own recognizer (55 min of training, 5 min of synthesis) when it is missing, then per set the
+        # end-to-end model from its encoder (~18 min SNIPS, ~25 min CLINC150) and the pipelines (~3 min)
     .venv/bin/python bench/downstream.py --init runs/ssl/model        # another pretrained encoder
 
 The pretrained encoder (default: the one `bench/label_efficiency.py` pretrains, BEST-RQ on
