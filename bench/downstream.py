@@ -1452,7 +1452,8 @@ def intent_recognizer(train: list[Utterance], test_texts: set[str]) -> tuple[str
     train = [u for u in train if normalize_text(u.text) not in test_texts]
     heard = {normalize_text(u.text) for u in train}
     texts = sorted({t for t, _ in snips_split("train") + clinc_split("train")})
-    texts = [t for t in texts if normalize_text(t) not in test_texts | heard]
+    skip = test_texts | heard
+    texts = [t for t in texts if normalize_text(t) not in skip]
     pick = np.random.default_rng(0).choice(len(texts), INTENT_ASR_SENTENCES, replace=False)
     extra = [u for u in synth_set("intent_asr_sentences", [(texts[i], None) for i in sorted(pick)], PHONETIC_VOICES, seed=3) if u.duration <= 20]
     hours = sum(u.duration for u in train + extra) / 3600
@@ -1535,6 +1536,8 @@ def run_spoken(args, previous: dict) -> dict:
     if recognizers and args.asr_adapt_minutes:
         recognizers.append(adapt_recognizer(recognizers[0], train["snips"] + train["clinc"], args.asr_adapt_minutes))
     if args.spoken_init == "intent":
+        if not recognizers:
+            raise SystemExit(f"error: --spoken-init intent needs the pipeline's recognizer, but --asr {args.asr} does not exist")
         args.spoken_init = recognizers[0]
     for name in args.spoken_sets:
         _, test_items, text = sets[name]
