@@ -704,7 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", choices=["train", "test", "all"], default="train", help="built-in sentence split")
     s.add_argument(
         "--voices", default="train",
-        help="train, test, all, an engine name, random:N (N random espeak-ng voices) or comma-separated voice names; join with + for a union",
+        help="train, test, all, an engine name, random:N (N random espeak-ng voices), engines:N (N random flite/festival training voices) or comma-separated voice names; join with + for a union",
     )  # fmt: skip
     s.add_argument("--voices-per-sentence", type=int, default=1, help="distinct voices speaking each sentence")
     s.add_argument("--speed-perturb", type=_floats, default=(1.0,), help="speed factors drawn per utterance, e.g. 0.9,1.0,1.1")

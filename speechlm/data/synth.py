@@ -33,6 +33,7 @@ from speechlm.errors import SpeechLMError
 from speechlm.features import SAMPLE_RATE
 
 ENGINE_COMMANDS = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "text2wave"}
+FESTIVAL_DIPHONE_F0 = (105.0, 14.0)  # mean and standard deviation (Hz) of the F0 festival's kal/ked diphone voices aim for
 TRIM_DB = 40.0  # engines pad with silence; trimmed, then a short margin is put back
 MARGIN_S = 0.1
 
@@ -46,6 +47,9 @@ class Voice:
     rate: float = 1.0  # speaking-rate multiplier (espeak words/min = 175 * rate)
     pitch: int = 50  # espeak-ng pitch 0-99; for flite diphone voices the mean F0 is 2.4 * pitch Hz
     split: str = "train"  # "train" or "test": which side of the voice split the voice is on
+    # the F0 contour scaled by this factor, for the voices without a pitch setting: flite's statistical (clustergen)
+    # voices and festival's diphone voices; 1 leaves the voice's own pitch
+    f0_scale: float = 1.0
 
 
 def _espeak(accents: Sequence[str], variants: Sequence[str], split: str, start: int) -> list[Voice]:
@@ -107,9 +111,34 @@ def random_voices(n: int, seed: int = 0) -> list[Voice]:
     return out
 
 
+# the training speakers of the bank's other engines that random_engine_voices varies: (engine, voice, varies by
+# `pitch` (flite's diphone voices) rather than by `f0_scale`). The held-out flite rms and festival ked are not among
+# them, nor festival's HTS voice, which ignores both rate and pitch and synthesizes 20 times slower.
+ENGINE_VOICES = (
+    ("flite", "kal", True), ("flite", "kal16", True), ("flite", "awb", False), ("flite", "slt", False), ("festival", "kal_diphone", False),
+)  # fmt: skip
+
+
+def random_engine_voices(n: int, seed: int = 0) -> list[Voice]:
+    """``n`` training voices of the bank's flite and festival speakers (never a held-out one), each at a random
+    speaking rate 0.75-1.25 and a random mean pitch 0.75-1.3 times the speaker's own.
+
+    espeak-ng's random voices vary the accent and the voice; these vary the other engines' speakers, whose sound
+    (diphone concatenation, statistical vocoders) espeak-ng's formant synthesis never makes.
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        engine, name, by_pitch = ENGINE_VOICES[rng.integers(len(ENGINE_VOICES))]
+        rate, scale = round(float(rng.uniform(0.75, 1.25)), 2), round(float(rng.uniform(0.75, 1.3)), 2)
+        pitch, f0_scale = (round(42 * scale), 1.0) if by_pitch else (50, scale)
+        out.append(Voice(f"{engine}-{name}-{int(rate * 100)}-f{int(scale * 100)}-e{seed}.{i}", engine, name, rate=rate, pitch=pitch, f0_scale=f0_scale))
+    return out
+
+
 def select_voices(spec: str, bank: Sequence[Voice] | None = None, seed: int = 0) -> list[Voice]:
-    """``"train"``, ``"test"``, ``"all"``, an engine name, ``"random:N"`` (:func:`random_voices`) or
-    comma-separated voice names; several of these joined by ``+`` are their union."""
+    """``"train"``, ``"test"``, ``"all"``, an engine name, ``"random:N"`` (:func:`random_voices`), ``"engines:N"``
+    (:func:`random_engine_voices`) or comma-separated voice names; several of these joined by ``+`` are their union."""
     bank = list(bank or voice_bank())
     engines = available_engines()
     chosen: dict[str, Voice] = {}
@@ -131,11 +160,12 @@ def _select(spec: str, bank: list[Voice], seed: int) -> list[Voice]:
         return bank
     if spec in ENGINE_COMMANDS:
         return [v for v in bank if v.engine == spec]
-    if spec.startswith("random:"):
-        n = spec.removeprefix("random:")
-        if not n.isdigit() or int(n) < 1:
-            raise SpeechLMError(f"--voices {spec}: expected random:N with N a positive whole number")
-        return random_voices(int(n), seed)
+    for prefix, draw in (("random:", random_voices), ("engines:", random_engine_voices)):
+        if spec.startswith(prefix):
+            n = spec.removeprefix(prefix)
+            if not n.isdigit() or int(n) < 1:
+                raise SpeechLMError(f"--voices {spec}: expected {prefix}N with N a positive whole number")
+            return draw(int(n), seed)
     names = [s.strip() for s in spec.split(",") if s.strip()]
     by_name = {v.name: v for v in bank}
     unknown = [n for n in names if n not in by_name]
@@ -152,11 +182,14 @@ def _engine_command(voice: Voice, text_file: str, out_wav: str) -> list[str]:
         cmd = ["flite", "-voice", voice.voice, "--setf", f"duration_stretch={1 / voice.rate:.3f}"]
         if voice.voice.startswith("kal"):
             cmd += ["--setf", f"int_f0_target_mean={2.4 * voice.pitch:.0f}"]
+        elif voice.f0_scale != 1:
+            cmd += ["--setf", f"f0_shift={voice.f0_scale:.3f}"]
         return cmd + ["-f", text_file, "-o", out_wav]
-    return [
-        "text2wave", "-eval", f"(voice_{voice.voice})", "-eval", f"(Parameter.set 'Duration_Stretch {1 / voice.rate:.3f})",
-        "-o", out_wav, text_file,
-    ]  # fmt: skip
+    cmd = ["text2wave", "-eval", f"(voice_{voice.voice})", "-eval", f"(Parameter.set 'Duration_Stretch {1 / voice.rate:.3f})"]
+    if voice.f0_scale != 1 and voice.voice.endswith("_diphone"):  # the diphone voices' linear-regression intonation model
+        mean, std = FESTIVAL_DIPHONE_F0[0] * voice.f0_scale, FESTIVAL_DIPHONE_F0[1] * voice.f0_scale
+        cmd += ["-eval", f"(set! int_lr_params '((target_f0_mean {mean:.0f}) (target_f0_std {std:.0f}) (model_f0_mean 170) (model_f0_std 34)))"]
+    return cmd + ["-o", out_wav, text_file]
 
 
 def synthesize(text: str, voice: Voice) -> np.ndarray:

@@ -6,7 +6,7 @@ import pytest
 from speechlm.data.manifest import read_manifest
 from speechlm.data.audio import load_audio
 from speechlm.data.augment import band_limit
-from speechlm.data.synth import plan_jobs, random_voices, select_voices, synthesize, synthesize_corpus, voice_bank
+from speechlm.data.synth import Voice, plan_jobs, random_engine_voices, random_voices, select_voices, synthesize, synthesize_corpus, voice_bank
 from speechlm.errors import SpeechLMError
 from speechlm.features import SAMPLE_RATE
 
@@ -50,9 +50,34 @@ def test_random_voices_are_reproducible_and_never_a_held_out_pair():
         assert len(union) == len(select_voices("espeak-ng")) + 7
 
 
-@pytest.mark.parametrize("spec", ["random:0", "random:", "random:many"])
+def test_random_engine_voices_are_reproducible_training_speakers():
+    a = random_engine_voices(60, seed=3)
+    assert a == random_engine_voices(60, seed=3) and a != random_engine_voices(60, seed=4)
+    assert len({v.name for v in a}) == 60 and all(v.split == "train" and v.engine in ("flite", "festival") for v in a)
+    held_out = {(v.engine, v.voice) for v in voice_bank() if v.split == "test"}
+    assert not held_out & {(v.engine, v.voice) for v in a}
+    assert all(0.75 <= v.rate <= 1.25 and 0.75 <= v.f0_scale <= 1.3 for v in a)
+    assert {v.voice for v in a} == {"kal", "kal16", "awb", "slt", "kal_diphone"}
+
+
+@pytest.mark.parametrize(("engine", "voice"), [("flite", "slt"), ("festival", "kal_diphone")])
+def test_f0_scale_moves_the_pitch(engine, voice):
+    import librosa
+
+    if not shutil.which({"flite": "flite", "festival": "text2wave"}[engine]):
+        pytest.skip(f"{engine} is not installed")
+
+    def median_f0(scale: float) -> float:
+        audio = synthesize("she sells sea shells by the sea shore", Voice("v", engine, voice, f0_scale=scale))
+        return float(np.median(librosa.yin(audio, fmin=50, fmax=400, sr=SAMPLE_RATE)))
+
+    low, high = median_f0(0.8), median_f0(1.25)
+    assert 1.35 < high / low < 1.8  # 1.25 / 0.8 = 1.56
+
+
+@pytest.mark.parametrize("spec", ["random:0", "random:", "random:many", "engines:0", "engines:x"])
 def test_bad_random_voice_count_is_a_clear_error(spec):
-    with pytest.raises(SpeechLMError, match="expected random:N"):
+    with pytest.raises(SpeechLMError, match=f"expected {spec.split(':')[0]}:N"):
         select_voices(f"train+{spec}")
 
 
