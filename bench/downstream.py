@@ -1478,20 +1478,22 @@ def intent_recognizer(train: list[Utterance], test_texts: set[str]) -> tuple[str
 # encoder (`--spoken-init intent`).
 INTENT_ENGINE_SENTENCES = 5000
 INTENT_ENGINE_VOICES = "engines:300"
-INTENT_ENGINE_OVERRIDES = ("train.lr=5e-4", "train.warmup_steps=100", "train.max_steps=100000", "train.checkpoint_every=1000")
+INTENT_ENGINE_OVERRIDES = ("finetune.init_head=true", "train.lr=5e-4", "train.warmup_steps=100", "train.max_steps=100000", "train.checkpoint_every=1000")
 
 
 def engine_recognizer(asr: str, heard: list[Utterance], test_texts: set[str], minutes: float) -> tuple[str, dict]:
     """Round 2 above: ``asr`` (trained on ``heard``) fine-tuned for ``minutes`` on ``heard`` plus the new sentences by
     random flite/festival voices; its path and figures."""
-    from speechlm.data.tokenizer import normalize_text
+    from speechlm.data.tokenizer import load_tokenizer, normalize_text
+    from speechlm.train.finetune import unspellable
 
     skip = test_texts | {normalize_text(u.text) for u in heard}
     texts = [t for t in sorted({t for t, _ in snips_split("train") + clinc_split("train")}) if normalize_text(t) not in skip]
     pick = np.random.default_rng(4).choice(len(texts), INTENT_ENGINE_SENTENCES, replace=False)
     more = synth_set("intent_asr_engine_sentences", [(texts[i], None) for i in sorted(pick)], INTENT_ENGINE_VOICES, seed=4,
                      speed_factors=(0.9, 1.0, 1.1))
-    more = [u for u in more if u.duration <= 20]
+    vocabulary = load_tokenizer(Path(asr))  # it keeps its own characters and output layer; a few names spell with others (ö, û)
+    more = [u for u in more if u.duration <= 20 and unspellable(vocabulary, u.text) is None]
     model = train_recognizer(WORK / "intent_asr_engines", heard + more, [f"train.max_minutes={minutes}", *INTENT_ENGINE_OVERRIDES], asr,
                              f"== spoken-intent recognizer, round 2: + {len(more)} sentences by flite/festival voices, {minutes:g} min")
     info = json.loads((model / "training.json").read_text())
@@ -2068,7 +2070,7 @@ def recognizer_text(asr: str, sp: dict) -> str:
     own, more = sp.get("recognizer"), sp.get("recognizer_engines")
     if more and asr.endswith("intent_asr_engines/model"):
         return (f"`{asr}` is round 2 of it (`--asr-engines-minutes {more['minutes']:g}`): fine-tuned {more['minutes']:g} min "
-                f"({more['steps']} steps, peak lr 5e-4) on its own training list plus {more['new_sentences']} other training sentences "
+                f"({more['steps']} steps, peak lr 5e-4, its output layer and characters kept) on its own training list plus {more['new_sentences']} other training sentences "
                 f"({more['new_hours']} h) by {more['voices']} random flite and festival training voices (the bank's flite kal, kal16, awb, slt "
                 "and festival kal_diphone at random rates and pitches, played at speed 0.9-1.1; never the held-out rms or ked)")
     if asr.endswith("asr_intent/model"):
