@@ -2335,7 +2335,7 @@ def write(sections: dict) -> None:
                     parts += [f"Per test voice ({last['asr']}, {last['decoder']}):",
                               markdown_table(["voice", "WER", "intent accuracy"], [[v, f"{x['wer']:.2%}", f"{x['accuracy']:.2%}"] for v, x in last["by_voice"].items()])]
             for then in r.get("earlier", []):
-                parts += [f"Earlier run of this set's pipeline, with other recognizers (headline then **{then['headline']:.2%}**, {then['way']}; "
+                parts += [f"Earlier run of this set's pipeline, with other recognizers or another classifier recipe (headline then **{then['headline']:.2%}**, {then['way']}; "
                           f"command: `{then['command']}`):", pipeline_table(then["pipelines"])]
     write_results("downstream", "Downstream classification: digits, keywords, intent", headline, "\n\n".join(parts), {"sections": sections})
 
