@@ -31,6 +31,10 @@ Usage:
     .venv/bin/python bench/downstream.py --only spoken --spoken-init intent --steps-spoken 2400   # spoken intent: the
         # pipeline's own recognizer (55 min of training, 5 min of synthesis) when it is missing, then per set the
         # end-to-end model from its encoder (~18 min SNIPS, ~25 min CLINC150) and the pipelines (~3 min)
+    .venv/bin/python bench/downstream.py --only spoken --spoken-init intent --steps-spoken 2400 --asr-engines-minutes 25 \
+        --asr-round3-minutes 25 --asr-unheard 3000   # and rounds 2 and 3 of the recognizer with more flite/festival and
+        # espeak-ng voices (25 min each, 5-7 min of synthesis each), its classifier also learning from the recognizer's
+        # transcripts of 3000 sentences per set it never heard (3 min of synthesis, 2-4 min of decoding per recognizer)
     .venv/bin/python bench/downstream.py --init runs/ssl/model        # another pretrained encoder
 
 The pretrained encoder (default: the one `bench/label_efficiency.py` pretrains, BEST-RQ on
