@@ -1613,6 +1613,8 @@ def run_spoken(args, previous: dict) -> dict:
     }
     train = {name: [u for u in synth_set(f"{name}_train", items, "train", seed=1) if u.duration <= 20] for name, (items, _, _) in sets.items()}
     out = {k: v for k, v in previous.items() if k in ("snips", "clinc", "recognizer", "recognizer_engines", "recognizer_round3")}
+    if args.asr_round3_minutes and not args.asr_engines_minutes:
+        raise SystemExit("error: --asr-round3-minutes fine-tunes round 2 of the recognizer; it needs --asr-engines-minutes too")
     if args.asr == "intent":
         from speechlm.data.tokenizer import normalize_text
 
