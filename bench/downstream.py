@@ -1378,8 +1378,6 @@ def spoken(name: str, train: list[Utterance], test: list[Utterance], text_items,
     run = f"{name}_spoken_e2e" + ("_asr_init" if args.spoken_init else "")
     if args.spoken_init and "intent_asr_" in init:  # a later round of the benchmark's own recognizer: a run of its own
         run += "_" + Path(init).parent.name.removeprefix("intent_asr_")
-    if args.e2e_unheard and not unheard:
-        raise SystemExit("error: --e2e-unheard trains the end-to-end model on the unheard sentences too; it needs --asr-unheard N")
     if args.e2e_unheard:
         run += "_unheard"
     e2e = finetune(run, [*train, *unheard] if args.e2e_unheard else train, test, init, args.steps_spoken)
@@ -1662,6 +1660,10 @@ def run_spoken(args, previous: dict) -> dict:
     out = {k: v for k, v in previous.items() if k in ("snips", "clinc", "recognizer", "recognizer_engines", "recognizer_round3", "recognizer_round4")}
     if args.asr_round3_minutes and not args.asr_engines_minutes:
         raise SystemExit("error: --asr-round3-minutes fine-tunes round 2 of the recognizer; it needs --asr-engines-minutes too")
+    if args.e2e_unheard and not args.asr_unheard:
+        raise SystemExit("error: --e2e-unheard trains the end-to-end model on the unheard sentences too; it needs --asr-unheard N")
+    if args.pipeline_words < 0:
+        raise SystemExit(f"error: --pipeline-words must be >= 0 (0 = characters only), got {args.pipeline_words}")
     if args.asr_round4_minutes and not args.asr_round3_minutes:
         raise SystemExit("error: --asr-round4-minutes fine-tunes round 3 of the recognizer; it needs --asr-round3-minutes too")
     if args.asr == "intent":
