@@ -1710,14 +1710,17 @@ def run_spoken(args, previous: dict) -> dict:
 
 def keep_earlier(result: dict, previous: dict | None) -> dict:
     """Rows measured earlier stay in the report: end-to-end rows from a different encoder as ``other_e2e``, and
-    the previous run's pipelines and headline, when they came from other recognizers, as ``earlier``."""
+    the previous run's pipelines and headline, when they came from other recognizers or another end-to-end model, as
+    ``earlier``."""
     result = keep_other_encoders(result, previous)
     if not previous:
         return result
     earlier = previous.get("earlier", [])
-    if {pipeline_key(p) for p in previous.get("pipelines", [])} - {pipeline_key(p) for p in result["pipelines"]}:
+    other_pipelines = {pipeline_key(p) for p in previous.get("pipelines", [])} - {pipeline_key(p) for p in result["pipelines"]}
+    if other_pipelines or e2e_key(previous["e2e"]) != e2e_key(result["e2e"]):
         acc, way = spoken_best(previous)
-        earlier = [{"pipelines": previous["pipelines"], "headline": acc, "way": way, "command": previous["e2e"].get("command")}, *earlier]
+        earlier = [{"pipelines": previous["pipelines"], "headline": acc, "way": way, "command": previous["e2e"].get("command"),
+                    "e2e": previous["e2e"]["name"]}, *earlier]
     return result | ({"earlier": earlier} if earlier else {})
 
 
@@ -1726,17 +1729,18 @@ def pipeline_key(p: dict) -> tuple[str, int, int]:
     return p["asr"], p.get("transcribed_unheard", 0), p.get("word_ngram_max", 0)
 
 
+def e2e_key(r: dict) -> tuple:
+    """An end-to-end row's encoder, steps and training clips: rows that differ in any are different models."""
+    return r.get("encoder_from"), r["steps"], r["train_examples"]
+
+
 def keep_other_encoders(result: dict, previous: dict | None) -> dict:
     """End-to-end rows measured earlier from a different encoder, for another number of steps or on other clips stay in the report
     as ``other_e2e``."""
     if not previous:
         return result
     earlier = [previous["e2e"], *previous.get("other_e2e", [])]
-
-    def key(r: dict) -> tuple:
-        return r.get("encoder_from"), r["steps"], r["train_examples"]
-
-    others = [r for r in earlier if key(r) != key(result["e2e"])]
+    others = [r for r in earlier if e2e_key(r) != e2e_key(result["e2e"])]
     return result | ({"other_e2e": others} if others else {})
 
 
@@ -2468,7 +2472,9 @@ def write(sections: dict) -> None:
                     parts += [f"Per test voice ({last['asr']}, {last['decoder']}):",
                               markdown_table(["voice", "WER", "intent accuracy"], [[v, f"{x['wer']:.2%}", f"{x['accuracy']:.2%}"] for v, x in last["by_voice"].items()])]
             for then in r.get("earlier", []):
-                parts += [f"Earlier run of this set's pipeline, with other recognizers or another classifier recipe (headline then **{then['headline']:.2%}**, {then['way']}; "
+                with_e2e = f" with `{then['e2e']}`" if then.get("e2e") else ""
+                parts += [f"Earlier run of this set's pipeline, with other recognizers, another classifier recipe or another end-to-end model "
+                          f"(headline then **{then['headline']:.2%}**, {then['way']}{with_e2e}; "
                           f"command: `{then['command']}`):", pipeline_table(then["pipelines"])]
     write_results("downstream", "Downstream classification: digits, keywords, intent", headline, "\n\n".join(parts), {"sections": sections})
 
