@@ -1378,10 +1378,10 @@ def spoken(name: str, train: list[Utterance], test: list[Utterance], text_items,
     run = f"{name}_spoken_e2e" + ("_asr_init" if args.spoken_init else "")
     if args.spoken_init and "intent_asr_" in init:  # a later round of the benchmark's own recognizer: a run of its own
         run += "_" + Path(init).parent.name.removeprefix("intent_asr_")
+    clips = train
     if args.e2e_unheard:
-        run += "_unheard"
-    e2e = finetune(run, [*train, *unheard] if args.e2e_unheard else train, test, init, args.steps_spoken)
-    e2e["encoder_from"] = init
+        run, clips = run + "_unheard", [*train, *unheard]
+    e2e = finetune(run, clips, test, init, args.steps_spoken) | {"encoder_from": init}
     if args.e2e_unheard:
         e2e["unheard_clips"] = len(unheard)
     if args.spoken_init:
@@ -2214,17 +2214,15 @@ def fsdd_ctc_keyword_parts(fc: dict, table) -> list[str]:
 def recognizer_text(asr: str, sp: dict) -> str:
     """What a spoken-intent pipeline's recognizer is, for the report ("" for one given by path alone); ``sp`` is the
     spoken section, which holds the figures of the benchmark's own recognizers."""
-    own, more, third, fourth = (sp.get(k) for k in ("recognizer", "recognizer_engines", "recognizer_round3", "recognizer_round4"))
-    if fourth and asr.endswith("intent_asr_round4/model"):
-        return (f"`{asr}` is round 4 (`--asr-round4-minutes {fourth['minutes']:g}`): round 3 fine-tuned {fourth['minutes']:g} min more "
-                f"({fourth['steps']} steps, the same way) on its training list plus {fourth['new_utterances']} of round 1's sentences spoken again "
-                f"({fourth['new_hours']} h) by {fourth['voices']} new voices (300 other random flite/festival training voices, 300 other random "
-                "espeak-ng voices; speed 0.9-1.1): no new sentence")
-    if third and asr.endswith("intent_asr_round3/model"):
-        return (f"`{asr}` is round 3 (`--asr-round3-minutes {third['minutes']:g}`): round 2 fine-tuned {third['minutes']:g} min more "
-                f"({third['steps']} steps, the same way) on its training list plus round 2's new sentences spoken again ({third['new_utterances']} "
-                f"utterances, {third['new_hours']} h) by {third['voices']} new voices (300 other random flite/festival training voices, 300 other "
-                "random espeak-ng voices; speed 0.9-1.1): no new sentence")
+    own, more = sp.get("recognizer"), sp.get("recognizer_engines")
+    respoken = {4: "{n} of round 1's sentences spoken again ({h} h)", 3: "round 2's new sentences spoken again ({n} utterances, {h} h)"}
+    for k, sentences in respoken.items():  # rounds 3 and 4: the same recipe on other sentences
+        r = sp.get(f"recognizer_round{k}")
+        if r and asr.endswith(f"intent_asr_round{k}/model"):
+            return (f"`{asr}` is round {k} (`--asr-round{k}-minutes {r['minutes']:g}`): round {k - 1} fine-tuned {r['minutes']:g} min more "
+                    f"({r['steps']} steps, the same way) on its training list plus {sentences.format(n=r['new_utterances'], h=r['new_hours'])} "
+                    f"by {r['voices']} new voices (300 other random flite/festival training voices, 300 other random espeak-ng voices; "
+                    "speed 0.9-1.1): no new sentence")
     if more and asr.endswith("intent_asr_engines/model"):
         return (f"`{asr}` is round 2 of it (`--asr-engines-minutes {more['minutes']:g}`): fine-tuned {more['minutes']:g} min "
                 f"({more['steps']} steps, peak lr 5e-4, its output layer and characters kept) on its own training list plus {more['new_sentences']} other training sentences "
