@@ -1628,23 +1628,32 @@ def pipeline(name: str, recognizers: list[str], text_items, train: list[Utteranc
             rec.lm = NGramFusion(CharNGram.train(texts, NGramConfig(order=args.asr_lm_order), alphabet=rec.tokenizer.chars), rec.tokenizer)
             # weight and bonus as tuned on the demo's dev set by bench/speech_lm.py (not on this test set)
             decoders.append((f"beam 8 + char {args.asr_lm_order}-gram of the training text", DecodingOptions("beam", beam_size=8, lm_weight=0.6, lm_bonus=2)))
-        for decoder, options in decoders:
-            clf = shared if shared is not None else IntentClassifier.train(texts_heard + rec.transcribe(unheard_audio, options),
-                                                                           labels_heard + [u.label for u in unheard], cfg)
-            start = time.perf_counter()
-            hyps = rec.transcribe(audio, options)
-            predictions = clf.predict(hyps)
-            right = [p.intent == u.label for p, u in zip(predictions, test)]
+        def row(decoder: str, hyps: list[str], probs: np.ndarray, text_only: np.ndarray, start: float, **extra) -> np.ndarray:
+            right = [clf.labels[k] == u.label for k, u in zip(probs.argmax(1), test)]
             rows.append({"asr": asr, "decoder": decoder, "text_sentences": len(texts), "transcribed_train": len(train),
-                         "transcribed_unheard": len(unheard), "word_ngram_max": cfg.word_ngram_max,
+                         "transcribed_unheard": len(unheard), "word_ngram_max": cfg.word_ngram_max, **extra,
                          "wer": error_rates([u.text for u in test], hyps).wer,
-                         "accuracy_text_only": accuracy([p.intent for p in text_clf.predict(hyps)], test),
+                         "accuracy_text_only": accuracy([text_clf.labels[k] for k in text_only.argmax(1)], test),
                          "accuracy": sum(right) / len(test), "minutes": round((time.perf_counter() - start) / 60, 1),
                          "by_voice": {v: {"wer": error_rates([test[i].text for i in idx], [hyps[i] for i in idx]).wer,
                                           "accuracy": sum(right[i] for i in idx) / len(idx)} for v, idx in voices.items()}})  # fmt: skip
             print(f"  {name} pipeline ({asr}, {decoder} -> text classifier): WER {rows[-1]['wer']:.2%}, intent accuracy "
                   f"{rows[-1]['accuracy']:.2%} ({rows[-1]['accuracy_text_only']:.2%} with the classifier of the text alone)")
-    return rows, clf.labels, np.array([[p.scores[lab] for lab in clf.labels] for p in predictions])
+            return probs
+
+        for decoder, options in decoders:
+            clf = shared if shared is not None else IntentClassifier.train(texts_heard + rec.transcribe(unheard_audio, options),
+                                                                           labels_heard + [u.label for u in unheard], cfg)
+            start = time.perf_counter()
+            hyps = rec.transcribe(audio, options)
+            probs = row(decoder, hyps, clf.probabilities(hyps), text_clf.probabilities(hyps), start)
+            if options.method == "beam" and args.pipeline_nbest:  # the same classifier reads the beam's N best, weighed by their scores
+                start = time.perf_counter()
+                nbest = rec.transcribe_nbest(audio, options, args.pipeline_nbest)
+                probs = row(f"{decoder}, {args.pipeline_nbest}-best", [h[0][0] for h in nbest], clf.nbest_probabilities(nbest),
+                            text_clf.nbest_probabilities(nbest), start, nbest=args.pipeline_nbest,
+                            nbest_mean=round(float(np.mean([len(h) for h in nbest])), 2))
+    return rows, clf.labels, probs
 
 
 def run_spoken(args, previous: dict) -> dict:
@@ -1662,6 +1671,10 @@ def run_spoken(args, previous: dict) -> dict:
         raise SystemExit("error: --asr-round3-minutes fine-tunes round 2 of the recognizer; it needs --asr-engines-minutes too")
     if args.e2e_unheard and not args.asr_unheard:
         raise SystemExit("error: --e2e-unheard trains the end-to-end model on the unheard sentences too; it needs --asr-unheard N")
+    if not 0 <= args.pipeline_nbest <= 8:
+        raise SystemExit(f"error: --pipeline-nbest lists the pipeline's beam of 8: give 0 (skip) to 8, got {args.pipeline_nbest}")
+    if args.pipeline_nbest and not args.asr_lm_order:
+        raise SystemExit("error: --pipeline-nbest reads the beam's N best; the beam decoder needs --asr-lm-order > 0")
     if args.pipeline_words < 0:
         raise SystemExit(f"error: --pipeline-words must be >= 0 (0 = characters only), got {args.pipeline_words}")
     if args.asr_round4_minutes and not args.asr_round3_minutes:
@@ -1710,14 +1723,15 @@ def run_spoken(args, previous: dict) -> dict:
 
 def keep_earlier(result: dict, previous: dict | None) -> dict:
     """Rows measured earlier stay in the report: end-to-end rows from a different encoder as ``other_e2e``, and
-    the previous run's pipelines and headline, when they came from other recognizers or another end-to-end model, as
-    ``earlier``."""
+    the previous run's pipelines and headline, when they came from other recognizers, another end-to-end model or
+    another pipeline row in the product, as ``earlier``."""
     result = keep_other_encoders(result, previous)
     if not previous:
         return result
     earlier = previous.get("earlier", [])
     other_pipelines = {pipeline_key(p) for p in previous.get("pipelines", [])} - {pipeline_key(p) for p in result["pipelines"]}
-    if other_pipelines or e2e_key(previous["e2e"]) != e2e_key(result["e2e"]):
+    product_pipeline = (previous.get("combined") or {}).get("pipeline") != (result.get("combined") or {}).get("pipeline")
+    if other_pipelines or product_pipeline or e2e_key(previous["e2e"]) != e2e_key(result["e2e"]):
         acc, way = spoken_best(previous)
         earlier = [{"pipelines": previous["pipelines"], "headline": acc, "way": way, "command": previous["e2e"].get("command"),
                     "e2e": previous["e2e"]["name"]}, *earlier]
@@ -1771,6 +1785,9 @@ def main() -> None:
                     help="pipeline: score only the last recognizer (the latest round); the earlier rounds' rows stay in the report as they were")
     ap.add_argument("--pipeline-words", type=int, default=0, metavar="N",
                     help="pipeline: its text classifier also reads word 1..N-grams besides characters 2-4 (0 = characters only)")
+    ap.add_argument("--pipeline-nbest", type=int, default=0, metavar="N",
+                    help="pipeline: also a row whose classifier reads the beam's N best transcripts, its class probabilities averaged "
+                         "with weights softmax(hypothesis scores); that row feeds end-to-end x pipeline (0 = skip)")
     ap.add_argument("--e2e-unheard", action="store_true",
                     help="spoken intent: the end-to-end model also trains on the --asr-unheard sentences' audio (labeled, new voices)")
     ap.add_argument("--spoken-sets", nargs="+", choices=["snips", "clinc"], default=["snips", "clinc"])
@@ -2463,6 +2480,11 @@ def write(sections: dict) -> None:
                                     "voices (`--asr-unheard`)" for n in sorted({p.get("transcribed_unheard", 0) for p in r["pipelines"]} - {0}))
                           + "".join(f"; rows marked `classifier + words 1-{n}`: the classifier also reads word 1-{n}-grams (hashed, "
                                     "`--pipeline-words`) besides characters 2-4" for n in sorted({p.get("word_ngram_max", 0) for p in r["pipelines"]} - {0}))
+                          + "".join(f"; rows marked `, {n}-best`: the beam row's classifier reads the beam's {n} best transcripts "
+                                    "(their class probabilities averaged with weights softmax(hypothesis score), a score being the "
+                                    "recognizer's log-probability plus the fused n-gram's score: the transcript marginalized over the "
+                                    "list; no weight tuned; the WER is the first's; `--pipeline-nbest`)"
+                                    for n in sorted({p.get("nbest", 0) for p in r["pipelines"]} - {0}))
                           + "".join(f". {t}" for asr in described_recognizers(r) if (t := recognizer_text(asr, sp)))
                           + ":", pipeline_table(r["pipelines"])]
                 last = r["pipelines"][-1]
@@ -2471,7 +2493,7 @@ def write(sections: dict) -> None:
                               markdown_table(["voice", "WER", "intent accuracy"], [[v, f"{x['wer']:.2%}", f"{x['accuracy']:.2%}"] for v, x in last["by_voice"].items()])]
             for then in r.get("earlier", []):
                 with_e2e = f" with `{then['e2e']}`" if then.get("e2e") else ""
-                parts += [f"Earlier run of this set's pipeline, with other recognizers, another classifier recipe or another end-to-end model "
+                parts += [f"Earlier run of this set's pipeline, with other recognizers, another classifier recipe, another end-to-end model or another pipeline row in the product "
                           f"(headline then **{then['headline']:.2%}**, {then['way']}{with_e2e}; "
                           f"command: `{then['command']}`):", pipeline_table(then["pipelines"])]
     write_results("downstream", "Downstream classification: digits, keywords, intent", headline, "\n\n".join(parts), {"sections": sections})

@@ -525,6 +525,8 @@ def _recognizer(args: argparse.Namespace):
 def cmd_transcribe(args: argparse.Namespace) -> None:
     from speechlm.data.audio import load_audio
 
+    if args.nbest < 1:
+        raise SpeechLMError(f"--nbest must be >= 1, got {args.nbest}")
     rec = _recognizer(args)
     audios = [load_audio(f) for f in args.files]
     if args.choices:
@@ -542,9 +544,32 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
                 for w in t.words:
                     print(f"  {w.start:7.2f} {w.end:7.2f}  {w.word}")
         return
+    if args.nbest > 1:
+        _transcribe_nbest(args, rec, audios)
+        return
     texts = rec.transcribe(audios, _decoding(args))
     for f, t in zip(args.files, texts):
         print(json.dumps({"audio_filepath": f, "text": t}) if args.json else (f"{f}\t{t}" if len(args.files) > 1 else t))
+
+
+def _transcribe_nbest(args: argparse.Namespace, rec, audios: list) -> None:
+    """Each file's ``--nbest`` best transcripts by beam search with their scores (log-probabilities, LM included)."""
+    from speechlm.decode.transcribe import Recognizer
+
+    if not isinstance(rec, Recognizer):
+        raise SpeechLMError("--nbest lists a CTC recognizer's beam; this is a joint speech-LM")
+    if args.timestamps:
+        raise SpeechLMError("--timestamps come from the greedy alignment; drop --nbest")
+    options = _decoding(args)
+    if options.method != "beam" or args.nbest > options.beam_size:
+        raise SpeechLMError(f"--nbest {args.nbest} needs a beam at least that wide: add --beam {max(args.nbest, 8)}")
+    for f, hyps in zip(args.files, rec.transcribe_nbest(audios, options, args.nbest)):
+        if args.json:
+            print(json.dumps({"audio_filepath": f, "text": hyps[0][0], "nbest": [{"text": t, "score": round(s, 3)} for t, s in hyps]}))
+        else:
+            print(f)
+            for rank, (t, s) in enumerate(hyps, 1):
+                print(f"  {rank:2d} {s:9.2f}  {t}")
 
 
 def _read_choices(args: argparse.Namespace, rec) -> list[str]:
@@ -554,8 +579,8 @@ def _read_choices(args: argparse.Namespace, rec) -> list[str]:
 
     if not isinstance(rec, Recognizer):
         raise SpeechLMError("--choices scores phrases with a CTC recognizer; this is a joint speech-LM")
-    if getattr(args, "timestamps", False) or args.beam > 1 or args.lm:
-        raise SpeechLMError("--choices scores every phrase exactly; drop --timestamps, --beam and --lm")
+    if getattr(args, "timestamps", False) or args.beam > 1 or args.lm or getattr(args, "nbest", 1) > 1:
+        raise SpeechLMError("--choices scores every phrase exactly; drop --timestamps, --beam, --lm and --nbest")
     return [line.strip() for line in _choice_lines(args.choices, "one phrase per line") if line.strip()]
 
 
@@ -841,6 +866,8 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("files", nargs="+", help="audio files (wav, flac, ogg, mp3 ...)")
             s.add_argument("--json", action="store_true", help="one JSON object per line")
             s.add_argument("--timestamps", action="store_true", help="each word's start and end in seconds (greedy decoding)")
+            s.add_argument("--nbest", type=int, default=1, metavar="N",
+                           help="list the N best transcripts of the beam with their scores (log-probabilities, fused LM included)")
             s.add_argument("--choices", default=None, metavar="FILE",
                            help="closed vocabulary: answer each file with the most likely of these phrases (one per line; CTC scores)")
             s.set_defaults(func=cmd_transcribe)

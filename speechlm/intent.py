@@ -171,6 +171,22 @@ class IntentClassifier:
         probs = np.exp(logits - logits.max(1, keepdims=True))
         return probs / probs.sum(1, keepdims=True)
 
+    def nbest_probabilities(self, nbest: Sequence[Sequence[tuple[str, float]]], scale: float = 1.0) -> np.ndarray:
+        """``(N, len(self.labels))`` class probabilities of N recognizer outputs, each an N-best list of ``(text, score)``
+        (:meth:`~speechlm.decode.transcribe.Recognizer.transcribe_nbest`): the mean of each hypothesis' class probabilities
+        weighted by ``softmax(scale * scores)`` over its list, i.e. the intent's probability with the transcript
+        marginalized over the list. ``scale`` 1 takes the scores as log-probabilities; 0 weighs every hypothesis alike."""
+        if scale < 0:
+            raise ValueError(f"N-best scale must be >= 0, got {scale}")
+        out = np.zeros((len(nbest), len(self.labels)))
+        for n, hyps in enumerate(nbest):
+            if not hyps:
+                raise ValueError(f"N-best list {n + 1} is empty")
+            scores = scale * np.array([score for _, score in hyps], np.float64)
+            weights = np.exp(scores - scores.max())
+            out[n] = (weights / weights.sum()) @ self.probabilities([text for text, _ in hyps])
+        return out
+
     def predict(self, texts: Sequence[str], reject_below: float | None = None) -> list[IntentPrediction]:
         """The best intent of each text, or ``cfg.reject_label`` where its probability is below ``reject_below``
         (default: the model's ``cfg.reject_below``); ``confidence`` is the best intent's probability either way."""

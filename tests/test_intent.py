@@ -26,6 +26,23 @@ def test_word_bigrams_see_what_characters_inside_words_cannot():
     assert with_words.probabilities([]).shape == (0, 2) and with_words.predict([]) == []  # an empty batch
 
 
+def test_nbest_probabilities_weigh_each_transcript_by_its_posterior():
+    clf = IntentClassifier.train(TEXTS, LABELS, IntentConfig(word_ngram_max=2))
+    play, stop = "play the radio then stop", "stop the radio then play"
+    p_play, p_stop = clf.probabilities([play, stop])
+    # one hypothesis: its own probabilities, whatever its score
+    assert clf.nbest_probabilities([[(play, -40.0)]])[0] == pytest.approx(p_play)
+    # scores -1 and -1 - log 3: weights 3/4 and 1/4
+    mixed = clf.nbest_probabilities([[(stop, -1.0), (play, -1.0 - np.log(3))]], scale=1.0)[0]
+    assert mixed == pytest.approx(0.75 * p_stop + 0.25 * p_play)
+    assert clf.nbest_probabilities([[(stop, -1.0), (play, -30.0)]])[0].argmax() == 1  # a far likelier transcript decides
+    assert clf.nbest_probabilities([[(stop, -1.0), (play, -30.0)]], scale=0.0)[0] == pytest.approx((p_stop + p_play) / 2)
+    with pytest.raises(ValueError, match="list 1 is empty"):
+        clf.nbest_probabilities([[]])
+    with pytest.raises(ValueError, match="scale"):
+        clf.nbest_probabilities([[(play, 0.0)]], scale=-1)
+
+
 def test_save_load_round_trip_and_models_saved_before_word_ngrams(tmp_path):
     clf = IntentClassifier.train(TEXTS, LABELS, IntentConfig(word_ngram_max=2))
     loaded = IntentClassifier.load(clf.save(tmp_path / "new"))

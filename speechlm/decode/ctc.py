@@ -85,13 +85,22 @@ def _logsumexp(a: float, b: float) -> float:
 def prefix_beam_search(
     log_probs: np.ndarray, beam_size: int = 8, token_prune: float = 1e-3, lm=None, lm_weight: float = 0.0, lm_bonus: float = 0.0
 ) -> list[int]:
-    """CTC prefix beam search over one utterance's ``(T, V)`` log-probabilities.
+    """CTC prefix beam search over one utterance's ``(T, V)`` log-probabilities: the best prefix's token ids.
 
     Each prefix keeps two scores: paths ending in blank and paths ending in its last token,
     so that repeated tokens separated by a blank are told apart from a held token. ``lm`` (a
     :class:`~speechlm.decode.lm_fusion.FusionLM`) adds ``lm_weight * log P_lm(token | prefix) +
     lm_bonus`` each time a prefix grows by a token.
     """
+    return beam_hypotheses(log_probs, beam_size, token_prune, lm, lm_weight, lm_bonus)[0][0]
+
+
+def beam_hypotheses(
+    log_probs: np.ndarray, beam_size: int = 8, token_prune: float = 1e-3, lm=None, lm_weight: float = 0.0, lm_bonus: float = 0.0
+) -> list[tuple[list[int], float]]:
+    """:func:`prefix_beam_search`'s final beam, best first: up to ``beam_size`` ``(token ids, score)`` pairs, each score
+    the prefix's CTC log-probability (summed over its alignments) plus, with an LM, its fused LM score, bonuses and
+    end-of-sentence score: the quantity the search ranks by (an N-best list)."""
     log_probs = np.asarray(log_probs, dtype=np.float64)
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}  # prefix -> (p_blank, p_token)
     fused: dict[tuple[int, ...], float] = {(): 0.0}  # prefix -> its LM score and bonuses so far
@@ -127,10 +136,25 @@ def prefix_beam_search(
         beams = {k: (v[0], v[1]) for k, v in ranked}
     if lm is not None:  # the sentence has to end here: add the LM's end-of-sentence score
         lm.prepare(beams)
-        best = max(beams.items(), key=lambda kv: _logsumexp(*kv[1]) + fused[kv[0]] + lm_weight * lm.log_probs(kv[0])[BLANK_ID])
+        scored = [(k, _logsumexp(*v) + fused[k] + lm_weight * lm.log_probs(k)[BLANK_ID]) for k, v in beams.items()]
     else:
-        best = max(beams.items(), key=lambda kv: _logsumexp(*kv[1]))
-    return list(best[0])
+        scored = [(k, _logsumexp(*v)) for k, v in beams.items()]
+    scored.sort(key=lambda kv: kv[1], reverse=True)  # stable: among equal scores the beam's order stands
+    return [(list(k), float(score)) for k, score in scored]
+
+
+def decode_nbest(logits: torch.Tensor, lens: torch.Tensor, options: DecodingOptions, n: int, lm=None) -> list[list[tuple[list[int], float]]]:
+    """Batch N-best: ``(B, T, V)`` logits -> per utterance up to ``n`` ``(token ids, score)`` pairs, best first
+    (:func:`beam_hypotheses`); needs beam search with ``options.beam_size >= n``."""
+    if options.method != "beam":
+        raise SpeechLMError("an N-best list comes from beam search (method 'beam'); greedy decoding has one path")
+    if not 1 <= n <= options.beam_size:
+        raise SpeechLMError(f"N-best size must be between 1 and the beam size ({options.beam_size}), got {n}")
+    lp = logits.float().log_softmax(-1).cpu().numpy()
+    return [
+        beam_hypotheses(lp[b, : int(lens[b])], options.beam_size, options.token_prune, lm, options.lm_weight, options.lm_bonus)[:n]
+        for b in range(lp.shape[0])
+    ]
 
 
 def decode(logits: torch.Tensor, lens: torch.Tensor, options: DecodingOptions = DecodingOptions(), lm=None) -> list[list[int]]:

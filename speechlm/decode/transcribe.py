@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from speechlm.data.batching import bucket_batches, pad_audio
 from speechlm.data.tokenizer import BLANK_ID, normalize_text, unspellable
-from speechlm.decode.ctc import DecodingOptions, decode, greedy_alignment
+from speechlm.decode.ctc import DecodingOptions, decode, decode_nbest, greedy_alignment
 from speechlm.errors import SpeechLMError
 from speechlm.features import HOP_LENGTH, SAMPLE_RATE
 from speechlm.models.encoders import SUBSAMPLING
@@ -75,6 +75,14 @@ def split_long(audio: np.ndarray, max_seconds: float = MAX_CHUNK_SECONDS) -> lis
         start = cut
     pieces.append(audio[start:])
     return pieces
+
+
+def _merged(hyps: list[tuple[str, float]], n: int) -> list[tuple[str, float]]:
+    """``(text, log-probability)`` pairs with each text once, its probabilities summed: the ``n`` best, best first."""
+    merged: dict[str, float] = {}
+    for text, score in hyps:
+        merged[text] = float(np.logaddexp(merged.get(text, -np.inf), score))
+    return sorted(merged.items(), key=lambda kv: kv[1], reverse=True)[:n]
 
 
 class Recognizer:
@@ -163,7 +171,33 @@ class Recognizer:
         return out
 
     @torch.inference_mode()
-    def _run(self, audios: Sequence[np.ndarray], options: DecodingOptions, batch_seconds: float, with_words: bool) -> list[Transcript]:
+    def transcribe_nbest(
+        self, audios: Sequence[np.ndarray], options: DecodingOptions, n: int, batch_seconds: float = 200.0
+    ) -> list[list[tuple[str, float]]]:
+        """Each waveform's ``n`` best transcripts by beam search (fusing the recognizer's LM, if it has one), best first,
+        as ``(text, score)`` pairs; a score is the hypothesis' log-probability under the recognizer (plus its fused LM
+        score), so ``softmax(scores)`` approximates the posterior of each text among the list.
+
+        Beam prefixes that read the same (token sequences that differ only in spaces) are one transcript, their
+        probabilities summed over the whole beam, so the list holds ``n`` different texts and its first may differ
+        from :meth:`transcribe`'s, which is the single best prefix. A clip cut into pieces (longer than
+        :data:`MAX_CHUNK_SECONDS`) gets the ``n`` best joins of its pieces' lists, each piece scored on its own.
+        """
+        if not 1 <= n <= options.beam_size:
+            raise SpeechLMError(f"N-best size must be between 1 and the beam size ({options.beam_size}), got {n}")
+        pieces, owner, _ = self._pieces(audios)
+        lists: list[list[tuple[str, float]]] = [[]] * len(pieces)
+        for idx, res in self._forward(pieces, batch_seconds):
+            for i, hyps in zip(idx, decode_nbest(res.logits, res.lens, options, options.beam_size, self.lm)):
+                lists[i] = _merged([(self.tokenizer.decode(ids), score) for ids, score in hyps], n)
+        out: list[list[tuple[str, float]]] = [[("", 0.0)] for _ in audios]
+        for clip, hyps in zip(owner, lists):
+            out[clip] = _merged([(" ".join(t for t in (text, piece) if t), score + piece_score)
+                                 for text, score in out[clip] for piece, piece_score in hyps], n)
+        return out
+
+    def _pieces(self, audios: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[int], list[float]]:
+        """The pieces the model reads (short clips padded, long ones cut), the clip each belongs to and its offset (s)."""
         pieces, owner, offsets = [], [], []
         min_len = int(MIN_SECONDS * SAMPLE_RATE)
         for n, audio in enumerate(audios):
@@ -175,10 +209,18 @@ class Recognizer:
                 owner.append(n)
                 offsets.append(start / SAMPLE_RATE)
                 start += piece.size
-        durations = [a.size / SAMPLE_RATE for a in pieces]
+        return pieces, owner, offsets
+
+    def _forward(self, pieces: list[np.ndarray], batch_seconds: float):
+        """Batches of pieces by duration: yields each batch's piece indices and the model's output."""
+        for idx in bucket_batches([a.size / SAMPLE_RATE for a in pieces], batch_seconds, 256, seed=0, epoch=0, shuffle=False):
+            yield idx, self.model(*pad_audio([pieces[i] for i in idx]))
+
+    @torch.inference_mode()
+    def _run(self, audios: Sequence[np.ndarray], options: DecodingOptions, batch_seconds: float, with_words: bool) -> list[Transcript]:
+        pieces, owner, offsets = self._pieces(audios)
         results: list[Transcript] = [Transcript("", [])] * len(pieces)
-        for idx in bucket_batches(durations, batch_seconds, 256, seed=0, epoch=0, shuffle=False):
-            res = self.model(*pad_audio([pieces[i] for i in idx]))
+        for idx, res in self._forward(pieces, batch_seconds):
             for b, (i, ids) in enumerate(zip(idx, decode(res.logits, res.lens, options, self.lm if options.method == "beam" else None))):
                 words = []
                 if with_words:

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from speechlm.decode.ctc import DecodingOptions, decode, greedy_decode, prefix_beam_search
+from speechlm.decode.ctc import DecodingOptions, beam_hypotheses, decode, decode_nbest, greedy_decode, prefix_beam_search
+from speechlm.errors import SpeechLMError
 from speechlm.objectives.ctc import ctc_loss
 
 
@@ -20,14 +21,20 @@ def collapse(path):
     return tuple(out)
 
 
-def brute_force_best(log_probs: np.ndarray) -> tuple[tuple[int, ...], float]:
-    """Most probable label sequence by summing every alignment path (exponential: tiny inputs only)."""
+def brute_force_scores(log_probs: np.ndarray) -> dict[tuple[int, ...], float]:
+    """Every label sequence's log-probability, summed over its alignment paths (exponential: tiny inputs only)."""
     T, V = log_probs.shape
     scores: dict[tuple[int, ...], float] = {}
     for path in itertools.product(range(V), repeat=T):
         lp = sum(log_probs[t, s] for t, s in enumerate(path))
         key = collapse(path)
         scores[key] = np.logaddexp(scores.get(key, -math.inf), lp)
+    return scores
+
+
+def brute_force_best(log_probs: np.ndarray) -> tuple[tuple[int, ...], float]:
+    """Most probable label sequence by summing every alignment path."""
+    scores = brute_force_scores(log_probs)
     best = max(scores, key=scores.get)
     return best, scores[best]
 
@@ -40,6 +47,31 @@ def test_prefix_beam_search_matches_brute_force(seed):
     best, _ = brute_force_best(log_probs)
     # a beam as wide as the number of possible prefixes is exact
     assert tuple(prefix_beam_search(log_probs, beam_size=200, token_prune=0.0)) == best
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_beam_hypotheses_are_the_exact_n_best_with_their_log_probabilities(seed):
+    rng = np.random.default_rng(seed)
+    log_probs = torch.log_softmax(torch.tensor(rng.normal(size=(6, 3)) * 2), -1).numpy()
+    exact = sorted(brute_force_scores(log_probs).items(), key=lambda kv: kv[1], reverse=True)[:5]
+    hyps = beam_hypotheses(log_probs, beam_size=200, token_prune=0.0)
+    assert [tuple(ids) for ids, _ in hyps[:5]] == [k for k, _ in exact]
+    assert [s for _, s in hyps[:5]] == pytest.approx([s for _, s in exact])
+    assert hyps[0][0] == prefix_beam_search(log_probs, beam_size=200, token_prune=0.0)
+    narrow = beam_hypotheses(log_probs, beam_size=3)
+    assert len(narrow) <= 3 and [s for _, s in narrow] == sorted((s for _, s in narrow), reverse=True)
+
+
+def test_decode_nbest_needs_a_beam_at_least_as_wide():
+    torch.manual_seed(0)
+    logits, lens = torch.randn(2, 12, 5), torch.tensor([12, 7])
+    lists = decode_nbest(logits, lens, DecodingOptions("beam", beam_size=4), 3)
+    assert [len(x) <= 3 for x in lists] == [True, True]
+    assert [x[0][0] for x in lists] == decode(logits, lens, DecodingOptions("beam", beam_size=4))
+    with pytest.raises(SpeechLMError, match="beam search"):
+        decode_nbest(logits, lens, DecodingOptions("greedy"), 2)
+    with pytest.raises(SpeechLMError, match="between 1 and the beam size"):
+        decode_nbest(logits, lens, DecodingOptions("beam", beam_size=4), 5)
 
 
 def test_greedy_collapses_repeats_and_blanks():

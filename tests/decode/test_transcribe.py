@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from speechlm.decode.transcribe import Recognizer, split_long
+from speechlm.errors import SpeechLMError
 from speechlm.features import SAMPLE_RATE
 from speechlm.train.asr import train_asr
 
@@ -161,6 +162,45 @@ def test_transcribe_with_choices_answers_from_the_list(tone_corpus, tone_asr_60,
     (tmp_path / "odd.txt").write_text(utts[0].text + "\nzz9\n")  # a character the tone recognizer never saw
     assert main(["transcribe", str(tone_asr_60), utts[0].audio_filepath, "--choices", str(tmp_path / "odd.txt")]) == 2
     assert "phrase 2 ('zz9') cannot be spelled" in capsys.readouterr().err
+
+
+def test_nbest_transcripts_start_with_the_beam_transcript(tone_corpus, tone_asr_60, capsys):
+    import json
+
+    from speechlm.cli import main
+    from speechlm.data.audio import load_audio
+    from speechlm.data.manifest import read_manifest
+    from speechlm.decode.ctc import DecodingOptions
+
+    utts = read_manifest(tone_corpus)[:4]
+    audios = [load_audio(u.audio_filepath) for u in utts]
+    rec = Recognizer.load(tone_asr_60)
+    beam = DecodingOptions("beam", beam_size=6)
+    lists = rec.transcribe_nbest(audios, beam, 4)
+    # the best prefix's text is on the list (4 other texts cannot all outweigh it from 5 other prefixes)
+    assert all(best in [t for t, _ in hyps] for best, hyps in zip(rec.transcribe(audios, beam), lists))
+    for hyps in lists:
+        texts, scores = zip(*hyps)
+        assert 1 <= len(hyps) <= 4 and len(set(texts)) == len(texts)
+        assert list(scores) == sorted(scores, reverse=True) and all(s < 0 for s in scores)
+    with pytest.raises(SpeechLMError, match="between 1 and the beam size"):
+        rec.transcribe_nbest(audios, beam, 7)
+    # a clip cut into two pieces: the joins of the pieces' lists, each score the sum of its pieces'
+    long = np.concatenate([audios[0], np.zeros(int(40 * SAMPLE_RATE), np.float32), audios[1]])
+    joined = rec.transcribe_nbest([long], beam, 4)[0]
+    pieces, _, _ = rec._pieces([long])
+    assert len(pieces) == 2 and len(joined) <= 4
+    assert joined[0][1] == pytest.approx(sum(h[0][1] for h in rec.transcribe_nbest(pieces, beam, 1)))
+
+    assert main(["transcribe", str(tone_asr_60), utts[0].audio_filepath, "--nbest", "3", "--beam", "6", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["text"] == lists[0][0][0] and [h["text"] for h in row["nbest"]] == [t for t, _ in lists[0][:3]]
+    assert [h["score"] for h in row["nbest"]] == [round(s, 3) for _, s in lists[0][:3]]
+    assert main(["transcribe", str(tone_asr_60), utts[0].audio_filepath, "--nbest", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--nbest 3 needs a beam" in err and "Traceback" not in err
+    assert main(["transcribe", str(tone_asr_60), utts[0].audio_filepath, "--nbest", "0"]) == 2
+    assert "--nbest must be >= 1" in capsys.readouterr().err
 
 
 def test_evaluate_with_choices_scores_the_recognizer_as_a_classifier(tone_corpus, tone_asr_60, tmp_path, capsys):
