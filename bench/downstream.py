@@ -1381,9 +1381,18 @@ def spoken(name: str, train: list[Utterance], test: list[Utterance], text_items,
     clips = train
     if args.e2e_unheard:
         run, clips = run + "_unheard", [*train, *unheard]
-    e2e = finetune(run, clips, test, init, args.steps_spoken) | {"encoder_from": init}
+    extra = []
+    if args.e2e_freeze_steps:  # the head learns on a fixed encoder first
+        run, extra = run + f"_freeze{args.e2e_freeze_steps}", [f"finetune.freeze_encoder_steps={args.e2e_freeze_steps}"]
+    if args.e2e_lr:
+        run, extra = run + f"_lr{args.e2e_lr:g}", [*extra, f"train.lr={args.e2e_lr}"]
+    e2e = finetune(run, clips, test, init, args.steps_spoken, *extra) | {"encoder_from": init}
     if args.e2e_unheard:
         e2e["unheard_clips"] = len(unheard)
+    if args.e2e_freeze_steps:
+        e2e["freeze_encoder_steps"] = args.e2e_freeze_steps
+    if args.e2e_lr:
+        e2e["lr"] = args.e2e_lr
     if args.spoken_init:
         e2e["init"] = "recognizer"  # an encoder trained with transcripts (synthesized speech), not self-supervised
     e2e["command"] = command()
@@ -1675,6 +1684,10 @@ def run_spoken(args, previous: dict) -> dict:
         raise SystemExit(f"error: --pipeline-nbest lists the pipeline's beam of 8: give 0 (skip) to 8, got {args.pipeline_nbest}")
     if args.pipeline_nbest and not args.asr_lm_order:
         raise SystemExit("error: --pipeline-nbest reads the beam's N best; the beam decoder needs --asr-lm-order > 0")
+    if args.e2e_lr < 0:
+        raise SystemExit(f"error: --e2e-lr must be > 0 (or 0 for the default), got {args.e2e_lr}")
+    if not 0 <= args.e2e_freeze_steps < args.steps_spoken:
+        raise SystemExit(f"error: --e2e-freeze-steps must be >= 0 and below --steps-spoken ({args.steps_spoken}), got {args.e2e_freeze_steps}")
     if args.pipeline_words < 0:
         raise SystemExit(f"error: --pipeline-words must be >= 0 (0 = characters only), got {args.pipeline_words}")
     if args.asr_round4_minutes and not args.asr_round3_minutes:
@@ -1744,8 +1757,9 @@ def pipeline_key(p: dict) -> tuple[str, int, int]:
 
 
 def e2e_key(r: dict) -> tuple:
-    """An end-to-end row's encoder, steps and training clips: rows that differ in any are different models."""
-    return r.get("encoder_from"), r["steps"], r["train_examples"]
+    """An end-to-end row's encoder, steps, training clips, steps on a frozen encoder and peak learning rate (None: the
+    default): rows that differ in any are different models."""
+    return r.get("encoder_from"), r["steps"], r["train_examples"], r.get("freeze_encoder_steps", 0), r.get("lr")
 
 
 def keep_other_encoders(result: dict, previous: dict | None) -> dict:
@@ -1790,6 +1804,10 @@ def main() -> None:
                          "with weights softmax(hypothesis scores); that row feeds end-to-end x pipeline (0 = skip)")
     ap.add_argument("--e2e-unheard", action="store_true",
                     help="spoken intent: the end-to-end model also trains on the --asr-unheard sentences' audio (labeled, new voices)")
+    ap.add_argument("--e2e-freeze-steps", type=int, default=0, metavar="N",
+                    help="spoken intent: the end-to-end model's encoder stays fixed for its first N steps while the new head learns "
+                         "(finetune.freeze_encoder_steps; 0 = trains from the start)")
+    ap.add_argument("--e2e-lr", type=float, default=0, help="spoken intent: the end-to-end model's peak learning rate (0 = the default, 1e-3)")
     ap.add_argument("--spoken-sets", nargs="+", choices=["snips", "clinc"], default=["snips", "clinc"])
     ap.add_argument("--spoken-init", default=None, help="spoken intent: start from this model's encoder instead of --init (e.g. a recognizer; "
                     "'intent': the pipeline's own, round 1; 'intent-last': its last round)")
@@ -2465,6 +2483,9 @@ def write(sections: dict) -> None:
                          f"equal weights fixed in advance; pipeline = {r['combined']['pipeline']})")
             acc, way = spoken_best(r)
             also = (f"; trained on the {r['e2e']['unheard_clips']} unheard sentences' clips too, `--e2e-unheard`" if r["e2e"].get("unheard_clips") else "")
+            also += (f"; its encoder fixed for the first {r['e2e']['freeze_encoder_steps']} steps, `--e2e-freeze-steps`"
+                     if r["e2e"].get("freeze_encoder_steps") else "")
+            also += f"; peak learning rate {r['e2e']['lr']:g}" if r["e2e"].get("lr") else ""
             parts += [f"**{key}**: end-to-end {r['e2e']['accuracy']:.2%} (encoder from `{r['e2e'].get('encoder_from', '-')}`{also}){pipe}; "
                       f"headline **{acc:.2%}** ({way}); test voices {', '.join(r['test_voices'])}. "
                       f"Command: `{r['e2e'].get('command', sp.get('command', '-'))}`", table([r["e2e"], *r.get("other_e2e", [])])]
