@@ -101,7 +101,7 @@ def finished_with(run: Path, cfg, marker: Path) -> bool:
 def finetune(name: str, train: list[Utterance], test: list[Utterance], init: str | None, steps: int, *extra: str) -> dict:
     """Train a classifier on ``train`` (from ``init`` or scratch) and score it on ``test``."""
     run = WORK / name
-    manifest = run.with_suffix(".train.jsonl")
+    manifest = run.parent / f"{run.name}.train.jsonl"  # not with_suffix: a run name may hold a dot (a learning rate)
     run.parent.mkdir(parents=True, exist_ok=True)
     write_manifest(manifest, train)
     overrides = [f"data.train_manifest={manifest}", f"train.max_steps={steps}", "train.checkpoint_every=100000", *extra]
@@ -1429,7 +1429,7 @@ def train_recognizer(run: Path, train: list[Utterance], overrides: list[str], in
     from speechlm.config import ASRConfig
     from speechlm.train.asr import train_asr
 
-    manifest = run.with_suffix(".train.jsonl")
+    manifest = run.parent / f"{run.name}.train.jsonl"  # not with_suffix: a run name may hold a dot (a learning rate)
     run.parent.mkdir(parents=True, exist_ok=True)
     write_manifest(manifest, train)
     cfg = load_config(ASRConfig, overrides=[f"data.train_manifest={manifest}", *overrides])
