@@ -11,6 +11,7 @@ Usage:
     speechlm generate runs/lm --prompt "set an alarm" --temperature 0.8 --top-p 0.9
     speechlm perplexity runs/lm held_out.txt
     speechlm transcribe runs/asr clip.wav other.flac
+    speechlm transcribe runs/asr clip.wav --beam 8 --nbest 8 --json
     speechlm evaluate runs/asr data/test/manifest.jsonl
     speechlm finetune runs/kws --task classify --init runs/ssl --train-manifest data/kws.jsonl --peft lora
     speechlm predict runs/kws clip.wav
