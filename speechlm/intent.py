@@ -178,14 +178,17 @@ class IntentClassifier:
         marginalized over the list. ``scale`` 1 takes the scores as log-probabilities; 0 weighs every hypothesis alike."""
         if scale < 0:
             raise ValueError(f"N-best scale must be >= 0, got {scale}")
-        out = np.zeros((len(nbest), len(self.labels)))
-        for n, hyps in enumerate(nbest):
-            if not hyps:
-                raise ValueError(f"N-best list {n + 1} is empty")
-            scores = scale * np.array([score for _, score in hyps], np.float64)
-            weights = np.exp(scores - scores.max())
-            out[n] = (weights / weights.sum()) @ self.probabilities([text for text, _ in hyps])
-        return out
+        empty = next((n for n, hyps in enumerate(nbest) if not hyps), None)
+        if empty is not None:
+            raise ValueError(f"N-best list {empty + 1} is empty")
+        if not len(nbest):
+            return np.zeros((0, len(self.labels)))
+        probs = self.probabilities([text for hyps in nbest for text, _ in hyps])  # every hypothesis in one batch
+        starts = np.cumsum([0] + [len(hyps) for hyps in nbest[:-1]])
+        scores = scale * np.array([score for hyps in nbest for _, score in hyps], np.float64)
+        weights = np.exp(scores - np.repeat(np.maximum.reduceat(scores, starts), [len(h) for h in nbest]))
+        weights /= np.repeat(np.add.reduceat(weights, starts), [len(h) for h in nbest])
+        return np.add.reduceat(weights[:, None] * probs, starts, axis=0)
 
     def predict(self, texts: Sequence[str], reject_below: float | None = None) -> list[IntentPrediction]:
         """The best intent of each text, or ``cfg.reject_label`` where its probability is below ``reject_below``
