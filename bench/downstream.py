@@ -53,7 +53,8 @@ Spoken intent is measured three ways: end to end (the encoder fine-tuned on inte
 pipeline (recognizer -> text intent classifier; the recognizer trains on the sets' synthesized
 training audio and more of their training sentences by many voices, and the classifier learns from
 the labeled text plus the recognizer's transcripts of that audio); and the two combined (product of
-their probabilities), which is the headline.
+their probabilities, equal weights or, with --fusion-dev-folds, a weight chosen on clips neither
+way trained on), which is the headline.
 """
 
 from __future__ import annotations
@@ -1801,8 +1802,8 @@ def run_spoken(args, previous: dict) -> dict:
 
 def keep_earlier(result: dict, previous: dict | None) -> dict:
     """Rows measured earlier stay in the report: end-to-end rows from a different encoder as ``other_e2e``, and
-    the previous run's pipelines and headline, when they came from other recognizers, another end-to-end model or
-    another pipeline row in the product, as ``earlier``."""
+    the previous run's pipelines and headline, when they came from other recognizers, another end-to-end model, or
+    another pipeline row or weighting in the product, as ``earlier``."""
     result = keep_other_encoders(result, previous)
     if not previous:
         return result
@@ -1946,7 +1947,9 @@ def product_text(c: dict) -> str:
             f"trained without its transcripts and its sentences (`--fusion-dev-folds`); on those clips the end-to-end model scores "
             f"{dev['accuracy_by_weight']['1.0']:.2%}, the pipeline {dev['accuracy_by_weight']['0.0']:.2%}, the product at w = {w:g} "
             f"{dev['accuracy_by_weight'][str(w)]:.2%}; rule fixed before any run with it; on the test, equal weights "
-            f"(the rule before) give {c['accuracy_equal']:.2%}; pipeline = {c['pipeline']}")
+            f"(the rule before) give {c['accuracy_equal']:.2%}, and w = 0, 0.1, ..., 1 would give "
+            f"{' / '.join(f'{a:.2%}' for a in c['test_accuracy_by_weight'].values())} (for the record, not for choosing); "
+            f"pipeline = {c['pipeline']}")
 
 
 def spoken_best(r: dict) -> tuple[float, str]:
@@ -2596,7 +2599,7 @@ def write(sections: dict) -> None:
                               markdown_table(["voice", "WER", "intent accuracy"], [[v, f"{x['wer']:.2%}", f"{x['accuracy']:.2%}"] for v, x in last["by_voice"].items()])]
             for then in r.get("earlier", []):
                 with_e2e = f" with `{then['e2e']}`" if then.get("e2e") else ""
-                parts += [f"Earlier run of this set's pipeline, with other recognizers, another classifier recipe, another end-to-end model or another pipeline row in the product "
+                parts += [f"Earlier run of this set's pipeline, with other recognizers, another classifier recipe, another end-to-end model, or another pipeline row or weighting in the product "
                           f"(headline then **{then['headline']:.2%}**, {then['way']}{with_e2e}; "
                           f"command: `{then['command']}`):", pipeline_table(then["pipelines"])]
     write_results("downstream", "Downstream classification: digits, keywords, intent", headline, "\n\n".join(parts), {"sections": sections})
