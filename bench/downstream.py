@@ -1420,8 +1420,8 @@ def combine(e2e_run: Path, test: list[Utterance], audio: list[np.ndarray], label
     ``w log p_e2e + (1 - w) log p_pipeline``. Without ``dev``, equal weights (fixed in advance). With ``dev`` =
     (clips, their audio, the pipeline's cross-fitted probabilities on them, folds) -- clips neither model trained on --
     ``w`` is the one of ENSEMBLE_WEIGHTS with the best accuracy there (ties: the nearest to 1/2, the rule without
-    ``dev``; then the smaller), chosen before the
-    test is scored; the test's accuracy at every ``w`` is kept for the record, not for choosing."""
+    ``dev``; then the smaller), chosen before the test is scored; the test's accuracy at every ``w`` is kept for the
+    record, not for choosing."""
     e2e = Classifier.load(e2e_run)
     missing = sorted(set(labels) - set(e2e.labels))
     if missing:
@@ -1644,7 +1644,7 @@ def pipeline(name: str, recognizers: list[str], text_items, train: list[Utteranc
     ``audio`` holds the waveforms of ``test``.
     Returns a row per recognizer and decoder, the intents, the last row's ``(N, intents)`` probabilities
     (second classifier), and with ``--fusion-dev-folds K`` the last row's probabilities on ``unheard``, each fold
-    of K read by a classifier trained without that fold's transcripts (cross-fitted; else None)."""
+    of K read by a classifier trained without that fold's transcripts and sentences (cross-fitted; else None)."""
     from speechlm.data.tokenizer import normalize_text
     from speechlm.decode.ctc import DecodingOptions
     from speechlm.decode.lm_fusion import NGramFusion
