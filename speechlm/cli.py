@@ -15,6 +15,7 @@ Usage:
     speechlm evaluate runs/asr data/test/manifest.jsonl
     speechlm finetune runs/kws --task classify --init runs/ssl --train-manifest data/kws.jsonl --peft lora
     speechlm predict runs/kws clip.wav
+    speechlm predict runs/e2e clip.wav --pipeline runs/asr runs/intent --lm runs/ngram --pipeline-nbest 8 --pipeline-weight 0.9
     speechlm finetune runs/txt --task text-classify --init runs/lm --train-file labeled.csv --valid-file test.csv
     speechlm predict runs/txt "book a table for two"
     speechlm ngram runs/ngram --text sentences.txt && speechlm evaluate runs/asr data/test/manifest.jsonl --lm runs/ngram
@@ -209,8 +210,11 @@ def _train_text_classifier(args: argparse.Namespace, overrides: list[str]) -> No
         _report_classifier(Path(args.run_dir) / "model", cfg.data.valid_file, Path(args.run_dir) / "valid")
 
 
-def _speech_classifier_only(what: str, ensemble: Sequence[str] = (), balance: bool = False, speeds: Sequence[float] = ()) -> None:
+def _speech_classifier_only(what: str, ensemble: Sequence[str] = (), balance: bool = False, speeds: Sequence[float] = (),
+                            pipeline: Sequence[str] | None = None) -> None:  # fmt: skip
     """Refuse the options that only a speech classifier takes when the model directory holds ``what``."""
+    if pipeline:
+        raise SpeechLMError(f"--pipeline joins an ASR -> intent pipeline to a speech classifier; the model directory holds {what}")
     if ensemble:
         raise SpeechLMError(f"--ensemble averages speech classifiers; the model directory holds {what}")
     if balance:
@@ -229,12 +233,40 @@ def _check_tta_speeds(speeds: Sequence[float] | None, option: str = "--tta-speed
             raise SpeechLMError(f"{option}: {e}") from None
 
 
-def _load_speech_classifier(model_dir: str | Path, ensemble: Sequence[str], speeds: Sequence[float] | None, choices: str | None = None):
-    """The classifier (with its --ensemble, --tta-speeds); a recognizer in the ensemble scores the --choices phrases."""
+def _load_speech_classifier(model_dir: str | Path, ensemble: Sequence[str], speeds: Sequence[float] | None, choices: str | None = None,
+                            args: argparse.Namespace | None = None):  # fmt: skip
+    """The classifier (with its --ensemble, --tta-speeds); a recognizer in the ensemble scores the --choices phrases.
+    With ``args.pipeline`` (predict, evaluate), its weighted product with that ASR -> intent pipeline."""
     from speechlm.train.classify import load_classifier
 
     _check_tta_speeds(speeds)
-    return load_classifier(model_dir, ensemble, speeds or (), _ensemble_phrases(ensemble, choices))
+    clf = load_classifier(model_dir, ensemble, speeds or (), _ensemble_phrases(ensemble, choices))
+    return _with_pipeline(clf, model_dir, args) if args is not None else clf
+
+
+def _with_pipeline(clf, model_dir: str | Path, args: argparse.Namespace):
+    """``clf`` times the spoken-intent pipeline of ``--pipeline ASR INTENT`` (ASR -> intent classifier, decoded with --beam,
+    --lm and read over --pipeline-nbest transcripts), weighted ``1 - W`` and ``W`` (--pipeline-weight W); ``clf`` alone
+    without --pipeline, where the pipeline's own flags are an error."""
+    from speechlm.train.classify import SpokenIntentPipeline, WeightedProduct, is_recognizer_dir
+
+    if not args.pipeline:
+        used = [flag for flag, on in (("--pipeline-nbest", args.pipeline_nbest != 1), ("--pipeline-weight", args.pipeline_weight != 0.5),
+                                      ("--beam", args.beam > 1), ("--lm", bool(args.lm))) if on]  # fmt: skip
+        if used:
+            raise SpeechLMError(f"{', '.join(used)}: for the ASR -> intent pipeline beside a classifier; add --pipeline ASR_DIR INTENT_DIR")
+        return clf
+    asr, intent = args.pipeline
+    if not 0.0 <= args.pipeline_weight <= 1.0:
+        raise SpeechLMError(f"--pipeline-weight must be between 0 and 1 (the pipeline's share of the product), got {args.pipeline_weight}")
+    if not is_recognizer_dir(asr):
+        raise SpeechLMError(f"--pipeline {asr}: not a speech recognizer (train one with `speechlm train`); give the recognizer, then the intent classifier")
+    options = _decoding(args)
+    if args.pipeline_nbest < 1 or (args.pipeline_nbest > 1 and args.pipeline_nbest > (options.beam_size if options.method == "beam" else 1)):
+        raise SpeechLMError(f"--pipeline-nbest {args.pipeline_nbest} reads the beam's N best transcripts: give N >= 1 and a beam at least "
+                            f"that wide (--beam {max(args.pipeline_nbest, 8)})")  # fmt: skip
+    pipe = SpokenIntentPipeline.load(asr, intent, args.lm, options, args.pipeline_nbest)
+    return WeightedProduct([clf, pipe], [str(model_dir), f"--pipeline {asr} {intent}"], [1 - args.pipeline_weight, args.pipeline_weight])
 
 
 def _ensemble_phrases(ensemble: Sequence[str], choices: str | None, option: str = "--choices", ensemble_option: str = "--ensemble") -> dict[str, str] | None:
@@ -284,11 +316,11 @@ def _is_text_classifier(model_dir: Path) -> bool:
 
 
 def _report_classifier(model_dir: Path, manifest: str, out: Path | None, ensemble: Sequence[str] = (), balance: bool = False,
-                       speeds: Sequence[float] = (), choices: str | None = None) -> None:
+                       speeds: Sequence[float] = (), choices: str | None = None, args: argparse.Namespace | None = None) -> None:
     from speechlm.train.classify import evaluate_classifier, read_labeled
 
     if _is_text_classifier(model_dir):
-        _speech_classifier_only("a text classifier", ensemble, balance, speeds)
+        _speech_classifier_only("a text classifier", ensemble, balance, speeds, args and args.pipeline)
         from speechlm.intent import read_labeled_text
         from speechlm.train.text_classify import TextClassifierModel
 
@@ -299,7 +331,7 @@ def _report_classifier(model_dir: Path, manifest: str, out: Path | None, ensembl
         rows = [{"text": t, "label": y, "predicted": p, "confidence": c} for t, y, (p, c) in zip(texts, truth, preds)]
     else:
         try:
-            report, rows, _ = evaluate_classifier(_load_speech_classifier(model_dir, ensemble, speeds, choices), read_labeled(manifest), balance)
+            report, rows, _ = evaluate_classifier(_load_speech_classifier(model_dir, ensemble, speeds, choices, args), read_labeled(manifest), balance)
         except ValueError as e:  # --balance with fewer clips than labels
             raise SpeechLMError(f"{manifest}: {e}") from None
     _print_report(report, rows, out)
@@ -326,7 +358,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from speechlm.train.speech_lm import SpeechLMRunner, is_speech_lm_dir
 
     if is_speech_lm_dir(args.model_dir):
-        _speech_classifier_only("a speech-text model", args.ensemble, speeds=args.tta_speeds)
+        _speech_classifier_only("a speech-text model", args.ensemble, speeds=args.tta_speeds, pipeline=args.pipeline)
         answers = SpeechLMRunner.load(args.model_dir).answer([load_audio(f) for f in args.files], "intent")
         for f, label in zip(args.files, answers):
             print(json.dumps({"audio_filepath": f, "label": label}) if args.json else f"{f}\t{label}")
@@ -334,11 +366,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if _is_text_classifier(Path(args.model_dir)):
         from speechlm.train.text_classify import TextClassifierModel
 
-        _speech_classifier_only("a text classifier", args.ensemble, speeds=args.tta_speeds)
+        _speech_classifier_only("a text classifier", args.ensemble, speeds=args.tta_speeds, pipeline=args.pipeline)
         for text, (label, conf) in zip(args.files, TextClassifierModel.load(args.model_dir).predict(args.files)):
             print(json.dumps({"text": text, "label": label, "confidence": round(conf, 4)}) if args.json else f"{label}\t{conf:.3f}\t{text}")
         return
-    clf = _load_speech_classifier(args.model_dir, args.ensemble, args.tta_speeds, args.choices)
+    clf = _load_speech_classifier(args.model_dir, args.ensemble, args.tta_speeds, args.choices, args)
     for f, (label, conf) in zip(args.files, clf.predict([load_audio(f) for f in args.files])):
         print(json.dumps({"audio_filepath": f, "label": label, "confidence": round(conf, 4)}) if args.json else f"{f}\t{label}\t{conf:.3f}")
 
@@ -480,7 +512,21 @@ def cmd_ngram(args: argparse.Namespace) -> None:
     from speechlm.data.text import read_text_lines
     from speechlm.models.ngram import CharNGram, NGramConfig
 
-    lm = CharNGram.train(read_text_lines(args.text), NGramConfig(order=args.order))
+    alphabet: list[str] = []
+    if args.recognizer:  # every character it can emit gets a place, so the n-gram fuses into its beam search
+        from speechlm.data.tokenizer import TOKENIZER_FILE, CharTokenizer, load_tokenizer
+        from speechlm.train.checkpoint import resolve_model_dir
+
+        from speechlm.train.classify import is_recognizer_dir
+
+        if not is_recognizer_dir(args.recognizer):
+            raise SpeechLMError(f"--recognizer {args.recognizer}: not a speech recognizer (it has no {TOKENIZER_FILE}; train one with `speechlm train`)")
+        tokenizer = load_tokenizer(resolve_model_dir(args.recognizer))
+        if not isinstance(tokenizer, CharTokenizer):
+            raise SpeechLMError(f"--recognizer {args.recognizer}: a character n-gram fuses only into a character-level recognizer; "
+                                f"this one uses {tokenizer.kind} pieces")  # fmt: skip
+        alphabet = tokenizer.chars
+    lm = CharNGram.train(read_text_lines(args.text), NGramConfig(order=args.order), alphabet=alphabet)
     path = lm.save(args.out)
     print(f"{len(lm.symbols) - 1} characters, {len(lm.counts)} histories (order {args.order}) -> {path}")
     if args.valid:
@@ -502,6 +548,23 @@ def cmd_label_efficiency(args: argparse.Namespace) -> None:
     summary = le.report(args.out, rows)
     print(le.markdown(summary))
     print(f"plot -> {Path(args.out) / 'wer_vs_labels.png'}, rows -> {Path(args.out) / 'rows.json'}")
+
+
+def _decoding_flags(s: argparse.ArgumentParser, whose: str = "") -> None:
+    s.add_argument("--beam", type=int, default=1, help=f"beam size{whose} (1 = greedy; 8 when --lm is given)")
+    s.add_argument("--lm", default=None, help=f"fuse this LM into beam search{whose}: an n-gram (speechlm ngram) or causal/LSTM LM directory")
+    s.add_argument("--lm-weight", type=float, default=0.5, help="weight of the LM's log-probabilities")
+    s.add_argument("--lm-bonus", type=float, default=0.0, help="score added per emitted token with --lm")
+
+
+def _pipeline_flags(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--pipeline", nargs=2, default=None, metavar=("ASR_DIR", "INTENT_DIR"),
+                   help="spoken intent both ways: the classifier's probabilities times those of this recognizer -> intent classifier "
+                        "(speechlm intent train) pipeline, which decodes with --beam and --lm")
+    s.add_argument("--pipeline-weight", type=float, default=0.5, metavar="W",
+                   help="the pipeline's share of the product, p ∝ p_classifier^(1-W) * p_pipeline^W (choose it on held-out clips)")
+    s.add_argument("--pipeline-nbest", type=int, default=1, metavar="N",
+                   help="the pipeline's intent classifier reads the beam's N best transcripts, weighted by their probabilities")
 
 
 def _decoding(args: argparse.Namespace):
@@ -632,9 +695,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     if (Path(args.model_dir) / "labels.json").is_file() or (Path(args.model_dir) / "model" / "labels.json").is_file():
         _report_classifier(Path(args.model_dir), args.manifest, Path(args.out).with_suffix("") if args.out else None, args.ensemble, args.balance,
-                           args.tta_speeds or (), args.choices)
+                           args.tta_speeds or (), args.choices, args)
         return
-    _speech_classifier_only("a recognizer", args.ensemble, args.balance, args.tta_speeds)
+    _speech_classifier_only("a recognizer", args.ensemble, args.balance, args.tta_speeds, args.pipeline)
     rec = _recognizer(args)
     if args.choices:
         _evaluate_choices(args, rec)
@@ -853,6 +916,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--text", nargs="+", required=True, help="UTF-8 text files, one sentence per line")
     s.add_argument("--order", type=int, default=8, help="characters of history + 1")
     s.add_argument("--valid", nargs="+", default=None, help="text files to report held-out character perplexity on")
+    s.add_argument("--recognizer", default=None, metavar="ASR_DIR",
+                   help="also score every character this recognizer can write, where the text has none of it (fusion with it needs that)")
     s.set_defaults(func=cmd_ngram)
 
     s = sub.add_parser("perplexity", help="held-out perplexity of a language model on text files", formatter_class=DEFAULTS)
@@ -882,11 +947,9 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--ensemble", nargs="+", default=[], metavar="DIR", help=ENSEMBLE_HELP)
             s.add_argument("--balance", action="store_true", help=BALANCE_HELP)
             s.add_argument("--tta-speeds", nargs="+", type=float, default=None, metavar="FACTOR", help=TTA_HELP)
+            _pipeline_flags(s)
             s.set_defaults(func=cmd_evaluate)
-        s.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy; 8 when --lm is given)")
-        s.add_argument("--lm", default=None, help="fuse this LM into beam search: an n-gram (speechlm ngram) or causal/LSTM LM directory")
-        s.add_argument("--lm-weight", type=float, default=0.5, help="weight of the LM's log-probabilities")
-        s.add_argument("--lm-bonus", type=float, default=0.0, help="score added per emitted token with --lm")
+        _decoding_flags(s)
 
     s = sub.add_parser("predict", help="labels of audio files (speech classifier) or of texts (text classifier)", formatter_class=DEFAULTS)
     s.add_argument("model_dir", help="classifier directory (or its run directory)")
@@ -895,6 +958,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ensemble", nargs="+", default=[], metavar="DIR", help=ENSEMBLE_HELP)
     s.add_argument("--choices", default=None, metavar="FILE", help=CHOICES_ENSEMBLE_HELP)
     s.add_argument("--tta-speeds", nargs="+", type=float, default=None, metavar="FACTOR", help=TTA_HELP)
+    _pipeline_flags(s)
+    _decoding_flags(s, " (of the recognizer in --pipeline)")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("pseudo-label", help="label unlabeled audio with a speech classifier's confident predictions (self-training)",

@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.special import softmax
 from safetensors.torch import load_file, save_file
 
 from speechlm.config import ClassifyConfig, format_config, from_dict, save_config
@@ -289,7 +290,7 @@ class ClassifierEnsemble(Classifier):
             if sorted(m.labels) != sorted(self.labels):
                 extra, missing = sorted(set(m.labels) - set(self.labels)), sorted(set(self.labels) - set(m.labels))
                 raise CheckpointError(f"{name}: its labels differ from {names[0]}'s (only here: {extra[:5]}, missing: {missing[:5]}); "
-                                      "an ensemble averages classifiers of the same labels")  # fmt: skip
+                                      "an ensemble combines classifiers of the same labels")  # fmt: skip
         self._order = [[m.labels.index(label) for label in self.labels] for m in self.members]
 
     @classmethod
@@ -298,6 +299,56 @@ class ClassifierEnsemble(Classifier):
 
     def probabilities(self, audios: Sequence[np.ndarray], batch_seconds: float = 100.0) -> np.ndarray:
         return np.mean([m.probabilities(audios, batch_seconds)[:, order] for m, order in zip(self.members, self._order)], axis=0)
+
+
+class WeightedProduct(ClassifierEnsemble):
+    """Classifiers of the same labels as one by a weighted product of their class probabilities:
+    ``p(c) ∝ prod_i p_i(c) ** w_i`` (the weights normalized to sum to 1). Unlike the mean of
+    :class:`ClassifierEnsemble`, a class one member rules out stays out, so two views that err on
+    different clips (an end-to-end model and an ASR -> text pipeline) correct each other; a weak
+    member should get a small weight, chosen on held-out clips."""
+
+    def __init__(self, members: Sequence[Classifier], names: Sequence[str], weights: Sequence[float]):
+        super().__init__(members, names)
+        w = np.asarray(weights, np.float64)
+        if len(w) != len(self.members) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+            raise ValueError(f"a weighted product needs one weight >= 0 per member, not all 0, got {list(weights)} for {len(self.members)} members")
+        self.weights = w / w.sum()
+
+    def probabilities(self, audios: Sequence[np.ndarray], batch_seconds: float = 100.0) -> np.ndarray:
+        logs = sum(w * np.log(m.probabilities(audios, batch_seconds)[:, order].astype(np.float64) + 1e-9)
+                   for w, m, order in zip(self.weights, self.members, self._order) if w > 0)  # fmt: skip
+        return softmax(logs, axis=1).astype(np.float32)
+
+
+class SpokenIntentPipeline(Classifier):
+    """ASR -> text intent classifier as a speech classifier: a clip's class probabilities are the intent classifier's
+    (:class:`~speechlm.intent.IntentClassifier`) on the recognizer's transcript, or with ``nbest`` > 1 their mean over
+    the beam's N best transcripts weighted by each one's probability (:meth:`~speechlm.intent.IntentClassifier.nbest_probabilities`).
+    Beside an end-to-end intent model in a :class:`WeightedProduct` it is the spoken-intent benchmark's combined system."""
+
+    def __init__(self, recognizer, intent, options=None, nbest: int = 1):
+        from speechlm.decode.ctc import DecodingOptions
+
+        options = options or DecodingOptions("greedy")
+        if nbest < 1 or (nbest > 1 and (options.method != "beam" or nbest > options.beam_size)):
+            raise ValueError(f"an N-best pipeline needs a beam at least N wide, got N = {nbest} with {options.method} decoding "
+                             f"(beam {options.beam_size})")  # fmt: skip
+        self.recognizer, self.intent, self.options, self.nbest, self.labels = recognizer, intent, options, nbest, list(intent.labels)
+
+    @classmethod
+    def load(cls, asr_dir: str | Path, intent_dir: str | Path, lm: str | Path | None = None, options=None,  # type: ignore[override]
+             nbest: int = 1) -> "SpokenIntentPipeline":  # fmt: skip
+        """The recognizer in ``asr_dir`` (with ``lm`` fused into its beam search) and the intent classifier in ``intent_dir``."""
+        from speechlm.decode.transcribe import Recognizer
+        from speechlm.intent import IntentClassifier
+
+        return cls(Recognizer.load(asr_dir, lm=lm), IntentClassifier.load(intent_dir), options, nbest)
+
+    def probabilities(self, audios: Sequence[np.ndarray], batch_seconds: float = 100.0) -> np.ndarray:
+        if self.nbest > 1:
+            return self.intent.nbest_probabilities(self.recognizer.transcribe_nbest(audios, self.options, self.nbest)).astype(np.float32)
+        return self.intent.probabilities(self.recognizer.transcribe(audios, self.options)).astype(np.float32)
 
 
 class PhraseClassifier(Classifier):

@@ -394,3 +394,76 @@ def test_a_recognizer_joins_an_ensemble_over_the_phrase_of_each_label(tiny_class
     assert "line 2 gives label 'high' a second phrase" in capsys.readouterr().err
     assert main(["predict", str(tiny_classifier_dir), utts[0].audio_filepath, "--choices", str(tmp_path / "phrases.txt")]) == 2
     assert "none is there" in capsys.readouterr().err
+
+
+def test_a_spoken_intent_pipeline_and_its_weighted_product_with_a_classifier(tiny_classifier_dir, tiny_asr_dir, pitch_corpus, tmp_path, capsys):
+    from speechlm.cli import main
+    from speechlm.data.audio import load_audio
+    from speechlm.decode.ctc import DecodingOptions
+    from speechlm.decode.transcribe import Recognizer
+    from speechlm.intent import IntentClassifier
+    from speechlm.train.classify import SpokenIntentPipeline, WeightedProduct
+
+    manifest, utts = pitch_corpus
+    audios = [load_audio(u.audio_filepath) for u in utts[:8]]
+    # an intent classifier of the pitch labels over the tone letters the tiny recognizer writes
+    intent = IntentClassifier.train(["ab ab", "ab", "cd cd", "cd", "ef ef", "ef"], ["high", "high", "low", "low", "mid", "mid"])
+    intent_dir = intent.save(tmp_path / "intent")
+    rec = Recognizer.load(tiny_asr_dir)
+    pipe = SpokenIntentPipeline(rec, intent)
+    assert pipe.labels == intent.labels
+    assert np.allclose(pipe.probabilities(audios), intent.probabilities(rec.transcribe(audios)), atol=1e-6)
+    beam = DecodingOptions("beam", beam_size=4)
+    nbest = SpokenIntentPipeline.load(tiny_asr_dir, intent_dir, options=beam, nbest=3).probabilities(audios)
+    assert np.allclose(nbest, intent.nbest_probabilities(rec.transcribe_nbest(audios, beam, 3)), atol=1e-6)
+    for options, n in ((None, 3), (beam, 5), (beam, 0)):
+        with pytest.raises(ValueError, match="needs a beam at least N wide"):
+            SpokenIntentPipeline(rec, intent, options, n)
+
+    # the product: p ∝ p_clf^(1-w) * p_pipe^w, members matched by label name
+    clf = Classifier.load(tiny_classifier_dir)
+    p_clf, p_pipe = clf.probabilities(audios), pipe.probabilities(audios)[:, [intent.labels.index(lab) for lab in clf.labels]]
+    assert not np.allclose(p_clf, p_pipe, atol=1e-2)
+    expected = np.exp(0.75 * np.log(p_clf + 1e-9) + 0.25 * np.log(p_pipe + 1e-9))
+    product = WeightedProduct([clf, pipe], ["clf", "pipe"], [3, 1])  # weights normalized
+    assert product.labels == clf.labels and np.allclose(product.probabilities(audios), expected / expected.sum(1, keepdims=True), atol=1e-5)
+    assert np.allclose(WeightedProduct([clf, pipe], ["clf", "pipe"], [1, 0]).probabilities(audios), p_clf, atol=1e-5)
+    for bad in ([-1, 2], [0, 0], [1], [float("nan"), 1]):
+        with pytest.raises(ValueError, match="one weight >= 0 per member"):
+            WeightedProduct([clf, pipe], ["clf", "pipe"], bad)
+    other = IntentClassifier.train(["ab", "cd"], ["high", "low"])
+    with pytest.raises(CheckpointError, match="pipe: its labels differ from clf's"):
+        WeightedProduct([clf, SpokenIntentPipeline(rec, other)], ["clf", "pipe"], [1, 1])
+
+    # the command line: predict and evaluate with --pipeline ASR INTENT, and its errors
+    assert main(["predict", str(tiny_classifier_dir), utts[0].audio_filepath, "--pipeline", str(tiny_asr_dir), str(intent_dir),
+                 "--pipeline-weight", "0.25", "--json"]) == 0  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    w = WeightedProduct([clf, pipe], ["clf", "pipe"], [0.75, 0.25]).predict(audios[:1])[0]
+    assert out["label"] == w[0] and out["confidence"] == pytest.approx(w[1], abs=1e-4)
+    assert main(["evaluate", str(tiny_classifier_dir), str(manifest), "--pipeline", str(tiny_asr_dir), str(intent_dir), "--beam", "4",
+                 "--pipeline-nbest", "3"]) == 0  # fmt: skip
+    assert "accuracy" in capsys.readouterr().out
+    for extra, message in ((["--beam", "4"], "--beam: for the ASR -> intent pipeline"),
+                           (["--pipeline", str(tiny_asr_dir), str(intent_dir), "--pipeline-nbest", "3"], "a beam at least that wide"),
+                           (["--pipeline", str(tiny_asr_dir), str(intent_dir), "--pipeline-weight", "2"], "between 0 and 1"),
+                           (["--pipeline", str(intent_dir), str(tiny_asr_dir)], "not a speech recognizer"),
+                           (["--pipeline", str(tiny_asr_dir), str(tiny_classifier_dir)], "not an intent classifier")):  # fmt: skip
+        assert main(["predict", str(tiny_classifier_dir), utts[0].audio_filepath, *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["evaluate", str(tiny_asr_dir), str(manifest), "--pipeline", str(tiny_asr_dir), str(intent_dir)]) == 2
+    assert "the model directory holds a recognizer" in capsys.readouterr().err
+
+
+def test_an_ngram_knows_a_recognizer_s_characters_to_fuse_with_it(tiny_asr_dir, tmp_path, capsys):
+    from speechlm.cli import main
+    from speechlm.decode.transcribe import Recognizer
+
+    (tmp_path / "text.txt").write_text("ab ab\n")  # not every letter the recognizer writes
+    assert main(["ngram", str(tmp_path / "bare"), "--text", str(tmp_path / "text.txt")]) == 0
+    with pytest.raises(SpeechLMError, match="never saw the recognizer's characters"):
+        Recognizer.load(tiny_asr_dir, lm=tmp_path / "bare")
+    assert main(["ngram", str(tmp_path / "full"), "--text", str(tmp_path / "text.txt"), "--recognizer", str(tiny_asr_dir)]) == 0
+    assert Recognizer.load(tiny_asr_dir, lm=tmp_path / "full").lm is not None
+    assert main(["ngram", str(tmp_path / "x"), "--text", str(tmp_path / "text.txt"), "--recognizer", str(tmp_path)]) == 2
+    assert "not a speech recognizer" in capsys.readouterr().err
