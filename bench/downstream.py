@@ -1404,6 +1404,12 @@ def spoken(name: str, train: list[Utterance], test: list[Utterance], text_items,
         pipelines, labels, probs, dev_probs = pipeline(name, recognizers, text_items, train, test, audio, args, unheard)
         dev = None if dev_probs is None else (unheard, [load_audio(u.audio_filepath) for u in unheard], dev_probs, args.fusion_dev_folds)
         combined = combine(WORK / run, test, audio, labels, probs, dev) | {"pipeline": pipelines[-1]["asr"] + ", " + pipeline_label(pipelines[-1])}
+        if pipelines[-1].get("saved"):  # the same system from the command line
+            last, share = pipelines[-1], 1 - combined.get("e2e_weight", 0.5)
+            combined["cli"] = (f".venv/bin/speechlm evaluate {(WORK / run).relative_to(ROOT)} {(CACHE / f'{name}_test' / 'manifest.jsonl').relative_to(ROOT)} "
+                               f"--pipeline {last['asr']} {last['saved']['intent']}"
+                               + (f" --lm {last['saved']['ngram']} {PIPELINE_BEAM_FLAGS}" if "ngram" in last["saved"] else "")
+                               + (f" --pipeline-nbest {last['nbest']}" if last.get("nbest") else "") + f" --pipeline-weight {share:g}")
         print(f"  {name} end-to-end x pipeline: intent accuracy {combined['accuracy']:.2%}")
     best = max(pipelines, key=lambda r: r["accuracy"], default=None)
     return {"e2e": e2e, "pipelines": pipelines, "pipeline_accuracy": best and best["accuracy"], "combined": combined,
@@ -1635,6 +1641,17 @@ def unheard_sentences(name: str, items: list[tuple[str, str]], spoken_to_it: set
     return [u for u in synth_set(f"{name}_unheard", [items[i] for i in sorted(pick)], UNHEARD_VOICES, seed=5) if u.duration <= 20]
 
 
+PIPELINE_LM_WEIGHT, PIPELINE_LM_BONUS = 0.6, 2.0  # the n-gram's, as tuned on the demo's dev set by bench/speech_lm.py (not on these test sets)
+PIPELINE_BEAM_FLAGS = f"--beam 8 --lm-weight {PIPELINE_LM_WEIGHT:g} --lm-bonus {PIPELINE_LM_BONUS:g}"  # the same for `speechlm evaluate`
+
+
+def pipeline_beam():
+    """The pipeline's beam decoder: 8 wide, with the n-gram fused."""
+    from speechlm.decode.ctc import DecodingOptions
+
+    return DecodingOptions("beam", beam_size=8, lm_weight=PIPELINE_LM_WEIGHT, lm_bonus=PIPELINE_LM_BONUS)
+
+
 def pipeline(name: str, recognizers: list[str], text_items, train: list[Utterance], test: list[Utterance], audio: list[np.ndarray], args,
              unheard: list[Utterance] = ()) -> tuple[list[dict], list[str], np.ndarray, np.ndarray | None]:  # fmt: skip
     """Each recognizer (greedy; beam + a character n-gram of the training text) -> a text intent classifier,
@@ -1668,11 +1685,11 @@ def pipeline(name: str, recognizers: list[str], text_items, train: list[Utteranc
         texts_heard, labels_heard = texts + transcripts, labels + [u.label for u in train]
         # without unheard sentences every decoder's classifier is the same one: train it once
         shared = None if unheard else IntentClassifier.train(texts_heard, labels_heard, cfg)
-        decoders = [("greedy", DecodingOptions("greedy"))]
+        decoders, ngram = [("greedy", DecodingOptions("greedy"))], None
         if args.asr_lm_order:
-            rec.lm = NGramFusion(CharNGram.train(texts, NGramConfig(order=args.asr_lm_order), alphabet=rec.tokenizer.chars), rec.tokenizer)
-            # weight and bonus as tuned on the demo's dev set by bench/speech_lm.py (not on this test set)
-            decoders.append((f"beam 8 + char {args.asr_lm_order}-gram of the training text", DecodingOptions("beam", beam_size=8, lm_weight=0.6, lm_bonus=2)))
+            ngram = CharNGram.train(texts, NGramConfig(order=args.asr_lm_order), alphabet=rec.tokenizer.chars)
+            rec.lm = NGramFusion(ngram, rec.tokenizer)
+            decoders.append((f"beam 8 + char {args.asr_lm_order}-gram of the training text", pipeline_beam()))
         def row(decoder: str, hyps: list[str], probs: np.ndarray, text_only: np.ndarray, start: float, **extra) -> np.ndarray:
             right = [clf.labels[k] == u.label for k, u in zip(probs.argmax(1), test)]
             rows.append({"asr": asr, "decoder": decoder, "text_sentences": len(texts), "transcribed_train": len(train),
@@ -1698,6 +1715,12 @@ def pipeline(name: str, recognizers: list[str], text_items, train: list[Utteranc
                 probs = row(f"{decoder}, {args.pipeline_nbest}-best", [h[0][0] for h in nbest], clf.nbest_probabilities(nbest),
                             text_clf.nbest_probabilities(nbest), start, nbest=args.pipeline_nbest,
                             nbest_mean=round(float(np.mean([len(h) for h in nbest])), 2))
+    # the product's pipeline on disk, for `speechlm evaluate E2E TEST --pipeline ASR INTENT --lm NGRAM ...`
+    saved = WORK / f"{name}_pipeline"
+    rows[-1]["saved"] = {"intent": str(clf.save(saved / "intent").relative_to(ROOT))}
+    if ngram is not None and options.method == "beam":
+        ngram.save(saved / "ngram")
+        rows[-1]["saved"]["ngram"] = str((saved / "ngram").relative_to(ROOT))
     dev = None
     if args.fusion_dev_folds:  # the last row (the product's pipeline) on the unheard clips, cross-fitted
         print(f"  {name}: the product's pipeline on the {len(unheard)} unheard clips, {args.fusion_dev_folds} folds cross-fitted")
@@ -2574,6 +2597,8 @@ def write(sections: dict) -> None:
             parts += [f"**{key}**: end-to-end {r['e2e']['accuracy']:.2%} (encoder from `{r['e2e'].get('encoder_from', '-')}`{also}){pipe}; "
                       f"headline **{acc:.2%}** ({way}); test voices {', '.join(r['test_voices'])}. "
                       f"Command: `{r['e2e'].get('command', sp.get('command', '-'))}`", table([r["e2e"], *r.get("other_e2e", [])])]
+            if (r.get("combined") or {}).get("cli"):
+                parts += [f"The headline system from the command line, the pipeline's classifier and n-gram as this run saved them: `{r['combined']['cli']}`"]
             if r.get("pipelines"):
                 heard = r["pipelines"][0].get("transcribed_train")
                 parts += [f"Pipeline: the recognizer, then the text intent classifier trained on the set's labeled training text "
