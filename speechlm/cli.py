@@ -516,7 +516,6 @@ def cmd_ngram(args: argparse.Namespace) -> None:
     if args.recognizer:  # every character it can emit gets a place, so the n-gram fuses into its beam search
         from speechlm.data.tokenizer import TOKENIZER_FILE, CharTokenizer, load_tokenizer
         from speechlm.train.checkpoint import resolve_model_dir
-
         from speechlm.train.classify import is_recognizer_dir
 
         if not is_recognizer_dir(args.recognizer):
