@@ -85,7 +85,7 @@ from speechlm.intent import IntentClassifier, IntentConfig, decide  # noqa: E402
 from speechlm.metrics import classification_report  # noqa: E402
 from speechlm.train.checkpoint import read_config_json  # noqa: E402
 from speechlm.train.classify import (Classifier, SpeedAveraged, checkpoint_bytes, evaluate_classifier, load_classifier,  # noqa: E402
-                                     PhraseClassifier, plot_confusion, pseudo_label, train_classifier)
+                                     PhraseClassifier, plot_confusion, pseudo_label, train_classifier, weighted_product)
 from speechlm.train.finetune import config_from_pretrained  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1435,8 +1435,7 @@ def combine(e2e_run: Path, test: list[Utterance], audio: list[np.ndarray], label
     columns = [e2e.labels.index(lab) for lab in labels]
 
     def scored(w: float, e2e_probs: np.ndarray, pipe: np.ndarray, clips: list[Utterance]) -> float:
-        scores = w * np.log(e2e_probs + 1e-9) + (1 - w) * np.log(pipe + 1e-9)
-        return accuracy([labels[i] for i in scores.argmax(1)], clips)
+        return accuracy([labels[i] for i in weighted_product([e2e_probs, pipe], [w, 1 - w]).argmax(1)], clips)
 
     on_test = e2e.probabilities(audio)[:, columns]
     equal = scored(0.5, on_test, pipe_probs, test)

@@ -316,9 +316,15 @@ class WeightedProduct(ClassifierEnsemble):
         self.weights = w / w.sum()
 
     def probabilities(self, audios: Sequence[np.ndarray], batch_seconds: float = 100.0) -> np.ndarray:
-        logs = sum(w * np.log(m.probabilities(audios, batch_seconds)[:, order].astype(np.float64) + 1e-9)
-                   for w, m, order in zip(self.weights, self.members, self._order) if w > 0)  # fmt: skip
-        return softmax(logs, axis=1).astype(np.float32)
+        used = [(w, m, order) for w, m, order in zip(self.weights, self.members, self._order) if w > 0]
+        return weighted_product([m.probabilities(audios, batch_seconds)[:, order] for _, m, order in used], [w for w, _, _ in used]).astype(np.float32)
+
+
+def weighted_product(probs: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """``(N, C)`` class probabilities ``∝ prod_i probs[i] ** weights[i]``, each row normalized; a probability of 0 counts
+    as 1e-9, so one member alone cannot veto a class outright."""
+    logs = sum(w * np.log(np.asarray(p, np.float64) + 1e-9) for p, w in zip(probs, weights))
+    return softmax(logs, axis=1)
 
 
 class SpokenIntentPipeline(Classifier):
