@@ -214,7 +214,7 @@ def _speech_classifier_only(what: str, ensemble: Sequence[str] = (), balance: bo
                             pipeline: Sequence[str] | None = None) -> None:  # fmt: skip
     """Refuse the options that only a speech classifier takes when the model directory holds ``what``."""
     if pipeline:
-        raise SpeechLMError(f"--pipeline joins an ASR -> intent pipeline to a speech classifier; the model directory holds {what}")
+        raise SpeechLMError(f"--pipeline (and its --beam, --lm) joins an ASR -> intent pipeline to a speech classifier; the model directory holds {what}")
     if ensemble:
         raise SpeechLMError(f"--ensemble averages speech classifiers; the model directory holds {what}")
     if balance:
@@ -242,6 +242,11 @@ def _load_speech_classifier(model_dir: str | Path, ensemble: Sequence[str], spee
     _check_tta_speeds(speeds)
     clf = load_classifier(model_dir, ensemble, speeds or (), _ensemble_phrases(ensemble, choices))
     return _with_pipeline(clf, model_dir, args) if args is not None else clf
+
+
+def _pipeline_asked(args: argparse.Namespace) -> bool:
+    """Whether ``predict`` was given --pipeline or a flag of its recognizer (--beam, --lm)."""
+    return bool(args.pipeline or args.beam > 1 or args.lm)
 
 
 def _with_pipeline(clf, model_dir: str | Path, args: argparse.Namespace):
@@ -358,7 +363,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from speechlm.train.speech_lm import SpeechLMRunner, is_speech_lm_dir
 
     if is_speech_lm_dir(args.model_dir):
-        _speech_classifier_only("a speech-text model", args.ensemble, speeds=args.tta_speeds, pipeline=args.pipeline)
+        _speech_classifier_only("a speech-text model", args.ensemble, speeds=args.tta_speeds, pipeline=_pipeline_asked(args))
         answers = SpeechLMRunner.load(args.model_dir).answer([load_audio(f) for f in args.files], "intent")
         for f, label in zip(args.files, answers):
             print(json.dumps({"audio_filepath": f, "label": label}) if args.json else f"{f}\t{label}")
@@ -366,7 +371,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if _is_text_classifier(Path(args.model_dir)):
         from speechlm.train.text_classify import TextClassifierModel
 
-        _speech_classifier_only("a text classifier", args.ensemble, speeds=args.tta_speeds, pipeline=args.pipeline)
+        _speech_classifier_only("a text classifier", args.ensemble, speeds=args.tta_speeds, pipeline=_pipeline_asked(args))
         for text, (label, conf) in zip(args.files, TextClassifierModel.load(args.model_dir).predict(args.files)):
             print(json.dumps({"text": text, "label": label, "confidence": round(conf, 4)}) if args.json else f"{label}\t{conf:.3f}\t{text}")
         return

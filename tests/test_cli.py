@@ -333,6 +333,9 @@ def test_text_classify_finetune_predict_evaluate(tmp_path):
     assert r.returncode == 2 and "--balance applies to speech classifiers" in r.stderr
     r = run_cli("predict", str(run), "set an alarm for seven", "--tta-speeds", "0.9", "1.1")
     assert r.returncode == 2 and "--tta-speeds applies to speech classifiers; the model directory holds a text classifier" in r.stderr
+    for extra in (["--beam", "8"], ["--pipeline", str(run), str(run)]):  # the spoken-intent pipeline's flags are for speech classifiers
+        r = run_cli("predict", str(run), "set an alarm for seven", *extra)
+        assert r.returncode == 2 and "--pipeline (and its --beam, --lm) joins" in r.stderr and "holds a text classifier" in r.stderr
     r = run_cli("finetune", str(tmp_path / "bad"), "--task", "text-classify")
     assert r.returncode == 2 and "--train-file" in r.stderr
 
