@@ -267,7 +267,7 @@ def _with_pipeline(clf, model_dir: str | Path, args: argparse.Namespace):
     if not is_recognizer_dir(asr):
         raise SpeechLMError(f"--pipeline {asr}: not a speech recognizer (train one with `speechlm train`); give the recognizer, then the intent classifier")
     options = _decoding(args)
-    if args.pipeline_nbest < 1 or (args.pipeline_nbest > 1 and args.pipeline_nbest > (options.beam_size if options.method == "beam" else 1)):
+    if args.pipeline_nbest != 1 and not options.lists(args.pipeline_nbest):
         raise SpeechLMError(f"--pipeline-nbest {args.pipeline_nbest} reads the beam's N best transcripts: give N >= 1 and a beam at least "
                             f"that wide (--beam {max(args.pipeline_nbest, 8)})")  # fmt: skip
     pipe = SpokenIntentPipeline.load(asr, intent, args.lm, options, args.pipeline_nbest)
@@ -629,7 +629,7 @@ def _transcribe_nbest(args: argparse.Namespace, rec, audios: list) -> None:
     if args.timestamps:
         raise SpeechLMError("--timestamps come from the greedy alignment; drop --nbest")
     options = _decoding(args)
-    if options.method != "beam" or args.nbest > options.beam_size:
+    if not options.lists(args.nbest):
         raise SpeechLMError(f"--nbest {args.nbest} needs a beam at least that wide: add --beam {max(args.nbest, 8)}")
     for f, hyps in zip(args.files, rec.transcribe_nbest(audios, options, args.nbest)):
         if args.json:

@@ -38,6 +38,10 @@ class DecodingOptions:
         if self.lm_weight < 0:
             raise ValueError(f"lm_weight must be >= 0, got {self.lm_weight}")
 
+    def lists(self, n: int) -> bool:
+        """Whether this decoder can list ``n`` best transcripts: beam search at least ``n`` wide."""
+        return self.method == "beam" and 1 <= n <= self.beam_size
+
 
 def greedy_decode(log_probs: torch.Tensor, lens: torch.Tensor) -> list[list[int]]:
     """``(B, T, V)`` scores and ``(B,)`` lengths -> token ids per utterance (best path collapsed)."""

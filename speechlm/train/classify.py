@@ -337,7 +337,7 @@ class SpokenIntentPipeline(Classifier):
         from speechlm.decode.ctc import DecodingOptions
 
         options = options or DecodingOptions("greedy")
-        if nbest < 1 or (nbest > 1 and (options.method != "beam" or nbest > options.beam_size)):
+        if nbest != 1 and not options.lists(nbest):
             raise ValueError(f"an N-best pipeline needs a beam at least N wide, got N = {nbest} with {options.method} decoding "
                              f"(beam {options.beam_size})")  # fmt: skip
         self.recognizer, self.intent, self.options, self.nbest, self.labels = recognizer, intent, options, nbest, list(intent.labels)
