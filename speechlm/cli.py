@@ -572,10 +572,18 @@ def _pipeline_flags(s: argparse.ArgumentParser) -> None:
 
 
 def _decoding(args: argparse.Namespace):
+    return _decoding_options(args.beam, args.lm, args.lm_weight, args.lm_bonus)
+
+
+def _decoding_options(beam: int, lm: str | None, lm_weight: float, lm_bonus: float, prefix: str = ""):
+    """Decoding by ``--beam`` (8 when an LM is fused: fusion happens in beam search), with the LM's weight and bonus."""
     from speechlm.decode.ctc import DecodingOptions
 
-    beam = args.beam if args.beam > 1 or not args.lm else 8  # fusion happens in beam search
-    return DecodingOptions(method="beam" if beam > 1 else "greedy", beam_size=max(1, beam), lm_weight=args.lm_weight, lm_bonus=args.lm_bonus)
+    beam = beam if beam > 1 or not lm else 8
+    try:
+        return DecodingOptions(method="beam" if beam > 1 else "greedy", beam_size=max(1, beam), lm_weight=lm_weight, lm_bonus=lm_bonus)
+    except ValueError as e:
+        raise SpeechLMError(f"--{prefix}lm-weight: {e}") from None
 
 
 def _recognizer(args: argparse.Namespace):
@@ -777,6 +785,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         args.model_dir, args.intent_model, args.lm, args.voice, args.replies, args.reply_from, args.classifier, args.speech_lm,
         args.classifier_ensemble, args.classifier_tta_speeds or (),
         _ensemble_phrases(args.classifier_ensemble, args.classifier_choices, "--classifier-choices", "--classifier-ensemble"),
+        _decoding_options(args.beam, args.asr_lm, args.asr_lm_weight, args.asr_lm_bonus, "asr-"), args.asr_lm,
+        args.pipeline_nbest, args.pipeline_weight,
     )
     app = create_app(assistant, cfg)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -1013,6 +1023,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--classifier-choices", default=None, metavar="FILE",
                    help="/v1/classify: " + CHOICES_ENSEMBLE_HELP.replace("--ensemble", "--classifier-ensemble"))
     s.add_argument("--speech-lm", default=None, help="joint speech-LM directory (finetune --task speech-lm) beside a CTC model_dir, for /v1/answer")
+    s.add_argument("--beam", type=int, default=1, help="beam size of the assistant's transcripts and /v1/transcribe's default (1 = greedy; 8 when --asr-lm is given)")
+    s.add_argument("--asr-lm", default=None, metavar="DIR", help="fuse this LM into the recognizer's beam search: an n-gram (speechlm ngram --recognizer) or causal/LSTM LM directory")
+    s.add_argument("--asr-lm-weight", type=float, default=0.5, help="weight of --asr-lm's log-probabilities")
+    s.add_argument("--asr-lm-bonus", type=float, default=0.0, help="score added per emitted token with --asr-lm")
+    s.add_argument("--pipeline-nbest", type=int, default=1, metavar="N",
+                   help="the assistant's intent: the intent model reads the beam's N best transcripts, weighted by their probabilities")
+    s.add_argument("--pipeline-weight", type=float, default=None, metavar="W",
+                   help="the assistant's intent: p ∝ p_classifier^(1-W) * p_intent_model^W, the --classifier (an end-to-end spoken-intent "
+                        "model of the same labels) times the intent model on the transcripts (default: the intent model alone)")
     s.add_argument("--voice", default="espeak-en-us-steph-100", help="synthesis voice (speechlm synth --list-voices)")
     s.add_argument("--replies", default=None, help="JSON file {intent: reply template}; placeholders {transcript} {intent} {time} {date}")
     s.add_argument("--reply-from", choices=["templates", "lm"], default="templates", help="where assistant replies come from")

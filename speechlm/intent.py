@@ -193,7 +193,11 @@ class IntentClassifier:
     def predict(self, texts: Sequence[str], reject_below: float | None = None) -> list[IntentPrediction]:
         """The best intent of each text, or ``cfg.reject_label`` where its probability is below ``reject_below``
         (default: the model's ``cfg.reject_below``); ``confidence`` is the best intent's probability either way."""
-        probs = self.probabilities(texts)
+        return self.predictions(self.probabilities(texts), reject_below)
+
+    def predictions(self, probs: np.ndarray, reject_below: float | None = None) -> list[IntentPrediction]:
+        """:meth:`predict`'s answers from ``(N, len(self.labels))`` class probabilities got another way (an N-best list's,
+        or the product with a speech classifier's), with this model's out-of-scope rejection."""
         threshold = self.cfg.reject_below if reject_below is None else reject_below
         names = decide(probs, self.labels, threshold, self.cfg.reject_label)
         return [IntentPrediction(name, float(p.max()), {lab: float(v) for lab, v in zip(self.labels, p)}) for name, p in zip(names, probs)]

@@ -146,7 +146,7 @@ class AnswerResponse(StrictModel):
 class AssistantResponse(StrictModel):
     transcript: str
     intent: str | None = Field(description="null when the server has no intent model")
-    confidence: float | None = Field(description="the text intent model's probability; null for a joint speech-LM's answer")
+    confidence: float | None = Field(description="the intent's probability (with --pipeline-weight, of the product with the speech classifier); null for a joint speech-LM's answer")
     reply: str
     reply_audio: str | None = Field(description="the reply as a base64 16 kHz 16-bit WAV; null when not spoken")
     timings_ms: dict[str, float]
@@ -240,6 +240,7 @@ def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAP
 
     workers = {
         "asr": BatchWorker("asr", lambda items: assistant.transcribe(*zip(*items)), cfg.max_batch, cfg.queue_size, torch_threads),
+        "understand": BatchWorker("understand", assistant.understand, cfg.max_batch, cfg.queue_size, torch_threads),
         "text": BatchWorker("text", run_each(lambda thunk: thunk()), cfg.max_batch, cfg.queue_size, torch_threads),
         "tts": BatchWorker("tts", run_each(lambda args: assistant.speak(*args)), 1, cfg.queue_size),
         "classify": BatchWorker("classify", assistant.classify_audio, cfg.max_batch, cfg.queue_size, torch_threads),
@@ -382,6 +383,9 @@ def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAP
                 "answer": bool(assistant.speech_tasks), "choose": assistant.has_alignment,
             },
             "speech_tasks": assistant.speech_tasks,
+            "decoding": {"beam": assistant.beam, "lm": assistant.has_alignment and assistant.recognizer.lm is not None},
+            "assistant_intent": {"nbest": assistant.pipeline_nbest, "classifier_weight": None if assistant.pipeline_weight is None
+                                 else round(1 - assistant.pipeline_weight, 6)},
             "intents": assistant.intent.labels if assistant.intent else [],
             "voice": assistant.voice,
             "limits": {"max_upload_mb": cfg.max_upload_mb, "max_audio_seconds": cfg.max_audio_seconds, "max_text_chars": cfg.max_text_chars},
@@ -398,10 +402,12 @@ def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAP
     @app.post("/v1/transcribe", summary="speech to text", openapi_extra=AUDIO_BODY, **v1)
     async def transcribe(
         request: Request,
-        beam: int = Query(1, ge=1, le=64, description="CTC beam size; 1 = greedy"),
+        beam: int | None = Query(None, ge=1, le=64, description="beam size; 1 = greedy; default: the server's (--beam), greedy with timestamps"),
         timestamps: bool = Query(False, description="also return each word's start and end (greedy decoding only)"),
     ) -> TranscribeResponse:
         start = time.perf_counter()
+        if beam is None:
+            beam = 1 if timestamps else assistant.beam
         if timestamps and beam > 1:
             raise ApiError(422, "timestamps: word times come from the greedy alignment; use beam=1")
         if timestamps and not assistant.has_alignment:
@@ -495,16 +501,17 @@ def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAP
 
         audio, _ = await read_audio(request)
         lap("read")
-        transcript = (await run("asr", (audio, 1, False))).text
-        lap("transcribe")
         pred, intent = None, None
-        if assistant.intent is not None and transcript:
-            pred = await run("text", lambda: assistant.classify([transcript])[0])
-            intent = pred.intent
-            lap("intent")
-        elif "intent" in assistant.speech_tasks:  # the joint model names the intent from the speech itself
-            intent = await run("answer", (audio, "intent"))
-            lap("intent")
+        if assistant.intent is not None:  # transcript and intent in one pass (N-best lists, the product with --classifier)
+            transcript, pred = await run("understand", audio)
+            intent = pred.intent if pred else None
+            lap("understand")
+        else:
+            transcript = (await run("asr", (audio, assistant.beam, False))).text
+            lap("transcribe")
+            if "intent" in assistant.speech_tasks:  # the joint model names the intent from the speech itself
+                intent = await run("answer", (audio, "intent"))
+                lap("intent")
         reply = await run("text", lambda: assistant.reply(transcript, intent))
         lap("reply")
         audio_b64 = None

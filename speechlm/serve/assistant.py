@@ -91,6 +91,9 @@ class Assistant:
     reply_source: str = "templates"  # "templates" or "lm" (continue the transcript with the LM)
     classifier: object | None = None  # a speech classifier (speechlm.train.classify.Classifier): keywords, digits, spoken intent
     speech_lm: object | None = None  # the joint speech-LM (speechlm.train.speech_lm.SpeechLMRunner) when it is the recognizer
+    decoding: DecodingOptions = dataclasses.field(default_factory=lambda: DecodingOptions("greedy"))  # the assistant's; /v1/transcribe's default
+    pipeline_nbest: int = 1  # the intent model reads this many best transcripts (needs beam decoding at least as wide)
+    pipeline_weight: float | None = None  # set: the intent is speech classifier x (transcript -> intent), this the latter's share
 
     def __post_init__(self):
         if self.reply_source not in ("templates", "lm"):
@@ -99,6 +102,37 @@ class Assistant:
             raise SpeechLMError("replies from the LM need a language model (--lm DIR)")
         if self.can_speak:
             find_voice(self.voice)
+        self.pipeline, self.product = self._spoken_intent()
+
+    def _spoken_intent(self):
+        """The transcript -> intent pipeline the assistant runs (None without an intent model), and its product with the
+        speech classifier when ``pipeline_weight`` is set (else None)."""
+        from speechlm.errors import CheckpointError
+        from speechlm.train.classify import SpokenIntentPipeline, WeightedProduct
+
+        if (self.pipeline_nbest != 1 or self.pipeline_weight is not None) and self.intent is None:
+            raise SpeechLMError("--pipeline-nbest and --pipeline-weight shape the intent of the assistant's transcripts: "
+                                "give an intent model (--intent-model DIR)")  # fmt: skip
+        if self.pipeline_nbest != 1 and not self.has_alignment:
+            raise SpeechLMError("--pipeline-nbest: N-best lists come from CTC beam search; this server's recognizer is a joint speech-LM")
+        if self.intent is None:
+            return None, None
+        if self.pipeline_nbest != 1 and not self.decoding.lists(self.pipeline_nbest):
+            raise SpeechLMError(f"--pipeline-nbest {self.pipeline_nbest} reads the beam's N best transcripts: give N >= 1 and a beam at least "
+                                f"that wide (--beam {max(self.pipeline_nbest, 8)})")  # fmt: skip
+        pipeline = SpokenIntentPipeline(self.recognizer, self.intent, self.decoding, self.pipeline_nbest)
+        if self.pipeline_weight is None:
+            return pipeline, None
+        if self.classifier is None:
+            raise SpeechLMError("--pipeline-weight W combines the intent of the transcripts with a speech classifier's: give it with --classifier DIR")
+        if not 0.0 <= self.pipeline_weight <= 1.0:
+            raise SpeechLMError(f"--pipeline-weight must be between 0 and 1 (the pipeline's share of the product), got {self.pipeline_weight}")
+        try:
+            product = WeightedProduct([pipeline, self.classifier], ["the intent model", "the speech classifier"],
+                                      [self.pipeline_weight, 1 - self.pipeline_weight])  # fmt: skip
+        except CheckpointError as e:
+            raise SpeechLMError(f"--pipeline-weight: {e}") from None
+        return pipeline, product
 
     @classmethod
     def load(
@@ -106,13 +140,16 @@ class Assistant:
         voice: str = DEFAULT_VOICE, replies: str | Path | None = None, reply_source: str = "templates",
         classifier_dir: str | Path | None = None, speech_lm_dir: str | Path | None = None,
         classifier_ensemble: Sequence[str | Path] = (), classifier_speeds: Sequence[float] = (),
-        classifier_phrases: dict[str, str] | None = None,
+        classifier_phrases: dict[str, str] | None = None, decoding: DecodingOptions | None = None, asr_lm: str | Path | None = None,
+        pipeline_nbest: int = 1, pipeline_weight: float | None = None,
     ) -> "Assistant":  # fmt: skip
         """``asr_dir``: a CTC recognizer, or a joint speech-LM that then also answers ``/v1/answer``
         and continues text (unless ``lm_dir`` names another LM); ``speech_lm_dir``: a joint model
         beside a CTC recognizer. ``classifier_ensemble`` and ``classifier_speeds``: the speech
         classifier averaged with these others, over each clip played at these speeds (``load_classifier``); a CTC
-        recognizer among the others scores ``classifier_phrases`` (label -> phrase)."""
+        recognizer among the others scores ``classifier_phrases`` (label -> phrase). ``decoding``: how the CTC recognizer
+        transcribes for the assistant (and ``/v1/transcribe`` by default), with ``asr_lm`` (an n-gram or causal LM
+        directory) fused into its beam search; ``pipeline_nbest`` and ``pipeline_weight``: see the fields."""
         from speechlm.train.classify import load_classifier
         from speechlm.train.speech_lm import SpeechLMRunner, is_speech_lm_dir
         from speechlm.train.text import load_lm_dir
@@ -122,10 +159,12 @@ class Assistant:
             raise SpeechLMError(f"{asr_dir} is a joint speech-LM already; give a CTC recognizer beside --speech-lm")
         speech_lm = SpeechLMRunner.load(asr_dir if joint else speech_lm_dir) if joint or speech_lm_dir else None
         lm = load_lm_dir(lm_dir) if lm_dir else None
+        if joint and asr_lm:
+            raise SpeechLMError(f"{asr_lm}: an LM fused into CTC beam search; {asr_dir} is a joint speech-LM")
         if joint and lm is None:  # the joint model's LM continues text too
             lm = (speech_lm.cfg, speech_lm.model.lm, speech_lm.tokenizer, speech_lm.model.special)
         return cls(
-            speech_lm if joint else Recognizer.load(asr_dir),
+            speech_lm if joint else Recognizer.load(asr_dir, lm=asr_lm),
             IntentClassifier.load(intent_dir) if intent_dir else None,
             lm,
             voice,
@@ -133,6 +172,9 @@ class Assistant:
             reply_source,
             load_classifier(classifier_dir, classifier_ensemble, classifier_speeds, classifier_phrases) if classifier_dir else None,
             speech_lm,
+            decoding or DecodingOptions("greedy"),
+            pipeline_nbest,
+            pipeline_weight,
         )  # fmt: skip
 
     @property
@@ -152,11 +194,27 @@ class Assistant:
             if words:
                 results = self.recognizer.transcribe_words(chosen)
             else:
-                opts = DecodingOptions("beam" if beam > 1 else "greedy", max(1, beam))
+                opts = dataclasses.replace(self.decoding, method="beam" if beam > 1 else "greedy", beam_size=max(1, beam))
                 results = [Transcript(t, []) for t in self.recognizer.transcribe(chosen, opts)]
             for i, t in zip(idx, results):
                 out[i] = t
         return out
+
+    @property
+    def beam(self) -> int:
+        """The beam size of the assistant's decoding (1: greedy)."""
+        return self.decoding.beam_size if self.decoding.method == "beam" else 1
+
+    def understand(self, audios: Sequence[np.ndarray]) -> list[tuple[str, IntentPrediction | None]]:
+        """Each waveform's transcript and intent, as the assistant hears it: the transcript by :attr:`decoding`; the intent
+        model reads it (or the :attr:`pipeline_nbest` best transcripts), times the speech classifier with
+        :attr:`pipeline_weight`; no intent for an empty transcript."""
+        if self.pipeline is None:
+            raise SpeechLMError("no intent model is loaded")
+        texts, probs = self.pipeline.read(audios)
+        if self.product is not None:
+            probs = self.product.combine([probs, self.classifier.probabilities(audios) if self.pipeline_weight < 1 else None])
+        return [(text, pred if text.strip() else None) for text, pred in zip(texts, self.intent.predictions(probs))]
 
     def classify_audio(self, audios: Sequence[np.ndarray]) -> list[dict[str, float]]:
         """Class probabilities of each waveform from the speech classifier."""

@@ -316,8 +316,13 @@ class WeightedProduct(ClassifierEnsemble):
         self.weights = w / w.sum()
 
     def probabilities(self, audios: Sequence[np.ndarray], batch_seconds: float = 100.0) -> np.ndarray:
-        used = [(w, m, order) for w, m, order in zip(self.weights, self.members, self._order) if w > 0]
-        return weighted_product([m.probabilities(audios, batch_seconds)[:, order] for _, m, order in used], [w for w, _, _ in used]).astype(np.float32)
+        return self.combine([m.probabilities(audios, batch_seconds) if w > 0 else None for w, m in zip(self.weights, self.members)])
+
+    def combine(self, member_probs: Sequence[np.ndarray | None]) -> np.ndarray:
+        """The product of the members' class probabilities computed elsewhere, one ``(N, C)`` array per member in its own
+        label order (None for a member of weight 0), in :attr:`labels`' order."""
+        used = [(w, p[:, order]) for w, p, order in zip(self.weights, member_probs, self._order) if w > 0]
+        return weighted_product([p for _, p in used], [w for w, _ in used]).astype(np.float32)
 
 
 def weighted_product(probs: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
@@ -352,9 +357,15 @@ class SpokenIntentPipeline(Classifier):
         return cls(Recognizer.load(asr_dir, lm=lm), IntentClassifier.load(intent_dir), options, nbest)
 
     def probabilities(self, audios: Sequence[np.ndarray], batch_seconds: float = 100.0) -> np.ndarray:
+        return self.read(audios)[1]
+
+    def read(self, audios: Sequence[np.ndarray]) -> tuple[list[str], np.ndarray]:
+        """Each clip's transcript (the N-best list's first with ``nbest`` > 1) and its class probabilities."""
         if self.nbest > 1:
-            return self.intent.nbest_probabilities(self.recognizer.transcribe_nbest(audios, self.options, self.nbest)).astype(np.float32)
-        return self.intent.probabilities(self.recognizer.transcribe(audios, self.options)).astype(np.float32)
+            lists = self.recognizer.transcribe_nbest(audios, self.options, self.nbest)
+            return [hyps[0][0] for hyps in lists], self.intent.nbest_probabilities(lists).astype(np.float32)
+        texts = self.recognizer.transcribe(audios, self.options)
+        return texts, self.intent.probabilities(texts).astype(np.float32)
 
 
 class PhraseClassifier(Classifier):

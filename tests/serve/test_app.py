@@ -52,7 +52,7 @@ def assert_json_error(r: httpx.Response, status: int, *words: str) -> None:
 def test_probes_info_metrics_and_schema(client, assistant):
     assert client.get("/health").json() == {"status": "ok"}
     ready = client.get("/ready").json()
-    assert ready["status"] == "ready" and set(ready["workers"]) == {"asr", "text", "tts", "classify", "answer", "choose"}
+    assert ready["status"] == "ready" and set(ready["workers"]) == {"asr", "understand", "text", "tts", "classify", "answer", "choose"}
     info = client.get("/v1/info").json()
     assert info["auth_required"] is False and info["capabilities"]["intent"] and info["capabilities"]["generate"]
     assert info["intents"] == assistant.intent.labels
@@ -228,7 +228,7 @@ def test_synthesize_and_the_assistant_turn(client, assistant, clip):
     turn = client.post("/v1/assistant", files={"file": ("clip.wav", encode_wav(clip), "audio/wav")}).json()
     assert turn["transcript"] == assistant.recognizer.transcribe([decode_audio(encode_wav(clip), "x")])[0]
     assert turn["reply"] and decode_audio(base64.b64decode(turn["reply_audio"]), "reply").size > 0
-    assert {"read", "transcribe", "reply", "speak"} <= set(turn["timings_ms"])
+    assert {"read", "understand", "reply", "speak"} <= set(turn["timings_ms"])
 
 
 def test_reply_templates(assistant, tmp_path):
@@ -401,3 +401,59 @@ def test_classify_endpoint_serves_a_speech_classifier(tiny_asr_dir, tiny_classif
     expected = load_classifier(tiny_classifier_dir, [tiny_asr_dir], phrases=phrases).probabilities([clip])[0]
     assert r["scores"] == pytest.approx(dict(zip(a.classifier.labels, map(float, expected))), abs=1e-3)
     assert expected != pytest.approx(load_classifier(tiny_classifier_dir).probabilities([clip])[0], abs=1e-3)  # the recognizer counted
+
+
+def test_the_assistant_decodes_with_the_servers_beam_and_lm_and_names_the_intent_both_ways(tiny_asr_dir, tiny_classifier_dir, pitch_corpus,
+                                                                                          tmp_path, capsys):  # fmt: skip
+    """serve --beam --asr-lm --pipeline-nbest --pipeline-weight: the assistant's transcript and intent are those of
+    `speechlm predict --pipeline`, the speech classifier times the intent model on the N best transcripts."""
+    from speechlm.cli import main
+    from speechlm.data.audio import load_audio
+    from speechlm.decode.ctc import DecodingOptions
+    from speechlm.errors import SpeechLMError
+    from speechlm.decode.transcribe import Recognizer
+    from speechlm.intent import IntentClassifier
+    from speechlm.train.classify import Classifier, SpokenIntentPipeline, WeightedProduct
+
+    _, utts = pitch_corpus
+    intent = IntentClassifier.train(["ab ab", "ab", "cd cd", "cd", "ef ef", "ef"], ["high", "high", "low", "low", "mid", "mid"])
+    intent_dir = intent.save(tmp_path / "intent")
+    (tmp_path / "text.txt").write_text("ab ab\ncd ef\n")
+    assert main(["ngram", str(tmp_path / "ngram"), "--text", str(tmp_path / "text.txt"), "--recognizer", str(tiny_asr_dir), "--order", "3"]) == 0
+    opts = DecodingOptions("beam", beam_size=4, lm_weight=0.3, lm_bonus=4.0)  # a bonus that makes the tiny model write
+    a = Assistant.load(tiny_asr_dir, intent_dir, classifier_dir=tiny_classifier_dir, decoding=opts, asr_lm=tmp_path / "ngram",
+                       pipeline_nbest=3, pipeline_weight=0.25)  # fmt: skip
+    rec = Recognizer.load(tiny_asr_dir, lm=tmp_path / "ngram")
+    product = WeightedProduct([Classifier.load(tiny_classifier_dir), SpokenIntentPipeline(rec, intent, opts, 3)], ["clf", "pipe"], [0.75, 0.25])
+    clips = [load_audio(u.audio_filepath) for u in utts[:4]]
+    expected = product.probabilities(clips)
+    assert not np.allclose(expected, SpokenIntentPipeline(rec, intent, opts, 3).probabilities(clips)[:, [intent.labels.index(x) for x in product.labels]], atol=1e-3)
+    with TestClient(create_app(a)) as c:
+        info = c.get("/v1/info").json()
+        assert info["decoding"] == {"beam": 4, "lm": True} and info["assistant_intent"] == {"nbest": 3, "classifier_weight": 0.75}
+        for clip, want, nbest in zip(clips, expected, rec.transcribe_nbest(clips, opts, 3)):
+            wav = encode_wav(clip)
+            turn = c.post("/v1/assistant?speak=false", files={"file": ("c.wav", wav, "audio/wav")}).json()
+            assert turn["transcript"] == nbest[0][0] and "understand" in turn["timings_ms"]
+            assert turn["transcript"] and turn["reply"]
+            assert turn["intent"] == product.labels[int(want.argmax())] and turn["confidence"] == pytest.approx(float(want.max()), abs=1e-4)
+            text = c.post("/v1/transcribe", content=wav, headers={"content-type": "audio/wav"}).json()["text"]  # the server's decoder
+            assert text == rec.transcribe([clip], opts)[0]
+            assert c.post("/v1/transcribe?beam=1", content=wav, headers={"content-type": "audio/wav"}).json()["text"] == rec.transcribe([clip])[0]
+    greedy = Assistant.load(tiny_asr_dir, intent_dir)  # the tiny model writes nothing for these clips greedily: no words, no intent
+    assert greedy.understand(clips) == [("", None)] * len(clips)
+
+    # every wrong combination is a one-line error, from the library and from the command line
+    for kwargs, message in ((dict(pipeline_weight=0.5), "give it with --classifier"),
+                            (dict(classifier_dir=tiny_classifier_dir, pipeline_weight=2.0), "between 0 and 1"),
+                            (dict(pipeline_nbest=3), "a beam at least that wide"),
+                            (dict(classifier_dir=tiny_classifier_dir, pipeline_weight=0.5, intent_dir=None), "give an intent model")):  # fmt: skip
+        with pytest.raises(SpeechLMError, match=message):
+            Assistant.load(tiny_asr_dir, **{"intent_dir": intent_dir, **kwargs})
+    other = IntentClassifier.train(["ab", "cd"], ["up", "down"]).save(tmp_path / "other")
+    with pytest.raises(SpeechLMError, match="labels differ"):
+        Assistant.load(tiny_asr_dir, other, classifier_dir=tiny_classifier_dir, pipeline_weight=0.5)
+    assert main(["serve", str(tiny_asr_dir), "--intent-model", str(intent_dir), "--pipeline-nbest", "3", "--beam", "2"]) == 2
+    assert "a beam at least that wide" in capsys.readouterr().err
+    assert main(["serve", str(tiny_asr_dir), "--asr-lm", str(tmp_path / "ngram"), "--asr-lm-weight", "-1"]) == 2
+    assert "--asr-lm-weight" in capsys.readouterr().err
