@@ -1403,7 +1403,13 @@ def spoken(name: str, train: list[Utterance], test: list[Utterance], text_items,
         audio = [load_audio(u.audio_filepath) for u in test]
         pipelines, labels, probs, dev_probs = pipeline(name, recognizers, text_items, train, test, audio, args, unheard)
         dev = None if dev_probs is None else (unheard, [load_audio(u.audio_filepath) for u in unheard], dev_probs, args.fusion_dev_folds)
-        combined = combine(WORK / run, test, audio, labels, probs, dev) | {"pipeline": pipelines[-1]["asr"] + ", " + pipeline_label(pipelines[-1])}
+        combined, test_product, dev_product = combine(WORK / run, test, audio, labels, probs, dev)
+        combined["pipeline"] = pipelines[-1]["asr"] + ", " + pipeline_label(pipelines[-1])
+        if name == "clinc" and args.clinc_oos:
+            if "ngram" not in pipelines[-1].get("saved", {}):
+                raise SystemExit("error: --clinc-oos runs the product's pipeline as saved, with its n-gram: it needs --asr-lm-order > 0")
+            combined["out_of_scope"] = out_of_scope(WORK / run, pipelines[-1], labels, combined["e2e_weight"], test, test_product, unheard,
+                                                    dev_product, args.clinc_oos)  # fmt: skip
         if pipelines[-1].get("saved"):  # the same system from the command line
             last, share = pipelines[-1], 1 - combined.get("e2e_weight", 0.5)
             combined["cli"] = (f".venv/bin/speechlm evaluate {(WORK / run).relative_to(ROOT)} {(CACHE / f'{name}_test' / 'manifest.jsonl').relative_to(ROOT)} "
@@ -1421,13 +1427,13 @@ def accuracy(predicted: list[str], test: list[Utterance]) -> float:
 
 
 def combine(e2e_run: Path, test: list[Utterance], audio: list[np.ndarray], labels: list[str], pipe_probs: np.ndarray,
-            dev: tuple | None = None) -> dict:  # fmt: skip
+            dev: tuple | None = None) -> tuple[dict, np.ndarray, np.ndarray | None]:  # fmt: skip
     """Both ways at once: a weighted product of the end-to-end model's and the pipeline's class probabilities,
     ``w log p_e2e + (1 - w) log p_pipeline``. Without ``dev``, equal weights (fixed in advance). With ``dev`` =
     (clips, their audio, the pipeline's cross-fitted probabilities on them, folds) -- clips neither model trained on --
     ``w`` is the one of ENSEMBLE_WEIGHTS with the best accuracy there (ties: the nearest to 1/2, the rule without
     ``dev``; then the smaller), chosen before the test is scored; the test's accuracy at every ``w`` is kept for the
-    record, not for choosing."""
+    record, not for choosing. Also returns the product's probabilities at that ``w`` on the test and on ``dev``'s clips."""
     e2e = Classifier.load(e2e_run)
     missing = sorted(set(labels) - set(e2e.labels))
     if missing:
@@ -1440,7 +1446,7 @@ def combine(e2e_run: Path, test: list[Utterance], audio: list[np.ndarray], label
     on_test = e2e.probabilities(audio)[:, columns]
     equal = scored(0.5, on_test, pipe_probs, test)
     if dev is None:
-        return {"accuracy": equal}
+        return {"accuracy": equal}, weighted_product([on_test, pipe_probs], [0.5, 0.5]), None
     clips, dev_audio, dev_pipe, folds = dev
     on_dev = e2e.probabilities(dev_audio)[:, columns]
     by_weight = {w: scored(w, on_dev, dev_pipe, clips) for w in ENSEMBLE_WEIGHTS}
@@ -1450,6 +1456,55 @@ def combine(e2e_run: Path, test: list[Utterance], audio: list[np.ndarray], label
            "test_accuracy_by_weight": {str(k): round(scored(k, on_test, pipe_probs, test), 4) for k in ENSEMBLE_WEIGHTS}}
     print(f"  end-to-end weight {w} chosen on {len(clips)} unheard clips (there: end-to-end {by_weight[1.0]:.2%}, pipeline "
           f"{by_weight[0.0]:.2%}, product {by_weight[w]:.2%}); equal weights on the test: {equal:.2%}")
+    return out, weighted_product([on_test, pipe_probs], [w, 1 - w]), weighted_product([on_dev, dev_pipe], [w, 1 - w])
+
+
+# `--clinc-oos N` (fixed before any run with it): CLINC150's spoken test so far held its 150 intents only. Now N of its
+# out-of-scope test sentences are spoken too, by the in-scope test's held-out voices, and the headline product answers
+# `oos` where its best intent's probability is below a threshold t (from REJECT_THRESHOLDS), chosen as the text
+# section's is, for the mean of in-scope accuracy and out-of-scope recall, here on clips neither way trained on: the
+# 3000 unheard in-scope sentences' clips (the product's dev set, the pipeline cross-fitted there) and CLINC150's 200
+# out-of-scope training and validation sentences spoken by new random voices. Neither model has an `oos` class. The
+# headline `clinc_spoken_acc` stays in-scope accuracy without rejection; the rejecting system is reported beside it.
+
+
+def out_of_scope(e2e_run: Path, last: dict, labels: list[str], weight: float, test: list[Utterance], test_probs: np.ndarray,
+                 dev: list[Utterance], dev_probs: np.ndarray, n: int) -> dict:  # fmt: skip
+    """CLINC150's end-to-end x pipeline product (end-to-end weight ``weight``; the pipeline as ``last``, its row, saved it)
+    with out-of-scope rejection: ``n`` out-of-scope test sentences spoken by the test voices, the threshold chosen on the
+    in-scope ``dev`` clips (``dev_probs``: the product's probabilities there) and 200 out-of-scope sentences by new voices;
+    scored on ``test`` (``test_probs``) and those ``n`` clips."""
+    from speechlm.train.classify import SpokenIntentPipeline, WeightedProduct
+
+    oos = [x for x in clinc_split("test") if x[1] == "oos"]
+    oos_test = synth_set("clinc_oos_test", [oos[i] for i in sorted(np.random.default_rng(7).choice(len(oos), min(n, len(oos)), replace=False))],
+                         "test", seed=2)  # fmt: skip
+    oos_dev = synth_set("clinc_oos_dev", [x for split in ("train", "val") for x in clinc_split(split) if x[1] == "oos"], UNHEARD_VOICES, seed=6)
+    pipe = SpokenIntentPipeline.load(ROOT / last["asr"], ROOT / last["saved"]["intent"], ROOT / last["saved"]["ngram"], pipeline_beam(),
+                                     last.get("nbest", 1))  # fmt: skip
+    product = WeightedProduct([Classifier.load(e2e_run), pipe], [str(e2e_run), "pipeline"], [weight, 1 - weight])
+    columns = [product.labels.index(lab) for lab in labels]
+
+    def probs(clips: list[Utterance]) -> np.ndarray:
+        return product.probabilities([load_audio(u.audio_filepath) for u in clips])[:, columns]
+
+    on_test, on_dev = probs(oos_test), probs(oos_dev)
+
+    def scored(clips: list[Utterance], p_in: np.ndarray, p_oos: np.ndarray, threshold: float) -> dict:
+        truth = [u.label for u in clips] + ["oos"] * len(p_oos)
+        return intent_scores(classification_report(truth, decide(np.concatenate([p_in, p_oos]), labels, threshold, "oos"), [*labels, "oos"]))
+
+    def balanced(t: float) -> float:
+        r = scored(dev, dev_probs, on_dev, t)
+        return (r["in_scope_accuracy"] + r["oos_recall"]) / 2
+
+    threshold = max(REJECT_THRESHOLDS, key=balanced)  # ties: the lower
+    out = {"test_oos_clips": len(oos_test), "dev_oos_clips": len(oos_dev), "dev_in_scope_clips": len(dev), "threshold": threshold,
+           "dev": scored(dev, dev_probs, on_dev, threshold), "test": scored(test, test_probs, on_test, threshold),
+           "test_without_rejection": scored(test, test_probs, on_test, 0.0)}  # fmt: skip
+    r = out["test"]
+    print(f"  clinc out of scope: 'oos' below probability {threshold} (chosen on {len(dev)} + {len(oos_dev)} dev clips): in-scope "
+          f"{r['in_scope_accuracy']:.2%}, out-of-scope recall {r['oos_recall']:.2%} on {len(test)} + {len(oos_test)} test clips")
     return out
 
 
@@ -1772,6 +1827,8 @@ def run_spoken(args, previous: dict) -> dict:
     if args.fusion_dev_folds and (args.fusion_dev_folds < 2 or not args.asr_unheard or args.e2e_unheard):
         raise SystemExit("error: --fusion-dev-folds K (>= 2) chooses the product's weight on the --asr-unheard clips; it needs "
                          f"--asr-unheard N and an end-to-end model that never heard them (no --e2e-unheard), got K={args.fusion_dev_folds}")
+    if args.clinc_oos and not args.fusion_dev_folds:
+        raise SystemExit("error: --clinc-oos N chooses the out-of-scope threshold on the product's dev clips; it needs --fusion-dev-folds K")
     if args.e2e_lr < 0:
         raise SystemExit(f"error: --e2e-lr must be > 0 (or 0 for the default), got {args.e2e_lr}")
     if not 0 <= args.e2e_freeze_steps < args.steps_spoken:
@@ -1939,6 +1996,9 @@ def main() -> None:
     ap.add_argument("--clinc-mlm-steps", type=int, default=1500, help="MLM classifier fine-tuning steps on CLINC150 (0 = skip)")
     ap.add_argument("--clinc-train-per-intent", type=int, default=20)
     ap.add_argument("--clinc-test-per-intent", type=int, default=10)
+    ap.add_argument("--clinc-oos", type=int, default=0, metavar="N",
+                    help="spoken CLINC150: also N out-of-scope test sentences by the test voices, and the product's out-of-scope "
+                         "rejection threshold chosen on dev clips (needs --fusion-dev-folds)")
     args = ap.parse_args()
     if not (SHARED_DATA / "fsdd").is_dir():
         raise SystemExit(f"error: {SHARED_DATA} is missing; this benchmark needs the shared real-speech data")
@@ -1972,6 +2032,19 @@ def product_text(c: dict) -> str:
             f"(the rule before) give {c['accuracy_equal']:.2%}, and w = 0, 0.1, ..., 1 would give "
             f"{' / '.join(f'{a:.2%}' for a in c['test_accuracy_by_weight'].values())} (for the record, not for choosing); "
             f"pipeline = {c['pipeline']}")
+
+
+def out_of_scope_text(o: dict, headline: float) -> str:
+    """The CLINC150 product with out-of-scope rejection (``--clinc-oos``)."""
+    t, d, no = o["test"], o["dev"], o["test_without_rejection"]
+    return (f"**out of scope** (`--clinc-oos`, fixed before it ran): {o['test_oos_clips']} of CLINC150's out-of-scope test sentences "
+            f"spoken by the same held-out voices; the product answers `oos` when its best intent's probability is below "
+            f"{o['threshold']:g}, chosen from 0, 0.05, ..., 0.95 for the mean of in-scope accuracy and out-of-scope recall on "
+            f"{o['dev_in_scope_clips']} unheard in-scope clips and {o['dev_oos_clips']} out-of-scope training and validation sentences "
+            f"by new random voices (there: in-scope {d['in_scope_accuracy']:.2%}, out-of-scope recall {d['oos_recall']:.2%}); on the test: "
+            f"in-scope **{t['in_scope_accuracy']:.2%}**, out-of-scope recall **{t['oos_recall']:.2%}**, accuracy over all "
+            f"{t['accuracy']:.2%}; without rejection in-scope {no['in_scope_accuracy']:.2%} (the headline, {headline:.2%}) and "
+            f"out-of-scope recall {no['oos_recall']:.2%} (neither model has an `oos` class)")
 
 
 def spoken_best(r: dict) -> tuple[float, str]:
@@ -2433,6 +2506,8 @@ def write(sections: dict) -> None:
         **({f"speech_commands_5fold_acc_sc_more_voices_{k}": round(v, 4) for k, v in scm["accuracy"].items()} if scm else {}),
         **({f"speech_commands_5fold_acc_sc_full_band_{k}": round(v, 4) for k, v in scf["accuracy"].items()} if scf else {}),
         "snips_spoken_acc": sp and round(spoken_best(sp["snips"])[0], 4), "clinc_spoken_acc": sp and round(spoken_best(sp["clinc"])[0], 4),
+        **({"clinc_spoken_in_scope_acc_rejecting": round(oos["test"]["in_scope_accuracy"], 4), "clinc_spoken_oos_recall": round(oos["test"]["oos_recall"], 4)}
+           if (oos := sp and ((sp["clinc"].get("combined") or {}).get("out_of_scope"))) else {}),
         "snips_text_acc": text and round(text["snips"]["accuracy"], 4), "clinc_text_acc": text and round(text["clinc"]["in_scope_accuracy"], 4),
         "clinc_text_acc_ensemble": round(text["mlm"]["clinc_ensemble"]["in_scope_accuracy"], 4) if text and "clinc_ensemble" in text.get("mlm", {}) else None,
     }  # fmt: skip
@@ -2588,6 +2663,8 @@ def write(sections: dict) -> None:
             pipe = f"; pipeline (ASR -> text classifier) {r['pipeline_accuracy']:.2%}" if r["pipeline_accuracy"] is not None else ""
             if r.get("combined"):
                 pipe += f"; both combined {r['combined']['accuracy']:.2%} ({product_text(r['combined'])})"
+                if r["combined"].get("out_of_scope"):
+                    pipe += "; " + out_of_scope_text(r["combined"]["out_of_scope"], r["combined"]["accuracy"])
             acc, way = spoken_best(r)
             also = (f"; trained on the {r['e2e']['unheard_clips']} unheard sentences' clips too, `--e2e-unheard`" if r["e2e"].get("unheard_clips") else "")
             also += (f"; its encoder fixed for the first {r['e2e']['freeze_encoder_steps']} steps, `--e2e-freeze-steps`"
