@@ -2034,7 +2034,7 @@ def product_text(c: dict) -> str:
             f"pipeline = {c['pipeline']}")
 
 
-def out_of_scope_text(o: dict, headline: float) -> str:
+def out_of_scope_text(o: dict) -> str:
     """The CLINC150 product with out-of-scope rejection (``--clinc-oos``)."""
     t, d, no = o["test"], o["dev"], o["test_without_rejection"]
     return (f"**out of scope** (`--clinc-oos`, fixed before it ran): {o['test_oos_clips']} of CLINC150's out-of-scope test sentences "
@@ -2043,7 +2043,7 @@ def out_of_scope_text(o: dict, headline: float) -> str:
             f"{o['dev_in_scope_clips']} unheard in-scope clips and {o['dev_oos_clips']} out-of-scope training and validation sentences "
             f"by new random voices (there: in-scope {d['in_scope_accuracy']:.2%}, out-of-scope recall {d['oos_recall']:.2%}); on the test: "
             f"in-scope **{t['in_scope_accuracy']:.2%}**, out-of-scope recall **{t['oos_recall']:.2%}**, accuracy over all "
-            f"{t['accuracy']:.2%}; without rejection in-scope {no['in_scope_accuracy']:.2%} (the headline, {headline:.2%}) and "
+            f"{t['accuracy']:.2%}; without rejection in-scope {no['in_scope_accuracy']:.2%} (the headline) and "
             f"out-of-scope recall {no['oos_recall']:.2%} (neither model has an `oos` class)")
 
 
@@ -2664,7 +2664,7 @@ def write(sections: dict) -> None:
             if r.get("combined"):
                 pipe += f"; both combined {r['combined']['accuracy']:.2%} ({product_text(r['combined'])})"
                 if r["combined"].get("out_of_scope"):
-                    pipe += "; " + out_of_scope_text(r["combined"]["out_of_scope"], r["combined"]["accuracy"])
+                    pipe += "; " + out_of_scope_text(r["combined"]["out_of_scope"])
             acc, way = spoken_best(r)
             also = (f"; trained on the {r['e2e']['unheard_clips']} unheard sentences' clips too, `--e2e-unheard`" if r["e2e"].get("unheard_clips") else "")
             also += (f"; its encoder fixed for the first {r['e2e']['freeze_encoder_steps']} steps, `--e2e-freeze-steps`"
