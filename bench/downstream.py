@@ -40,7 +40,8 @@ Usage:
         --asr-last-only   # round 4 as well (6 min of synthesis, 25 min of training), the end-to-end model from its encoder
         # (~18 min), and only its pipelines scored, their classifier reading words too (~5 min); add --e2e-unheard to
         # train that end-to-end model on the 3000 unheard sentences' audio too (~35 min here)
-        # (--fusion-dev-folds 5 instead: the product's weight chosen on those clips, which then neither way may train on)
+        # (--fusion-dev-folds 5 instead: the product's weight chosen on those clips, which then neither way may train on;
+        # with --spoken-sets clinc, --clinc-oos 1000 adds 1000 out-of-scope test clips and the product's rejection threshold)
     .venv/bin/python bench/downstream.py --init runs/ssl/model        # another pretrained encoder
 
 The pretrained encoder (default: the one `bench/label_efficiency.py` pretrains, BEST-RQ on
