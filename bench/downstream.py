@@ -1208,9 +1208,8 @@ def intent_scores(report) -> dict:
     """Accuracy and macro F1; on CLINC150 also accuracy on the 150 intents and how often out-of-scope is caught."""
     out = {"accuracy": report.accuracy, "macro_f1": report.macro_f1}
     if "oos" in report.labels:
-        in_scope = [i for i, lab in enumerate(report.labels) if lab != "oos"]
-        out["in_scope_accuracy"] = sum(report.confusion[i][i] for i in in_scope) / sum(report.per_class[report.labels[i]]["support"] for i in in_scope)
-        out["oos_recall"] = report.per_class["oos"]["recall"]
+        scope = report.scope("oos")
+        out |= {"in_scope_accuracy": scope["in_scope_accuracy"], "oos_recall": scope["oos_recall"]}
     return out
 
 
@@ -1480,6 +1479,7 @@ def out_of_scope(e2e_run: Path, last: dict, labels: list[str], weight: float, te
     oos = [x for x in clinc_split("test") if x[1] == "oos"]
     oos_test = synth_set("clinc_oos_test", [oos[i] for i in sorted(np.random.default_rng(7).choice(len(oos), min(n, len(oos)), replace=False))],
                          "test", seed=2)  # fmt: skip
+    in_and_out_manifest(test, oos_test)
     oos_dev = synth_set("clinc_oos_dev", [x for split in ("train", "val") for x in clinc_split(split) if x[1] == "oos"], UNHEARD_VOICES, seed=6)
     pipe = SpokenIntentPipeline.load(ROOT / last["asr"], ROOT / last["saved"]["intent"], ROOT / last["saved"]["ngram"], pipeline_beam(),
                                      last.get("nbest", 1))  # fmt: skip
@@ -2035,7 +2035,17 @@ def product_text(c: dict) -> str:
             f"pipeline = {c['pipeline']}")
 
 
-def out_of_scope_text(o: dict) -> str:
+CLINC_TEST_OOS = CACHE / "clinc_test_oos" / "manifest.jsonl"  # the in-scope test clips and the out-of-scope ones, for `speechlm evaluate`
+
+
+def in_and_out_manifest(test: list[Utterance], oos_test: list[Utterance]) -> Path:
+    """One manifest of CLINC150's spoken in-scope and out-of-scope test clips (paths relative to it, the audio where it is)."""
+    CLINC_TEST_OOS.parent.mkdir(parents=True, exist_ok=True)
+    write_manifest(CLINC_TEST_OOS, [*test, *oos_test], relative_to=CLINC_TEST_OOS.parent)
+    return CLINC_TEST_OOS
+
+
+def out_of_scope_text(o: dict, cli: str | None = None) -> str:
     """The CLINC150 product with out-of-scope rejection (``--clinc-oos``)."""
     t, d, no = o["test"], o["dev"], o["test_without_rejection"]
     return (f"**out of scope** (`--clinc-oos`, fixed before it ran): {o['test_oos_clips']} of CLINC150's out-of-scope test sentences "
@@ -2045,7 +2055,9 @@ def out_of_scope_text(o: dict) -> str:
             f"by new random voices (there: in-scope {d['in_scope_accuracy']:.2%}, out-of-scope recall {d['oos_recall']:.2%}); on the test: "
             f"in-scope **{t['in_scope_accuracy']:.2%}**, out-of-scope recall **{t['oos_recall']:.2%}**, accuracy over all "
             f"{t['accuracy']:.2%}; without rejection in-scope {no['in_scope_accuracy']:.2%} (the headline) and "
-            f"out-of-scope recall {no['oos_recall']:.2%} (neither model has an `oos` class)")
+            f"out-of-scope recall {no['oos_recall']:.2%} (neither model has an `oos` class)"
+            + (f"; the rejecting system from the command line: `{cli.replace(str((CACHE / 'clinc_test' / 'manifest.jsonl').relative_to(ROOT)), str(CLINC_TEST_OOS.relative_to(ROOT)))} "
+               f"--reject-below {o['threshold']:g}`" if cli else ""))
 
 
 def spoken_best(r: dict) -> tuple[float, str]:
@@ -2665,7 +2677,7 @@ def write(sections: dict) -> None:
             if r.get("combined"):
                 pipe += f"; both combined {r['combined']['accuracy']:.2%} ({product_text(r['combined'])})"
                 if r["combined"].get("out_of_scope"):
-                    pipe += "; " + out_of_scope_text(r["combined"]["out_of_scope"])
+                    pipe += "; " + out_of_scope_text(r["combined"]["out_of_scope"], r["combined"].get("cli"))
             acc, way = spoken_best(r)
             also = (f"; trained on the {r['e2e']['unheard_clips']} unheard sentences' clips too, `--e2e-unheard`" if r["e2e"].get("unheard_clips") else "")
             also += (f"; its encoder fixed for the first {r['e2e']['freeze_encoder_steps']} steps, `--e2e-freeze-steps`"

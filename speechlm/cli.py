@@ -211,8 +211,10 @@ def _train_text_classifier(args: argparse.Namespace, overrides: list[str]) -> No
 
 
 def _speech_classifier_only(what: str, ensemble: Sequence[str] = (), balance: bool = False, speeds: Sequence[float] = (),
-                            pipeline: Sequence[str] | None = None) -> None:  # fmt: skip
+                            pipeline: Sequence[str] | None = None, reject: float = 0.0) -> None:  # fmt: skip
     """Refuse the options that only a speech classifier takes when the model directory holds ``what``."""
+    if reject:
+        raise SpeechLMError(f"--reject-below applies to speech classifiers; the model directory holds {what}")
     if pipeline:
         raise SpeechLMError(f"--pipeline (and its --beam, --lm) joins an ASR -> intent pipeline to a speech classifier; the model directory holds {what}")
     if ensemble:
@@ -324,8 +326,9 @@ def _report_classifier(model_dir: Path, manifest: str, out: Path | None, ensembl
                        speeds: Sequence[float] = (), choices: str | None = None, args: argparse.Namespace | None = None) -> None:
     from speechlm.train.classify import evaluate_classifier, read_labeled
 
+    threshold, label = _rejection(args)
     if _is_text_classifier(model_dir):
-        _speech_classifier_only("a text classifier", ensemble, balance, speeds, args and args.pipeline)
+        _speech_classifier_only("a text classifier", ensemble, balance, speeds, args and args.pipeline, threshold)
         from speechlm.intent import read_labeled_text
         from speechlm.train.text_classify import TextClassifierModel
 
@@ -336,10 +339,29 @@ def _report_classifier(model_dir: Path, manifest: str, out: Path | None, ensembl
         rows = [{"text": t, "label": y, "predicted": p, "confidence": c} for t, y, (p, c) in zip(texts, truth, preds)]
     else:
         try:
-            report, rows, _ = evaluate_classifier(_load_speech_classifier(model_dir, ensemble, speeds, choices, args), read_labeled(manifest), balance)
+            report, rows, _ = evaluate_classifier(_load_speech_classifier(model_dir, ensemble, speeds, choices, args), read_labeled(manifest), balance,
+                                                  threshold, label)  # fmt: skip
         except ValueError as e:  # --balance with fewer clips than labels
             raise SpeechLMError(f"{manifest}: {e}") from None
     _print_report(report, rows, out)
+    if threshold:
+        _print_rejection(report, label, threshold)
+
+
+def _rejection(args: argparse.Namespace | None) -> tuple[float, str]:
+    """``--reject-below T`` (checked to lie in [0, 1]) and ``--reject-label``; (0, "oos") where the command has none."""
+    threshold, label = getattr(args, "reject_below", 0.0), getattr(args, "reject_label", "oos")
+    if not 0.0 <= threshold <= 1.0:
+        raise SpeechLMError(f"--reject-below is a probability between 0 and 1 (0 = never reject), got {threshold}")
+    return threshold, label
+
+
+def _print_rejection(report, label: str, threshold: float) -> None:
+    """In-scope accuracy and out-of-scope recall of a classifier that answers ``label`` below ``threshold``."""
+    sc = report.scope(label)
+    inside = f"in-scope accuracy {sc['in_scope_accuracy']:.2%} ({sc['in_scope_examples']} utterances)" if sc["in_scope_examples"] else "no in-scope utterances"
+    caught = f"{label!r} recall {sc['oos_recall']:.2%} ({sc['oos_examples']} utterances)" if sc["oos_examples"] else f"no utterance labeled {label!r}"
+    print(f"rejecting below {threshold:g}: {inside}, {caught}")
 
 
 def _print_report(report, rows: list[dict], out: Path | None) -> None:
@@ -363,7 +385,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from speechlm.train.speech_lm import SpeechLMRunner, is_speech_lm_dir
 
     if is_speech_lm_dir(args.model_dir):
-        _speech_classifier_only("a speech-text model", args.ensemble, speeds=args.tta_speeds, pipeline=_pipeline_asked(args))
+        _speech_classifier_only("a speech-text model", args.ensemble, speeds=args.tta_speeds, pipeline=_pipeline_asked(args), reject=_rejection(args)[0])
         answers = SpeechLMRunner.load(args.model_dir).answer([load_audio(f) for f in args.files], "intent")
         for f, label in zip(args.files, answers):
             print(json.dumps({"audio_filepath": f, "label": label}) if args.json else f"{f}\t{label}")
@@ -371,12 +393,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if _is_text_classifier(Path(args.model_dir)):
         from speechlm.train.text_classify import TextClassifierModel
 
-        _speech_classifier_only("a text classifier", args.ensemble, speeds=args.tta_speeds, pipeline=_pipeline_asked(args))
+        _speech_classifier_only("a text classifier", args.ensemble, speeds=args.tta_speeds, pipeline=_pipeline_asked(args), reject=_rejection(args)[0])
         for text, (label, conf) in zip(args.files, TextClassifierModel.load(args.model_dir).predict(args.files)):
             print(json.dumps({"text": text, "label": label, "confidence": round(conf, 4)}) if args.json else f"{label}\t{conf:.3f}\t{text}")
         return
     clf = _load_speech_classifier(args.model_dir, args.ensemble, args.tta_speeds, args.choices, args)
-    for f, (label, conf) in zip(args.files, clf.predict([load_audio(f) for f in args.files])):
+    for f, (label, conf) in zip(args.files, clf.predict([load_audio(f) for f in args.files], False, *_rejection(args))):
         print(json.dumps({"audio_filepath": f, "label": label, "confidence": round(conf, 4)}) if args.json else f"{f}\t{label}\t{conf:.3f}")
 
 
@@ -571,6 +593,12 @@ def _pipeline_flags(s: argparse.ArgumentParser) -> None:
                    help="the pipeline's intent classifier reads the beam's N best transcripts, weighted by their probabilities")
 
 
+def _reject_flags(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--reject-below", type=float, default=0.0, metavar="T",
+                   help="speech classifier: answer --reject-label where the best label's probability is below T (out of scope; 0 = never)")
+    s.add_argument("--reject-label", default="oos", help="the answer for a rejected clip; evaluate scores clips with this label too")
+
+
 def _decoding(args: argparse.Namespace):
     return _decoding_options(args.beam, args.lm, args.lm_weight, args.lm_bonus)
 
@@ -709,7 +737,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         _report_classifier(Path(args.model_dir), args.manifest, Path(args.out).with_suffix("") if args.out else None, args.ensemble, args.balance,
                            args.tta_speeds or (), args.choices, args)
         return
-    _speech_classifier_only("a recognizer", args.ensemble, args.balance, args.tta_speeds, args.pipeline)
+    _speech_classifier_only("a recognizer", args.ensemble, args.balance, args.tta_speeds, args.pipeline, _rejection(args)[0])
     rec = _recognizer(args)
     if args.choices:
         _evaluate_choices(args, rec)
@@ -786,7 +814,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         args.classifier_ensemble, args.classifier_tta_speeds or (),
         _ensemble_phrases(args.classifier_ensemble, args.classifier_choices, "--classifier-choices", "--classifier-ensemble"),
         _decoding_options(args.beam, args.asr_lm, args.asr_lm_weight, args.asr_lm_bonus, "asr-"), args.asr_lm,
-        args.pipeline_nbest, args.pipeline_weight,
+        args.pipeline_nbest, args.pipeline_weight, args.reject_below,
     )
     app = create_app(assistant, cfg)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -962,6 +990,7 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--balance", action="store_true", help=BALANCE_HELP)
             s.add_argument("--tta-speeds", nargs="+", type=float, default=None, metavar="FACTOR", help=TTA_HELP)
             _pipeline_flags(s)
+            _reject_flags(s)
             s.set_defaults(func=cmd_evaluate)
         _decoding_flags(s)
 
@@ -973,6 +1002,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--choices", default=None, metavar="FILE", help=CHOICES_ENSEMBLE_HELP)
     s.add_argument("--tta-speeds", nargs="+", type=float, default=None, metavar="FACTOR", help=TTA_HELP)
     _pipeline_flags(s)
+    _reject_flags(s)
     _decoding_flags(s, " (of the recognizer in --pipeline)")
     s.set_defaults(func=cmd_predict)
 
@@ -1032,6 +1062,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pipeline-weight", type=float, default=None, metavar="W",
                    help="the assistant's intent: p ∝ p_classifier^(1-W) * p_intent_model^W, the --classifier (an end-to-end spoken-intent "
                         "model of the same labels) times the intent model on the transcripts (default: the intent model alone)")
+    s.add_argument("--reject-below", type=float, default=None, metavar="T",
+                   help="the intent model answers its reject label (oos) where the intent's probability is below T, for /v1/intent and "
+                        "the assistant (default: the threshold saved with the model, `intent train --reject-below`)")
     s.add_argument("--voice", default="espeak-en-us-steph-100", help="synthesis voice (speechlm synth --list-voices)")
     s.add_argument("--replies", default=None, help="JSON file {intent: reply template}; placeholders {transcript} {intent} {time} {date}")
     s.add_argument("--reply-from", choices=["templates", "lm"], default="templates", help="where assistant replies come from")

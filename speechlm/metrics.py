@@ -63,6 +63,15 @@ class ClassificationReport:
         scores = {k: getattr(self, k) for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")}
         return scores | {"examples": int(sum(map(sum, self.confusion)))}
 
+    def scope(self, out_label: str = "oos") -> dict:
+        """With an out-of-scope label: accuracy over the examples of the other labels (``in_scope_accuracy``, None
+        without any) and the out-of-scope label's recall (``oos_recall``, None without such examples)."""
+        inside = [i for i, lab in enumerate(self.labels) if lab != out_label]
+        n_in = sum(self.per_class[self.labels[i]]["support"] for i in inside)
+        out = self.per_class.get(out_label, {})
+        return {"in_scope_accuracy": sum(self.confusion[i][i] for i in inside) / n_in if n_in else None, "in_scope_examples": n_in,
+                "oos_recall": out["recall"] if out.get("support") else None, "oos_examples": out.get("support", 0)}
+
 
 def classification_report(truth: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> ClassificationReport:
     """Accuracy, macro averages over ``labels`` (classes absent from ``truth`` count as 0 recall

@@ -24,3 +24,11 @@ def test_utterance_errors_and_bad_input():
         error_rates([""], ["x"])
     with pytest.raises(ValueError, match="2 references but 1"):
         error_rates(["a", "b"], ["a"])
+
+
+def test_in_scope_accuracy_and_out_of_scope_recall():
+    from speechlm.metrics import classification_report
+
+    r = classification_report(["a", "a", "oos", "oos", "b"], ["a", "oos", "oos", "b", "b"], ["a", "b", "oos"])
+    assert r.scope("oos") == {"in_scope_accuracy": 2 / 3, "in_scope_examples": 3, "oos_recall": 0.5, "oos_examples": 2}
+    assert r.scope("none") == {"in_scope_accuracy": r.accuracy, "in_scope_examples": 5, "oos_recall": None, "oos_examples": 0}

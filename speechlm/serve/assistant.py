@@ -94,6 +94,7 @@ class Assistant:
     decoding: DecodingOptions = dataclasses.field(default_factory=lambda: DecodingOptions("greedy"))  # the assistant's; /v1/transcribe's default
     pipeline_nbest: int = 1  # the intent model reads this many best transcripts (needs beam decoding at least as wide)
     pipeline_weight: float | None = None  # set: the intent is speech classifier x (transcript -> intent), this the latter's share
+    reject_below: float | None = None  # the intent model's reject label below this probability (None: the model's own threshold)
 
     def __post_init__(self):
         if self.reply_source not in ("templates", "lm"):
@@ -110,8 +111,10 @@ class Assistant:
         from speechlm.errors import CheckpointError
         from speechlm.train.classify import SpokenIntentPipeline, WeightedProduct
 
-        if (self.pipeline_nbest != 1 or self.pipeline_weight is not None) and self.intent is None:
-            raise SpeechLMError("--pipeline-nbest and --pipeline-weight shape the intent of the assistant's transcripts: "
+        if self.reject_below is not None and not 0.0 <= self.reject_below <= 1.0:
+            raise SpeechLMError(f"--reject-below is a probability between 0 and 1 (0 = never reject), got {self.reject_below}")
+        if (self.pipeline_nbest != 1 or self.pipeline_weight is not None or self.reject_below is not None) and self.intent is None:
+            raise SpeechLMError("--pipeline-nbest, --pipeline-weight and --reject-below shape the intent of the assistant's transcripts: "
                                 "give an intent model (--intent-model DIR)")  # fmt: skip
         if self.pipeline_nbest != 1 and not self.has_alignment:
             raise SpeechLMError("--pipeline-nbest: N-best lists come from CTC beam search; this server's recognizer is a joint speech-LM")
@@ -141,7 +144,7 @@ class Assistant:
         classifier_dir: str | Path | None = None, speech_lm_dir: str | Path | None = None,
         classifier_ensemble: Sequence[str | Path] = (), classifier_speeds: Sequence[float] = (),
         classifier_phrases: dict[str, str] | None = None, decoding: DecodingOptions | None = None, asr_lm: str | Path | None = None,
-        pipeline_nbest: int = 1, pipeline_weight: float | None = None,
+        pipeline_nbest: int = 1, pipeline_weight: float | None = None, reject_below: float | None = None,
     ) -> "Assistant":  # fmt: skip
         """``asr_dir``: a CTC recognizer, or a joint speech-LM that then also answers ``/v1/answer``
         and continues text (unless ``lm_dir`` names another LM); ``speech_lm_dir``: a joint model
@@ -149,7 +152,7 @@ class Assistant:
         classifier averaged with these others, over each clip played at these speeds (``load_classifier``); a CTC
         recognizer among the others scores ``classifier_phrases`` (label -> phrase). ``decoding``: how the CTC recognizer
         transcribes for the assistant (and ``/v1/transcribe`` by default), with ``asr_lm`` (an n-gram or causal LM
-        directory) fused into its beam search; ``pipeline_nbest`` and ``pipeline_weight``: see the fields."""
+        directory) fused into its beam search; ``pipeline_nbest``, ``pipeline_weight`` and ``reject_below``: see the fields."""
         from speechlm.train.classify import load_classifier
         from speechlm.train.speech_lm import SpeechLMRunner, is_speech_lm_dir
         from speechlm.train.text import load_lm_dir
@@ -175,6 +178,7 @@ class Assistant:
             decoding or DecodingOptions("greedy"),
             pipeline_nbest,
             pipeline_weight,
+            reject_below,
         )  # fmt: skip
 
     @property
@@ -214,7 +218,7 @@ class Assistant:
         texts, probs = self.pipeline.read(audios)
         if self.product is not None:
             probs = self.product.combine([probs, self.classifier.probabilities(audios) if self.pipeline_weight < 1 else None])
-        return [(text, pred if text.strip() else None) for text, pred in zip(texts, self.intent.predictions(probs))]
+        return [(text, pred if text.strip() else None) for text, pred in zip(texts, self.intent.predictions(probs, self.reject_below))]
 
     def classify_audio(self, audios: Sequence[np.ndarray]) -> list[dict[str, float]]:
         """Class probabilities of each waveform from the speech classifier."""
@@ -252,7 +256,7 @@ class Assistant:
     def classify(self, texts: Sequence[str]) -> list[IntentPrediction]:
         if self.intent is None:
             raise SpeechLMError("no intent model is loaded")
-        return self.intent.predict(texts)
+        return self.intent.predict(texts, self.reject_below)
 
     def continue_text(self, prompt: str, opts: GenerationOptions) -> str:
         if self.lm is None:

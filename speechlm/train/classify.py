@@ -249,13 +249,17 @@ class Classifier:
             out[idx] = self.model(*pad_audio([audios[i] for i in idx])).logits.float().softmax(-1).numpy()
         return out
 
-    def predict(self, audios: Sequence[np.ndarray], balance: bool = False) -> list[tuple[str, float]]:
+    def predict(self, audios: Sequence[np.ndarray], balance: bool = False, reject_below: float = 0.0,
+                reject_label: str = "oos") -> list[tuple[str, float]]:  # fmt: skip
         """Label and probability of each clip; with ``balance``, of the clips taken together as a batch that says
-        every label about equally often (:func:`balance_probabilities`)."""
+        every label about equally often (:func:`balance_probabilities`). ``reject_label`` where the best label's
+        probability is below ``reject_below`` (out-of-scope rejection; the probability is still the best label's)."""
+        from speechlm.intent import decide
+
         probs = self.probabilities(audios)
         if balance:
             probs = balance_probabilities(probs)
-        return [(self.labels[int(p.argmax())], float(p.max())) for p in probs]
+        return [(label, float(p.max())) for label, p in zip(decide(probs, self.labels, reject_below, reject_label), probs)]
 
 
 BALANCE_ITERATIONS = 100
@@ -439,21 +443,26 @@ def load_classifier(model_dir: str | Path, ensemble: Sequence[str | Path] = (), 
     return SpeedAveraged(clf, speeds) if speeds else clf
 
 
-def evaluate_classifier(clf: Classifier, utts: Sequence[Utterance], balance: bool = False) -> tuple[ClassificationReport, list[dict], float]:
+def evaluate_classifier(clf: Classifier, utts: Sequence[Utterance], balance: bool = False, reject_below: float = 0.0,
+                        reject_label: str = "oos") -> tuple[ClassificationReport, list[dict], float]:  # fmt: skip
     """Report, per-utterance rows and seconds of compute on labeled ``utts``; labels the model
     does not know are an error naming them (they could never be predicted). ``balance``: the
-    clips are labeled together, as a batch that holds every label about equally often."""
+    clips are labeled together, as a batch that holds every label about equally often. With
+    ``reject_below`` > 0 the model answers ``reject_label`` below that probability, and clips
+    labeled so (out of scope: none of the model's labels) are scored too."""
     from speechlm.data.audio import load_audio
 
-    unknown = sorted({u.label for u in utts} - set(clf.labels))
+    labels = [*clf.labels, *([reject_label] if reject_below > 0 and reject_label not in clf.labels else [])]
+    unknown = sorted({u.label for u in utts} - set(labels))
     if unknown:
-        raise ManifestError(f"test labels {unknown} are not among the model's {len(clf.labels)} labels")
+        hint = f" (to score out-of-scope clips, reject below a probability: --reject-below T --reject-label {unknown[0]})" if len(unknown) == 1 else ""
+        raise ManifestError(f"test labels {unknown} are not among the model's {len(clf.labels)} labels{hint}")
     audios = [load_audio(u.audio_filepath) for u in utts]
     start = time.perf_counter()
-    preds = clf.predict(audios, balance)
+    preds = clf.predict(audios, balance, reject_below, reject_label)
     seconds = time.perf_counter() - start
     rows = [{"audio_filepath": u.audio_filepath, "speaker": u.speaker, "label": u.label, "predicted": p, "confidence": c} for u, (p, c) in zip(utts, preds)]
-    return classification_report([u.label for u in utts], [p for p, _ in preds], clf.labels), rows, seconds
+    return classification_report([u.label for u in utts], [p for p, _ in preds], labels), rows, seconds
 
 
 def pseudo_label(clf: Classifier, utts: Sequence[Utterance], min_confidence: float = 0.9, per_label: int | None = None,

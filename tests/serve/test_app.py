@@ -450,6 +450,15 @@ def test_the_assistant_decodes_with_the_servers_beam_and_lm_and_names_the_intent
                             (dict(classifier_dir=tiny_classifier_dir, pipeline_weight=0.5, intent_dir=None), "give an intent model")):  # fmt: skip
         with pytest.raises(SpeechLMError, match=message):
             Assistant.load(tiny_asr_dir, **{"intent_dir": intent_dir, **kwargs})
+    with pytest.raises(SpeechLMError, match="between 0 and 1"):
+        Assistant.load(tiny_asr_dir, intent_dir, reject_below=2.0)
+    with pytest.raises(SpeechLMError, match="give an intent model"):
+        Assistant.load(tiny_asr_dir, reject_below=0.5)
+    # serve --reject-below: the intent model's reject label below that probability, for the assistant and /v1/intent
+    strict = Assistant.load(tiny_asr_dir, intent_dir, decoding=opts, asr_lm=tmp_path / "ngram", reject_below=1.0)
+    assert [pred.intent for _, pred in strict.understand(clips)] == ["oos"] * len(clips)
+    with TestClient(create_app(strict)) as c:
+        assert c.post("/v1/intent", json={"text": "ab ab"}).json()["intent"] == "oos"
     other = IntentClassifier.train(["ab", "cd"], ["up", "down"]).save(tmp_path / "other")
     with pytest.raises(SpeechLMError, match="labels differ"):
         Assistant.load(tiny_asr_dir, other, classifier_dir=tiny_classifier_dir, pipeline_weight=0.5)

@@ -94,8 +94,22 @@ def test_training_learns_and_evaluation_reports(trained, pitch_corpus, tmp_path)
     assert rows[0]["label"] in PITCH and 0 < rows[0]["confidence"] <= 1
     short = clf.predict([np.zeros(100, np.float32)])  # 6 ms: padded, not an error
     assert short[0][0] in PITCH
-    with pytest.raises(ManifestError, match="'gigantic'"):
+    with pytest.raises(ManifestError, match="'gigantic'.*--reject-below T --reject-label gigantic"):
         evaluate_classifier(clf, [Utterance(utts[0].audio_filepath, 0.5, "", label="gigantic")])
+    # out-of-scope rejection: below the threshold the answer is the reject label, and clips labeled so are scored
+    from speechlm.data.audio import load_audio
+
+    audios = [load_audio(u.audio_filepath) for u in utts]
+    probs = clf.probabilities(audios)
+    threshold = float(np.median(probs.max(1)))
+    rejected = clf.predict(audios, reject_below=threshold, reject_label="none")
+    assert [lab for lab, _ in rejected] == [clf.labels[k] if p[k] >= threshold else "none" for k, p in zip(probs.argmax(1), probs)]
+    assert {lab for lab, _ in rejected} > {"none"} and all(c == pytest.approx(float(p.max())) for (_, c), p in zip(rejected, probs))
+    mixed = [*utts[:30], *(dataclasses.replace(u, label="none") for u in utts[30:])]
+    report, _, _ = evaluate_classifier(clf, mixed, reject_below=threshold, reject_label="none")
+    truth, preds = [u.label for u in mixed], [lab for lab, _ in rejected]
+    assert report.labels == [*clf.labels, "none"] and report.accuracy == pytest.approx(np.mean([t == q for t, q in zip(truth, preds)]))
+    assert report.scope("none")["oos_recall"] == pytest.approx(np.mean([q == "none" for q in preds[30:]]))
 
 
 def test_lora_and_adapters_train_few_weights_save_them_alone_and_merge(trained, pitch_corpus, tmp_path):
@@ -453,6 +467,22 @@ def test_a_spoken_intent_pipeline_and_its_weighted_product_with_a_classifier(tin
         assert message in capsys.readouterr().err
     assert main(["evaluate", str(tiny_asr_dir), str(manifest), "--pipeline", str(tiny_asr_dir), str(intent_dir)]) == 2
     assert "the model directory holds a recognizer" in capsys.readouterr().err
+
+    # the product rejecting out-of-scope clips: predict answers the reject label, evaluate scores clips labeled so
+    mixed = tmp_path / "mixed.jsonl"
+    write_manifest(mixed, [*utts[:6], *(dataclasses.replace(u, label="elsewhere") for u in utts[6:9])])
+    product_flags = ["--pipeline", str(tiny_asr_dir), str(intent_dir), "--pipeline-weight", "0.25"]
+    assert main(["predict", str(tiny_classifier_dir), utts[0].audio_filepath, *product_flags, "--reject-below", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] == "oos"  # no probability reaches 1
+    assert main(["evaluate", str(tiny_classifier_dir), str(mixed), *product_flags, "--reject-below", "0.5", "--reject-label", "elsewhere"]) == 0
+    printed = capsys.readouterr().out
+    assert "rejecting below 0.5: in-scope accuracy" in printed and "'elsewhere' recall" in printed and "(3 utterances)" in printed
+    assert main(["evaluate", str(tiny_classifier_dir), str(mixed)]) == 2
+    assert "--reject-below T --reject-label elsewhere" in capsys.readouterr().err
+    for model, extra, message in ((tiny_classifier_dir, ["--reject-below", "2"], "between 0 and 1"),
+                                  (tiny_asr_dir, ["--reject-below", "0.5"], "--reject-below applies to speech classifiers")):  # fmt: skip
+        assert main(["evaluate", str(model), str(manifest), *extra]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_an_ngram_knows_a_recognizer_s_characters_to_fuse_with_it(tiny_asr_dir, tmp_path, capsys):
