@@ -353,6 +353,10 @@ def _rejection(args: argparse.Namespace | None) -> tuple[float, str]:
     threshold, label = getattr(args, "reject_below", 0.0), getattr(args, "reject_label", "oos")
     if not 0.0 <= threshold <= 1.0:
         raise SpeechLMError(f"--reject-below is a probability between 0 and 1 (0 = never reject), got {threshold}")
+    if label != "oos" and not threshold:
+        raise SpeechLMError(f"--reject-label {label}: the answer below --reject-below T, which is not given (0 = never reject)")
+    if not label.strip():
+        raise SpeechLMError("--reject-label must be a non-empty label")
     return threshold, label
 
 

@@ -480,6 +480,7 @@ def test_a_spoken_intent_pipeline_and_its_weighted_product_with_a_classifier(tin
     assert main(["evaluate", str(tiny_classifier_dir), str(mixed)]) == 2
     assert "--reject-below T --reject-label elsewhere" in capsys.readouterr().err
     for model, extra, message in ((tiny_classifier_dir, ["--reject-below", "2"], "between 0 and 1"),
+                                  (tiny_classifier_dir, ["--reject-label", "elsewhere"], "which is not given"),
                                   (tiny_asr_dir, ["--reject-below", "0.5"], "--reject-below applies to speech classifiers")):  # fmt: skip
         assert main(["evaluate", str(model), str(manifest), *extra]) == 2
         assert message in capsys.readouterr().err
