@@ -247,7 +247,7 @@ def _load_speech_classifier(model_dir: str | Path, ensemble: Sequence[str], spee
 
 
 def _pipeline_asked(args: argparse.Namespace) -> bool:
-    """Whether ``predict`` was given --pipeline or a flag of its recognizer (--beam, --lm)."""
+    """Whether ``predict`` or ``evaluate`` was given --pipeline or a flag of its recognizer (--beam, --lm)."""
     return bool(args.pipeline or args.beam > 1 or args.lm)
 
 
@@ -328,7 +328,7 @@ def _report_classifier(model_dir: Path, manifest: str, out: Path | None, ensembl
 
     threshold, label = _rejection(args)
     if _is_text_classifier(model_dir):
-        _speech_classifier_only("a text classifier", ensemble, balance, speeds, args and args.pipeline, threshold)
+        _speech_classifier_only("a text classifier", ensemble, balance, speeds, args and _pipeline_asked(args), threshold)
         from speechlm.intent import read_labeled_text
         from speechlm.train.text_classify import TextClassifierModel
 

@@ -334,8 +334,9 @@ def test_text_classify_finetune_predict_evaluate(tmp_path):
     r = run_cli("predict", str(run), "set an alarm for seven", "--tta-speeds", "0.9", "1.1")
     assert r.returncode == 2 and "--tta-speeds applies to speech classifiers; the model directory holds a text classifier" in r.stderr
     for extra in (["--beam", "8"], ["--pipeline", str(run), str(run)]):  # the spoken-intent pipeline's flags are for speech classifiers
-        r = run_cli("predict", str(run), "set an alarm for seven", *extra)
-        assert r.returncode == 2 and "--pipeline (and its --beam, --lm) joins" in r.stderr and "holds a text classifier" in r.stderr
+        for cmd in (["predict", str(run), "set an alarm for seven"], ["evaluate", str(run), str(tmp_path / "test.csv")]):
+            r = run_cli(*cmd, *extra)
+            assert r.returncode == 2 and "--pipeline (and its --beam, --lm) joins" in r.stderr and "holds a text classifier" in r.stderr
     r = run_cli("finetune", str(tmp_path / "bad"), "--task", "text-classify")
     assert r.returncode == 2 and "--train-file" in r.stderr
 
