@@ -255,7 +255,7 @@ def _with_pipeline(clf, model_dir: str | Path, args: argparse.Namespace):
     """``clf`` times the spoken-intent pipeline of ``--pipeline ASR INTENT`` (ASR -> intent classifier, decoded with --beam,
     --lm and read over --pipeline-nbest transcripts), weighted ``1 - W`` and ``W`` (--pipeline-weight W); ``clf`` alone
     without --pipeline, where the pipeline's own flags are an error."""
-    from speechlm.train.classify import SpokenIntentPipeline, WeightedProduct, is_recognizer_dir
+    from speechlm.train.classify import SpokenIntentPipeline, WeightedProduct, check_spoken_intent_flags, is_recognizer_dir
 
     if not args.pipeline:
         used = [flag for flag, on in (("--pipeline-nbest", args.pipeline_nbest != 1), ("--pipeline-weight", args.pipeline_weight != 0.5),
@@ -264,14 +264,11 @@ def _with_pipeline(clf, model_dir: str | Path, args: argparse.Namespace):
             raise SpeechLMError(f"{', '.join(used)}: for the ASR -> intent pipeline beside a classifier; add --pipeline ASR_DIR INTENT_DIR")
         return clf
     asr, intent = args.pipeline
-    if not 0.0 <= args.pipeline_weight <= 1.0:
-        raise SpeechLMError(f"--pipeline-weight must be between 0 and 1 (the pipeline's share of the product), got {args.pipeline_weight}")
+    check_spoken_intent_flags(weight=args.pipeline_weight)
     if not is_recognizer_dir(asr):
         raise SpeechLMError(f"--pipeline {asr}: not a speech recognizer (train one with `speechlm train`); give the recognizer, then the intent classifier")
     options = _decoding(args)
-    if args.pipeline_nbest != 1 and not options.lists(args.pipeline_nbest):
-        raise SpeechLMError(f"--pipeline-nbest {args.pipeline_nbest} reads the beam's N best transcripts: give N >= 1 and a beam at least "
-                            f"that wide (--beam {max(args.pipeline_nbest, 8)})")  # fmt: skip
+    check_spoken_intent_flags(options, args.pipeline_nbest)
     pipe = SpokenIntentPipeline.load(asr, intent, args.lm, options, args.pipeline_nbest)
     return WeightedProduct([clf, pipe], [str(model_dir), f"--pipeline {asr} {intent}"], [1 - args.pipeline_weight, args.pipeline_weight])
 
@@ -350,9 +347,10 @@ def _report_classifier(model_dir: Path, manifest: str, out: Path | None, ensembl
 
 def _rejection(args: argparse.Namespace | None) -> tuple[float, str]:
     """``--reject-below T`` (checked to lie in [0, 1]) and ``--reject-label``; (0, "oos") where the command has none."""
+    from speechlm.train.classify import check_spoken_intent_flags
+
     threshold, label = getattr(args, "reject_below", 0.0), getattr(args, "reject_label", "oos")
-    if not 0.0 <= threshold <= 1.0:
-        raise SpeechLMError(f"--reject-below is a probability between 0 and 1 (0 = never reject), got {threshold}")
+    check_spoken_intent_flags(reject_below=threshold)
     if label != "oos" and not threshold:
         raise SpeechLMError(f"--reject-label {label}: the answer below --reject-below T, which is not given (0 = never reject)")
     if not label.strip():

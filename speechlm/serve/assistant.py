@@ -109,10 +109,9 @@ class Assistant:
         """The transcript -> intent pipeline the assistant runs (None without an intent model), and its product with the
         speech classifier when ``pipeline_weight`` is set (else None)."""
         from speechlm.errors import CheckpointError
-        from speechlm.train.classify import SpokenIntentPipeline, WeightedProduct
+        from speechlm.train.classify import SpokenIntentPipeline, WeightedProduct, check_spoken_intent_flags
 
-        if self.reject_below is not None and not 0.0 <= self.reject_below <= 1.0:
-            raise SpeechLMError(f"--reject-below is a probability between 0 and 1 (0 = never reject), got {self.reject_below}")
+        check_spoken_intent_flags(reject_below=self.reject_below)
         if (self.pipeline_nbest != 1 or self.pipeline_weight is not None or self.reject_below is not None) and self.intent is None:
             raise SpeechLMError("--pipeline-nbest, --pipeline-weight and --reject-below shape the intent of the assistant's transcripts: "
                                 "give an intent model (--intent-model DIR)")  # fmt: skip
@@ -120,16 +119,13 @@ class Assistant:
             raise SpeechLMError("--pipeline-nbest: N-best lists come from CTC beam search; this server's recognizer is a joint speech-LM")
         if self.intent is None:
             return None, None
-        if self.pipeline_nbest != 1 and not self.decoding.lists(self.pipeline_nbest):
-            raise SpeechLMError(f"--pipeline-nbest {self.pipeline_nbest} reads the beam's N best transcripts: give N >= 1 and a beam at least "
-                                f"that wide (--beam {max(self.pipeline_nbest, 8)})")  # fmt: skip
+        check_spoken_intent_flags(self.decoding, self.pipeline_nbest)
         pipeline = SpokenIntentPipeline(self.recognizer, self.intent, self.decoding, self.pipeline_nbest)
         if self.pipeline_weight is None:
             return pipeline, None
         if self.classifier is None:
             raise SpeechLMError("--pipeline-weight W combines the intent of the transcripts with a speech classifier's: give it with --classifier DIR")
-        if not 0.0 <= self.pipeline_weight <= 1.0:
-            raise SpeechLMError(f"--pipeline-weight must be between 0 and 1 (the pipeline's share of the product), got {self.pipeline_weight}")
+        check_spoken_intent_flags(weight=self.pipeline_weight)
         try:
             product = WeightedProduct([pipeline, self.classifier], ["the intent model", "the speech classifier"],
                                       [self.pipeline_weight, 1 - self.pipeline_weight])  # fmt: skip

@@ -336,6 +336,19 @@ def weighted_product(probs: Sequence[np.ndarray], weights: Sequence[float]) -> n
     return softmax(logs, axis=1)
 
 
+def check_spoken_intent_flags(options=None, nbest: int = 1, weight: float | None = None, reject_below: float | None = None) -> None:
+    """The rules of the spoken-intent options, one error each, worded for their flags (``predict``/``evaluate`` and
+    ``serve``): ``--pipeline-nbest`` needs beam decoding (``options``) at least that wide, ``--pipeline-weight`` and
+    ``--reject-below`` lie in [0, 1]."""
+    if nbest != 1 and (options is None or not options.lists(nbest)):
+        raise SpeechLMError(f"--pipeline-nbest {nbest} reads the beam's N best transcripts: give N >= 1 and a beam at least "
+                            f"that wide (--beam {max(nbest, 8)})")  # fmt: skip
+    if weight is not None and not 0.0 <= weight <= 1.0:
+        raise SpeechLMError(f"--pipeline-weight must be between 0 and 1 (the pipeline's share of the product), got {weight}")
+    if reject_below is not None and not 0.0 <= reject_below <= 1.0:
+        raise SpeechLMError(f"--reject-below is a probability between 0 and 1 (0 = never reject), got {reject_below}")
+
+
 class SpokenIntentPipeline(Classifier):
     """ASR -> text intent classifier as a speech classifier: a clip's class probabilities are the intent classifier's
     (:class:`~speechlm.intent.IntentClassifier`) on the recognizer's transcript, or with ``nbest`` > 1 their mean over
