@@ -78,7 +78,7 @@ import numpy as np  # noqa: E402
 
 from speechlm.config import ClassifyConfig, from_dict, load_config  # noqa: E402
 from speechlm.data.audio import audio_duration, load_audio, write_audio  # noqa: E402
-from speechlm.data.augment import band_limit  # noqa: E402
+from speechlm.data.augment import band_limit, speed_perturb  # noqa: E402
 from speechlm.data.manifest import Utterance, read_manifest, write_manifest  # noqa: E402
 from speechlm.decode.transcribe import MIN_SECONDS  # noqa: E402
 from speechlm.features import SAMPLE_RATE  # noqa: E402
@@ -1401,21 +1401,37 @@ def spoken(name: str, train: list[Utterance], test: list[Utterance], text_items,
     pipelines, combined = [], None
     if recognizers:
         audio = [load_audio(u.audio_filepath) for u in test]
-        pipelines, labels, probs, dev_probs = pipeline(name, recognizers, text_items, train, test, audio, args, unheard)
-        dev = None if dev_probs is None else (unheard, [load_audio(u.audio_filepath) for u in unheard], dev_probs, args.fusion_dev_folds)
+        pipelines, labels, probs, dev_probs, tta = pipeline(name, recognizers, text_items, train, test, audio, args, unheard)
+        dev_audio = [load_audio(u.audio_filepath) for u in unheard] if dev_probs is not None else []
+        dev = None if dev_probs is None else (unheard, dev_audio, dev_probs, args.fusion_dev_folds)
         combined, test_product, dev_product = combine(WORK / run, test, audio, labels, probs, dev)
-        combined["pipeline"] = pipelines[-1]["asr"] + ", " + pipeline_label(pipelines[-1])
+        last, speeds = pipelines[-2 if tta else -1], ()  # the product's pipeline row, and the speeds it hears each clip at
+        if tta:  # `--spoken-tta`: the product with speeds, adopted when better on the dev clips
+            with_speeds, test_tta, dev_tta = combine(WORK / run, test, audio, labels, tta[0], (unheard, dev_audio, tta[1], args.fusion_dev_folds),
+                                                     TTA_SPEEDS)  # fmt: skip
+            adopted = with_speeds["dev"]["accuracy"] > combined["dev"]["accuracy"]
+            note = {"speeds": list(TTA_SPEEDS), "adopted": adopted,
+                    **{k: {"accuracy": c["accuracy"], "e2e_weight": c["e2e_weight"], "dev_accuracy": c["dev"]["accuracy"]}
+                       for k, c in (("with", with_speeds), ("without", combined))}}  # fmt: skip
+            if adopted:
+                combined, test_product, dev_product, last, speeds = with_speeds, test_tta, dev_tta, pipelines[-1], TTA_SPEEDS
+            combined["tta"] = note
+            print(f"  {name}: the product with speeds {TTA_SPEEDS}: {note['with']['dev_accuracy']:.2%} on the dev clips against "
+                  f"{note['without']['dev_accuracy']:.2%} without, so {'adopted' if adopted else 'not adopted'}; on the test "
+                  f"{note['with']['accuracy']:.2%} with, {note['without']['accuracy']:.2%} without")
+        combined["pipeline"] = last["asr"] + ", " + pipeline_label(last)
         if name == "clinc" and args.clinc_oos:
-            if "ngram" not in pipelines[-1].get("saved", {}):
+            if "ngram" not in last.get("saved", {}):
                 raise SystemExit("error: --clinc-oos runs the product's pipeline as saved, with its n-gram: it needs --asr-lm-order > 0")
-            combined["out_of_scope"] = out_of_scope(WORK / run, pipelines[-1], labels, combined["e2e_weight"], test, test_product, unheard,
-                                                    dev_product, args.clinc_oos)  # fmt: skip
-        if pipelines[-1].get("saved"):  # the same system from the command line
-            last, share = pipelines[-1], 1 - combined.get("e2e_weight", 0.5)
+            combined["out_of_scope"] = out_of_scope(WORK / run, last, labels, combined["e2e_weight"], test, test_product, unheard,
+                                                    dev_product, args.clinc_oos, speeds)  # fmt: skip
+        if last.get("saved"):  # the same system from the command line
+            share = 1 - combined.get("e2e_weight", 0.5)
             combined["cli"] = (f".venv/bin/speechlm evaluate {(WORK / run).relative_to(ROOT)} {(CACHE / f'{name}_test' / 'manifest.jsonl').relative_to(ROOT)} "
                                f"--pipeline {last['asr']} {last['saved']['intent']}"
                                + (f" --lm {last['saved']['ngram']} {PIPELINE_BEAM_FLAGS}" if "ngram" in last["saved"] else "")
-                               + (f" --pipeline-nbest {last['nbest']}" if last.get("nbest") else "") + f" --pipeline-weight {share:g}")
+                               + (f" --pipeline-nbest {last['nbest']}" if last.get("nbest") else "") + f" --pipeline-weight {share:g}"
+                               + (f" --tta-speeds {' '.join(map(str, speeds))}" if speeds else ""))
         print(f"  {name} end-to-end x pipeline: intent accuracy {combined['accuracy']:.2%}")
     best = max(pipelines, key=lambda r: r["accuracy"], default=None)
     return {"e2e": e2e, "pipelines": pipelines, "pipeline_accuracy": best and best["accuracy"], "combined": combined,
@@ -1427,14 +1443,18 @@ def accuracy(predicted: list[str], test: list[Utterance]) -> float:
 
 
 def combine(e2e_run: Path, test: list[Utterance], audio: list[np.ndarray], labels: list[str], pipe_probs: np.ndarray,
-            dev: tuple | None = None) -> tuple[dict, np.ndarray, np.ndarray | None]:  # fmt: skip
+            dev: tuple | None = None, speeds: tuple[float, ...] = ()) -> tuple[dict, np.ndarray, np.ndarray | None]:  # fmt: skip
     """Both ways at once: a weighted product of the end-to-end model's and the pipeline's class probabilities,
     ``w log p_e2e + (1 - w) log p_pipeline``. Without ``dev``, equal weights (fixed in advance). With ``dev`` =
     (clips, their audio, the pipeline's cross-fitted probabilities on them, folds) -- clips neither model trained on --
     ``w`` is the one of ENSEMBLE_WEIGHTS with the best accuracy there (ties: the nearest to 1/2, the rule without
     ``dev``; then the smaller), chosen before the test is scored; the test's accuracy at every ``w`` is kept for the
-    record, not for choosing. Also returns the product's probabilities at that ``w`` on the test and on ``dev``'s clips."""
+    record, not for choosing. Also returns the product's probabilities at that ``w`` on the test and on ``dev``'s clips.
+    With ``speeds``, the end-to-end model's probabilities are averaged over each clip played at those speeds (``pipe_probs``
+    and dev's are the pipeline's so averaged already)."""
     e2e = Classifier.load(e2e_run)
+    if speeds:
+        e2e = SpeedAveraged(e2e, speeds)
     missing = sorted(set(labels) - set(e2e.labels))
     if missing:
         raise SystemExit(f"error: the end-to-end model in {e2e_run} has no class for the intents {missing[:5]}")
@@ -1452,7 +1472,7 @@ def combine(e2e_run: Path, test: list[Utterance], audio: list[np.ndarray], label
     by_weight = {w: scored(w, on_dev, dev_pipe, clips) for w in ENSEMBLE_WEIGHTS}
     w = max(ENSEMBLE_WEIGHTS, key=lambda k: (by_weight[k], -abs(k - 0.5), -k))
     out = {"accuracy": scored(w, on_test, pipe_probs, test), "accuracy_equal": equal, "e2e_weight": w,
-           "dev": {"clips": len(clips), "folds": folds, "accuracy_by_weight": {str(k): round(v, 4) for k, v in by_weight.items()}},
+           "dev": {"clips": len(clips), "folds": folds, "accuracy": by_weight[w], "accuracy_by_weight": {str(k): round(v, 4) for k, v in by_weight.items()}},
            "test_accuracy_by_weight": {str(k): round(scored(k, on_test, pipe_probs, test), 4) for k in ENSEMBLE_WEIGHTS}}
     print(f"  end-to-end weight {w} chosen on {len(clips)} unheard clips (there: end-to-end {by_weight[1.0]:.2%}, pipeline "
           f"{by_weight[0.0]:.2%}, product {by_weight[w]:.2%}); equal weights on the test: {equal:.2%}")
@@ -1469,11 +1489,12 @@ def combine(e2e_run: Path, test: list[Utterance], audio: list[np.ndarray], label
 
 
 def out_of_scope(e2e_run: Path, last: dict, labels: list[str], weight: float, test: list[Utterance], test_probs: np.ndarray,
-                 dev: list[Utterance], dev_probs: np.ndarray, n: int) -> dict:  # fmt: skip
+                 dev: list[Utterance], dev_probs: np.ndarray, n: int, speeds: tuple[float, ...] = ()) -> dict:  # fmt: skip
     """CLINC150's end-to-end x pipeline product (end-to-end weight ``weight``; the pipeline as ``last``, its row, saved it)
     with out-of-scope rejection: ``n`` out-of-scope test sentences spoken by the test voices, the threshold chosen on the
     in-scope ``dev`` clips (``dev_probs``: the product's probabilities there) and 200 out-of-scope sentences by new voices;
-    scored on ``test`` (``test_probs``) and those ``n`` clips."""
+    scored on ``test`` (``test_probs``) and those ``n`` clips. With ``speeds``, both ways hear each clip at those speeds
+    (:class:`SpeedAveraged`), as the product in ``test_probs`` did."""
     from speechlm.train.classify import SpokenIntentPipeline, WeightedProduct
 
     oos = [x for x in clinc_split("test") if x[1] == "oos"]
@@ -1483,7 +1504,8 @@ def out_of_scope(e2e_run: Path, last: dict, labels: list[str], weight: float, te
     oos_dev = synth_set("clinc_oos_dev", [x for split in ("train", "val") for x in clinc_split(split) if x[1] == "oos"], UNHEARD_VOICES, seed=6)
     pipe = SpokenIntentPipeline.load(ROOT / last["asr"], ROOT / last["saved"]["intent"], ROOT / last["saved"]["ngram"], pipeline_beam(),
                                      last.get("nbest", 1))  # fmt: skip
-    product = WeightedProduct([Classifier.load(e2e_run), pipe], [str(e2e_run), "pipeline"], [weight, 1 - weight])
+    members = [Classifier.load(e2e_run), pipe]
+    product = WeightedProduct([SpeedAveraged(m, speeds) for m in members] if speeds else members, [str(e2e_run), "pipeline"], [weight, 1 - weight])
     columns = [product.labels.index(lab) for lab in labels]
 
     def probs(clips: list[Utterance]) -> np.ndarray:
@@ -1786,24 +1808,40 @@ def pipeline(name: str, recognizers: list[str], text_items, train: list[Utteranc
     if ngram is not None and options.method == "beam":
         ngram.save(saved / "ngram")
         rows[-1]["saved"]["ngram"] = str((saved / "ngram").relative_to(ROOT))
+    speeds = TTA_SPEEDS if args.spoken_tta else (1.0,)
+
+    def at_speeds(clips: list[np.ndarray], at_1: list) -> list[list]:
+        """The N best of ``clips`` at each of ``speeds`` (``at_1``: those at speed 1, decoded already)."""
+        return [at_1 if s == 1.0 else rec.transcribe_nbest([speed_perturb(a, s) for a in clips], options, args.pipeline_nbest) for s in speeds]
+
+    tta = None
+    if args.spoken_tta:  # the product's row once more, each clip also at the other speeds
+        start = time.perf_counter()
+        lists = at_speeds(audio, nbest)
+        tta = row(f"{rows[-1]['decoder']}, speeds {'/'.join(map(str, speeds))}", [h[0][0] for h in nbest],
+                  np.mean([clf.nbest_probabilities(x) for x in lists], axis=0), np.mean([text_clf.nbest_probabilities(x) for x in lists], axis=0),
+                  start, nbest=args.pipeline_nbest, speeds=list(speeds), saved=rows[-1]["saved"])  # fmt: skip
     dev = None
-    if args.fusion_dev_folds:  # the last row (the product's pipeline) on the unheard clips, cross-fitted
+    if args.fusion_dev_folds:  # the product's pipeline on the unheard clips, cross-fitted
         print(f"  {name}: the product's pipeline on the {len(unheard)} unheard clips, {args.fusion_dev_folds} folds cross-fitted")
-        nbest = rec.transcribe_nbest(unheard_audio, options, args.pipeline_nbest) if rows[-1].get("nbest") else None
-        dev = crossfit(texts_heard, labels_heard, unheard, unheard_hyps, nbest, cfg, args.fusion_dev_folds, clf.labels)
-    return rows, clf.labels, probs, dev
+        readings = at_speeds(unheard_audio, rec.transcribe_nbest(unheard_audio, options, args.pipeline_nbest)) if args.pipeline_nbest else None
+        by_speed = crossfit(texts_heard, labels_heard, unheard, unheard_hyps, readings, cfg, args.fusion_dev_folds, clf.labels)
+        dev = by_speed[speeds.index(1.0)]
+        if tta is not None:
+            tta = (tta, np.mean(by_speed, axis=0))
+    return rows, clf.labels, probs, dev, tta
 
 
-def crossfit(texts: list[str], labels: list[str], clips: list[Utterance], hyps: list[str], nbest: list | None,
-             cfg: IntentConfig, folds: int, classes: list[str]) -> np.ndarray:
-    """Class probabilities (in ``classes``' order) of each clip's transcript ``hyps`` (or N-best list, ``nbest``) by a
-    classifier trained on ``texts`` plus the other folds' transcripts, the fold's own sentences taken out of ``texts``:
-    every clip read by a classifier that saw neither its transcript nor its sentence. Folds are a fixed random split
-    (seed 0)."""
+def crossfit(texts: list[str], labels: list[str], clips: list[Utterance], hyps: list[str], readings: list[list] | None,
+             cfg: IntentConfig, folds: int, classes: list[str]) -> list[np.ndarray]:
+    """Class probabilities (in ``classes``' order) of each clip's transcript ``hyps`` (or N-best list, in each of
+    ``readings``: the clips' N best, e.g. one reading per speed; one array per reading) by a classifier trained on
+    ``texts`` plus the other folds' transcripts ``hyps``, the fold's own sentences taken out of ``texts``: every clip
+    read by a classifier that saw neither its transcript nor its sentence. Folds are a fixed random split (seed 0)."""
     from speechlm.data.tokenizer import normalize_text
 
     fold = np.random.default_rng(0).permutation(len(clips)) % folds
-    out = np.zeros((len(clips), len(classes)))
+    out = [np.zeros((len(clips), len(classes))) for _ in readings or [hyps]]
     for k in range(folds):
         rest, held = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
         unseen = {normalize_text(clips[i].text) for i in held}
@@ -1812,7 +1850,8 @@ def crossfit(texts: list[str], labels: list[str], clips: list[Utterance], hyps: 
                                      [labels[i] for i in kept] + [clips[i].label for i in rest], cfg)  # fmt: skip
         if clf.labels != classes:
             raise SystemExit(f"error: the cross-fitted classifier of fold {k} has other intents than the pipeline's")
-        out[held] = clf.nbest_probabilities([nbest[i] for i in held]) if nbest else clf.probabilities([hyps[i] for i in held])
+        for j, reading in enumerate(readings or [None]):
+            out[j][held] = clf.nbest_probabilities([reading[i] for i in held]) if reading else clf.probabilities([hyps[i] for i in held])
     return out
 
 
@@ -1838,6 +1877,9 @@ def run_spoken(args, previous: dict) -> dict:
     if args.fusion_dev_folds and (args.fusion_dev_folds < 2 or not args.asr_unheard or args.e2e_unheard):
         raise SystemExit("error: --fusion-dev-folds K (>= 2) chooses the product's weight on the --asr-unheard clips; it needs "
                          f"--asr-unheard N and an end-to-end model that never heard them (no --e2e-unheard), got K={args.fusion_dev_folds}")
+    if args.spoken_tta and not (args.fusion_dev_folds and args.pipeline_nbest):
+        raise SystemExit("error: --spoken-tta adopts the product with speeds by its accuracy on the dev clips, the pipeline reading "
+                         "the N best: it needs --fusion-dev-folds K and --pipeline-nbest N")
     if args.clinc_oos and not args.fusion_dev_folds:
         raise SystemExit("error: --clinc-oos N chooses the out-of-scope threshold on the product's dev clips; it needs --fusion-dev-folds K")
     if args.e2e_lr < 0:
@@ -2045,7 +2087,17 @@ def product_text(c: dict) -> str:
             f"{dev['accuracy_by_weight'][str(w)]:.2%}; rule fixed before any run with it; on the test, equal weights "
             f"(the rule before) give {c['accuracy_equal']:.2%}, and w = 0, 0.1, ..., 1 would give "
             f"{' / '.join(f'{a:.2%}' for a in c['test_accuracy_by_weight'].values())} (for the record, not for choosing); "
-            f"pipeline = {c['pipeline']}")
+            f"pipeline = {c['pipeline']}" + (f"; {speeds_text(c['tta'])}" if c.get("tta") else ""))
+
+
+def speeds_text(t: dict) -> str:
+    """Whether the product with each clip also played at other speeds (``--spoken-tta``) was adopted, and both on the test."""
+    w, wo = t["with"], t["without"]
+    return (f"**with speeds** (`--spoken-tta`, fixed before it ran): each clip also played at {' and '.join(str(x) for x in t['speeds'] if x != 1.0)} "
+            f"times its speed, both ways' class probabilities averaged over the {len(t['speeds'])} speeds, w chosen on the same dev clips the "
+            f"same way: w = {w['e2e_weight']:g}, {w['dev_accuracy']:.2%} there against {wo['dev_accuracy']:.2%} without speeds (w = "
+            f"{wo['e2e_weight']:g}), so the headline is the product {'with' if t['adopted'] else 'without'} speeds (adopted only if "
+            f"higher on the dev clips); on the test {w['accuracy']:.2%} with speeds, {wo['accuracy']:.2%} without")
 
 
 CLINC_TEST_OOS = CACHE / "clinc_test_oos" / "manifest.jsonl"  # the in-scope test clips and the out-of-scope ones, for `speechlm evaluate`
@@ -2718,6 +2770,9 @@ def write(sections: dict) -> None:
                                     "recognizer's log-probability plus the fused n-gram's score: the transcript marginalized over the "
                                     "list; no weight tuned; the WER is the first's; `--pipeline-nbest`)"
                                     for n in sorted({p.get("nbest", 0) for p in r["pipelines"]} - {0}))
+                          + "".join(f"; rows marked `speeds {'/'.join(map(str, v))}`: the row above with each clip also played at "
+                                    "those speeds, the classifier's probabilities of each speed's N best averaged (`--spoken-tta`)"
+                                    for v in sorted({tuple(p["speeds"]) for p in r["pipelines"] if p.get("speeds")}))
                           + "".join(f". {t}" for asr in described_recognizers(r) if (t := recognizer_text(asr, sp)))
                           + ":", pipeline_table(r["pipelines"])]
                 last = r["pipelines"][-1]

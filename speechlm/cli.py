@@ -46,7 +46,8 @@ CHOICES_ENSEMBLE_HELP = ("with a speech recognizer in --ensemble: the phrase of 
 BALANCE_HELP = ("label the clips together, as a batch that holds every label about equally often (a new user reading each "
                 "word of a list): class probabilities rescaled so that each label gets an equal share of the batch")
 TTA_HELP = ("test-time augmentation: average each clip's class probabilities over copies played at these speeds "
-            "(e.g. 0.9 1.0 1.1, the training speed perturbation); each factor between 0.5 and 2")
+            "(e.g. 0.9 1.0 1.1, the training speed perturbation); each factor between 0.5 and 2; with --pipeline, "
+            "each of the product's two members averages over them")
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -254,8 +255,9 @@ def _pipeline_asked(args: argparse.Namespace) -> bool:
 def _with_pipeline(clf, model_dir: str | Path, args: argparse.Namespace):
     """``clf`` times the spoken-intent pipeline of ``--pipeline ASR INTENT`` (ASR -> intent classifier, decoded with --beam,
     --lm and read over --pipeline-nbest transcripts), weighted ``1 - W`` and ``W`` (--pipeline-weight W); ``clf`` alone
-    without --pipeline, where the pipeline's own flags are an error."""
-    from speechlm.train.classify import SpokenIntentPipeline, WeightedProduct, check_spoken_intent_flags, is_recognizer_dir
+    without --pipeline, where the pipeline's own flags are an error. With --tta-speeds (``clf`` averages over them already)
+    the pipeline's probabilities are averaged over the same speeds, each speed decoded on its own."""
+    from speechlm.train.classify import SpeedAveraged, SpokenIntentPipeline, WeightedProduct, check_spoken_intent_flags, is_recognizer_dir
 
     if not args.pipeline:
         used = [flag for flag, on in (("--pipeline-nbest", args.pipeline_nbest != 1), ("--pipeline-weight", args.pipeline_weight != 0.5),
@@ -270,6 +272,8 @@ def _with_pipeline(clf, model_dir: str | Path, args: argparse.Namespace):
     options = _decoding(args)
     check_spoken_intent_flags(options, args.pipeline_nbest)
     pipe = SpokenIntentPipeline.load(asr, intent, args.lm, options, args.pipeline_nbest)
+    if args.tta_speeds:
+        pipe = SpeedAveraged(pipe, args.tta_speeds)
     return WeightedProduct([clf, pipe], [str(model_dir), f"--pipeline {asr} {intent}"], [1 - args.pipeline_weight, args.pipeline_weight])
 
 

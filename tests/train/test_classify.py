@@ -416,7 +416,7 @@ def test_a_spoken_intent_pipeline_and_its_weighted_product_with_a_classifier(tin
     from speechlm.decode.ctc import DecodingOptions
     from speechlm.decode.transcribe import Recognizer
     from speechlm.intent import IntentClassifier
-    from speechlm.train.classify import SpokenIntentPipeline, WeightedProduct
+    from speechlm.train.classify import SpeedAveraged, SpokenIntentPipeline, WeightedProduct
 
     manifest, utts = pitch_corpus
     audios = [load_audio(u.audio_filepath) for u in utts[:8]]
@@ -458,6 +458,16 @@ def test_a_spoken_intent_pipeline_and_its_weighted_product_with_a_classifier(tin
     assert main(["evaluate", str(tiny_classifier_dir), str(manifest), "--pipeline", str(tiny_asr_dir), str(intent_dir), "--beam", "4",
                  "--pipeline-nbest", "3"]) == 0  # fmt: skip
     assert "accuracy" in capsys.readouterr().out
+    # --tta-speeds with --pipeline: each member averages over the speeds (the pipeline decoding each speed), then the product
+    speeds, read3 = (0.6, 1.0, 1.6), SpokenIntentPipeline(rec, intent, beam, 3)  # (greedy transcribes every clip empty at any speed)
+    both = WeightedProduct([SpeedAveraged(clf, speeds), SpeedAveraged(read3, speeds)], ["clf", "pipe"], [0.75, 0.25]).probabilities(audios)
+    half = WeightedProduct([SpeedAveraged(clf, speeds), read3], ["clf", "pipe"], [0.75, 0.25]).probabilities(audios)
+    i = int(np.abs(both - half).max(1).argmax())
+    assert not np.allclose(both[i], half[i], atol=1e-3)  # the pipeline's speeds make a difference on clip i
+    assert main(["predict", str(tiny_classifier_dir), utts[i].audio_filepath, "--pipeline", str(tiny_asr_dir), str(intent_dir), "--beam", "4",
+                 "--pipeline-nbest", "3", "--pipeline-weight", "0.25", "--tta-speeds", *map(str, speeds), "--json"]) == 0  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    assert out["label"] == clf.labels[both[i].argmax()] and out["confidence"] == pytest.approx(both[i].max(), abs=1e-4)
     for extra, message in ((["--beam", "4"], "--beam: for the ASR -> intent pipeline"),
                            (["--pipeline", str(tiny_asr_dir), str(intent_dir), "--pipeline-nbest", "3"], "a beam at least that wide"),
                            (["--pipeline", str(tiny_asr_dir), str(intent_dir), "--pipeline-weight", "2"], "between 0 and 1"),
