@@ -257,7 +257,7 @@ def _with_pipeline(clf, model_dir: str | Path, args: argparse.Namespace):
     --lm and read over --pipeline-nbest transcripts), weighted ``1 - W`` and ``W`` (--pipeline-weight W); ``clf`` alone
     without --pipeline, where the pipeline's own flags are an error. With --tta-speeds (``clf`` averages over them already)
     the pipeline's probabilities are averaged over the same speeds, each speed decoded on its own."""
-    from speechlm.train.classify import SpeedAveraged, SpokenIntentPipeline, WeightedProduct, check_spoken_intent_flags, is_recognizer_dir
+    from speechlm.train.classify import SpokenIntentPipeline, WeightedProduct, check_spoken_intent_flags, is_recognizer_dir
 
     if not args.pipeline:
         used = [flag for flag, on in (("--pipeline-nbest", args.pipeline_nbest != 1), ("--pipeline-weight", args.pipeline_weight != 0.5),
@@ -271,9 +271,7 @@ def _with_pipeline(clf, model_dir: str | Path, args: argparse.Namespace):
         raise SpeechLMError(f"--pipeline {asr}: not a speech recognizer (train one with `speechlm train`); give the recognizer, then the intent classifier")
     options = _decoding(args)
     check_spoken_intent_flags(options, args.pipeline_nbest)
-    pipe = SpokenIntentPipeline.load(asr, intent, args.lm, options, args.pipeline_nbest)
-    if args.tta_speeds:
-        pipe = SpeedAveraged(pipe, args.tta_speeds)
+    pipe = SpokenIntentPipeline.load(asr, intent, args.lm, options, args.pipeline_nbest, args.tta_speeds or ())
     return WeightedProduct([clf, pipe], [str(model_dir), f"--pipeline {asr} {intent}"], [1 - args.pipeline_weight, args.pipeline_weight])
 
 
@@ -820,7 +818,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         args.classifier_ensemble, args.classifier_tta_speeds or (),
         _ensemble_phrases(args.classifier_ensemble, args.classifier_choices, "--classifier-choices", "--classifier-ensemble"),
         _decoding_options(args.beam, args.asr_lm, args.asr_lm_weight, args.asr_lm_bonus, "asr-"), args.asr_lm,
-        args.pipeline_nbest, args.pipeline_weight, args.reject_below,
+        args.pipeline_nbest, args.pipeline_weight, args.reject_below, args.pipeline_speeds or (),
     )
     app = create_app(assistant, cfg)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -1068,6 +1066,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pipeline-weight", type=float, default=None, metavar="W",
                    help="the assistant's intent: p ∝ p_classifier^(1-W) * p_intent_model^W, the --classifier (an end-to-end spoken-intent "
                         "model of the same labels) times the intent model on the transcripts (default: the intent model alone)")
+    s.add_argument("--pipeline-speeds", nargs="+", type=float, default=None, metavar="FACTOR",
+                   help="the assistant's intent: the intent model's probabilities averaged over each clip played at these speeds, each "
+                        "decoded on its own (e.g. 0.9 1.0 1.1; the transcript is the clip's own); --classifier-tta-speeds does so for --classifier")
     s.add_argument("--reject-below", type=float, default=None, metavar="T",
                    help="the intent model answers its reject label (oos) where the intent's probability is below T, for /v1/intent and "
                         "the assistant (default: the threshold saved with the model, `intent train --reject-below`)")

@@ -385,7 +385,7 @@ def create_app(assistant: Assistant, cfg: ServeConfig = ServeConfig()) -> FastAP
             "speech_tasks": assistant.speech_tasks,
             "decoding": {"beam": assistant.beam, "lm": assistant.has_alignment and assistant.recognizer.lm is not None},
             "assistant_intent": {"nbest": assistant.pipeline_nbest, "classifier_weight": None if assistant.pipeline_weight is None
-                                 else round(1 - assistant.pipeline_weight, 6)},
+                                 else round(1 - assistant.pipeline_weight, 6), "speeds": list(assistant.pipeline_speeds)},
             "intents": assistant.intent.labels if assistant.intent else [],
             "voice": assistant.voice,
             "limits": {"max_upload_mb": cfg.max_upload_mb, "max_audio_seconds": cfg.max_audio_seconds, "max_text_chars": cfg.max_text_chars},

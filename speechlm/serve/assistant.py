@@ -95,6 +95,7 @@ class Assistant:
     pipeline_nbest: int = 1  # the intent model reads this many best transcripts (needs beam decoding at least as wide)
     pipeline_weight: float | None = None  # set: the intent is speech classifier x (transcript -> intent), this the latter's share
     reject_below: float | None = None  # the intent model's reject label below this probability (None: the model's own threshold)
+    pipeline_speeds: tuple[float, ...] = ()  # the intent of the transcripts averaged over each clip played at these speeds
 
     def __post_init__(self):
         if self.reply_source not in ("templates", "lm"):
@@ -111,16 +112,16 @@ class Assistant:
         from speechlm.errors import CheckpointError
         from speechlm.train.classify import SpokenIntentPipeline, WeightedProduct, check_spoken_intent_flags
 
-        check_spoken_intent_flags(reject_below=self.reject_below)
-        if (self.pipeline_nbest != 1 or self.pipeline_weight is not None or self.reject_below is not None) and self.intent is None:
-            raise SpeechLMError("--pipeline-nbest, --pipeline-weight and --reject-below shape the intent of the assistant's transcripts: "
-                                "give an intent model (--intent-model DIR)")  # fmt: skip
+        check_spoken_intent_flags(reject_below=self.reject_below, speeds=self.pipeline_speeds)
+        if (self.pipeline_nbest != 1 or self.pipeline_weight is not None or self.reject_below is not None or self.pipeline_speeds) and self.intent is None:
+            raise SpeechLMError("--pipeline-nbest, --pipeline-weight, --pipeline-speeds and --reject-below shape the intent of the assistant's "
+                                "transcripts: give an intent model (--intent-model DIR)")  # fmt: skip
         if self.pipeline_nbest != 1 and not self.has_alignment:
             raise SpeechLMError("--pipeline-nbest: N-best lists come from CTC beam search; this server's recognizer is a joint speech-LM")
         if self.intent is None:
             return None, None
         check_spoken_intent_flags(self.decoding, self.pipeline_nbest)
-        pipeline = SpokenIntentPipeline(self.recognizer, self.intent, self.decoding, self.pipeline_nbest)
+        pipeline = SpokenIntentPipeline(self.recognizer, self.intent, self.decoding, self.pipeline_nbest, self.pipeline_speeds)
         if self.pipeline_weight is None:
             return pipeline, None
         if self.classifier is None:
@@ -141,6 +142,7 @@ class Assistant:
         classifier_ensemble: Sequence[str | Path] = (), classifier_speeds: Sequence[float] = (),
         classifier_phrases: dict[str, str] | None = None, decoding: DecodingOptions | None = None, asr_lm: str | Path | None = None,
         pipeline_nbest: int = 1, pipeline_weight: float | None = None, reject_below: float | None = None,
+        pipeline_speeds: Sequence[float] = (),
     ) -> "Assistant":  # fmt: skip
         """``asr_dir``: a CTC recognizer, or a joint speech-LM that then also answers ``/v1/answer``
         and continues text (unless ``lm_dir`` names another LM); ``speech_lm_dir``: a joint model
@@ -148,7 +150,8 @@ class Assistant:
         classifier averaged with these others, over each clip played at these speeds (``load_classifier``); a CTC
         recognizer among the others scores ``classifier_phrases`` (label -> phrase). ``decoding``: how the CTC recognizer
         transcribes for the assistant (and ``/v1/transcribe`` by default), with ``asr_lm`` (an n-gram or causal LM
-        directory) fused into its beam search; ``pipeline_nbest``, ``pipeline_weight`` and ``reject_below``: see the fields."""
+        directory) fused into its beam search; ``pipeline_nbest``, ``pipeline_weight``, ``reject_below`` and ``pipeline_speeds``:
+        see the fields."""
         from speechlm.train.classify import load_classifier
         from speechlm.train.speech_lm import SpeechLMRunner, is_speech_lm_dir
         from speechlm.train.text import load_lm_dir
@@ -175,6 +178,7 @@ class Assistant:
             pipeline_nbest,
             pipeline_weight,
             reject_below,
+            tuple(pipeline_speeds),
         )  # fmt: skip
 
     @property

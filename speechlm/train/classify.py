@@ -336,10 +336,11 @@ def weighted_product(probs: Sequence[np.ndarray], weights: Sequence[float]) -> n
     return softmax(logs, axis=1)
 
 
-def check_spoken_intent_flags(options=None, nbest: int = 1, weight: float | None = None, reject_below: float | None = None) -> None:
+def check_spoken_intent_flags(options=None, nbest: int = 1, weight: float | None = None, reject_below: float | None = None,
+                              speeds: Sequence[float] = ()) -> None:  # fmt: skip
     """The rules of the spoken-intent options, one error each, worded for their flags (``predict``/``evaluate`` and
     ``serve``): ``--pipeline-nbest`` needs beam decoding (``options``) at least that wide, ``--pipeline-weight`` and
-    ``--reject-below`` lie in [0, 1]."""
+    ``--reject-below`` lie in [0, 1], ``--pipeline-speeds`` within :data:`TTA_SPEED_RANGE`."""
     if nbest != 1 and (options is None or not options.lists(nbest)):
         raise SpeechLMError(f"--pipeline-nbest {nbest} reads the beam's N best transcripts: give N >= 1 and a beam at least "
                             f"that wide (--beam {max(nbest, 8)})")  # fmt: skip
@@ -347,37 +348,57 @@ def check_spoken_intent_flags(options=None, nbest: int = 1, weight: float | None
         raise SpeechLMError(f"--pipeline-weight must be between 0 and 1 (the pipeline's share of the product), got {weight}")
     if reject_below is not None and not 0.0 <= reject_below <= 1.0:
         raise SpeechLMError(f"--reject-below is a probability between 0 and 1 (0 = never reject), got {reject_below}")
+    if speeds:
+        try:
+            check_speeds(speeds)
+        except ValueError as e:
+            raise SpeechLMError(f"--pipeline-speeds: {e}") from None
 
 
 class SpokenIntentPipeline(Classifier):
     """ASR -> text intent classifier as a speech classifier: a clip's class probabilities are the intent classifier's
     (:class:`~speechlm.intent.IntentClassifier`) on the recognizer's transcript, or with ``nbest`` > 1 their mean over
     the beam's N best transcripts weighted by each one's probability (:meth:`~speechlm.intent.IntentClassifier.nbest_probabilities`).
+    With ``speeds`` (test-time augmentation, as :class:`SpeedAveraged`), the class probabilities are averaged over the
+    clip played at each of those speeds, each copy decoded and read on its own.
     Beside an end-to-end intent model in a :class:`WeightedProduct` it is the spoken-intent benchmark's combined system."""
 
-    def __init__(self, recognizer, intent, options=None, nbest: int = 1):
+    def __init__(self, recognizer, intent, options=None, nbest: int = 1, speeds: Sequence[float] = ()):
         from speechlm.decode.ctc import DecodingOptions
 
         options = options or DecodingOptions("greedy")
         if nbest != 1 and not options.lists(nbest):
             raise ValueError(f"an N-best pipeline needs a beam at least N wide, got N = {nbest} with {options.method} decoding "
                              f"(beam {options.beam_size})")  # fmt: skip
+        if speeds:
+            check_speeds(speeds)
         self.recognizer, self.intent, self.options, self.nbest, self.labels = recognizer, intent, options, nbest, list(intent.labels)
+        self.speeds = [float(s) for s in speeds]
 
     @classmethod
     def load(cls, asr_dir: str | Path, intent_dir: str | Path, lm: str | Path | None = None, options=None,  # type: ignore[override]
-             nbest: int = 1) -> "SpokenIntentPipeline":  # fmt: skip
+             nbest: int = 1, speeds: Sequence[float] = ()) -> "SpokenIntentPipeline":  # fmt: skip
         """The recognizer in ``asr_dir`` (with ``lm`` fused into its beam search) and the intent classifier in ``intent_dir``."""
         from speechlm.decode.transcribe import Recognizer
         from speechlm.intent import IntentClassifier
 
-        return cls(Recognizer.load(asr_dir, lm=lm), IntentClassifier.load(intent_dir), options, nbest)
+        return cls(Recognizer.load(asr_dir, lm=lm), IntentClassifier.load(intent_dir), options, nbest, speeds)
 
     def probabilities(self, audios: Sequence[np.ndarray], batch_seconds: float = 100.0) -> np.ndarray:
         return self.read(audios)[1]
 
     def read(self, audios: Sequence[np.ndarray]) -> tuple[list[str], np.ndarray]:
-        """Each clip's transcript (the N-best list's first with ``nbest`` > 1) and its class probabilities."""
+        """Each clip's transcript (the N-best list's first with ``nbest`` > 1; of the clip as it is, with ``speeds`` too)
+        and its class probabilities."""
+        if not self.speeds:
+            return self._read(audios)
+        from speechlm.data.augment import speed_perturb
+
+        readings = {s: self._read([speed_perturb(a, s) for a in audios]) for s in self.speeds}
+        texts = readings[1.0][0] if 1.0 in readings else self._read(audios)[0]
+        return texts, np.mean([probs for _, probs in readings.values()], axis=0)
+
+    def _read(self, audios: Sequence[np.ndarray]) -> tuple[list[str], np.ndarray]:
         if self.nbest > 1:
             lists = self.recognizer.transcribe_nbest(audios, self.options, self.nbest)
             return [hyps[0][0] for hyps in lists], self.intent.nbest_probabilities(lists).astype(np.float32)

@@ -413,7 +413,7 @@ def test_the_assistant_decodes_with_the_servers_beam_and_lm_and_names_the_intent
     from speechlm.errors import SpeechLMError
     from speechlm.decode.transcribe import Recognizer
     from speechlm.intent import IntentClassifier
-    from speechlm.train.classify import Classifier, SpokenIntentPipeline, WeightedProduct
+    from speechlm.train.classify import Classifier, SpeedAveraged, SpokenIntentPipeline, WeightedProduct
 
     _, utts = pitch_corpus
     intent = IntentClassifier.train(["ab ab", "ab", "cd cd", "cd", "ef ef", "ef"], ["high", "high", "low", "low", "mid", "mid"])
@@ -430,7 +430,7 @@ def test_the_assistant_decodes_with_the_servers_beam_and_lm_and_names_the_intent
     assert not np.allclose(expected, SpokenIntentPipeline(rec, intent, opts, 3).probabilities(clips)[:, [intent.labels.index(x) for x in product.labels]], atol=1e-3)
     with TestClient(create_app(a)) as c:
         info = c.get("/v1/info").json()
-        assert info["decoding"] == {"beam": 4, "lm": True} and info["assistant_intent"] == {"nbest": 3, "classifier_weight": 0.75}
+        assert info["decoding"] == {"beam": 4, "lm": True} and info["assistant_intent"] == {"nbest": 3, "classifier_weight": 0.75, "speeds": []}
         for clip, want, nbest in zip(clips, expected, rec.transcribe_nbest(clips, opts, 3)):
             wav = encode_wav(clip)
             turn = c.post("/v1/assistant?speak=false", files={"file": ("c.wav", wav, "audio/wav")}).json()
@@ -440,6 +440,21 @@ def test_the_assistant_decodes_with_the_servers_beam_and_lm_and_names_the_intent
             text = c.post("/v1/transcribe", content=wav, headers={"content-type": "audio/wav"}).json()["text"]  # the server's decoder
             assert text == rec.transcribe([clip], opts)[0]
             assert c.post("/v1/transcribe?beam=1", content=wav, headers={"content-type": "audio/wav"}).json()["text"] == rec.transcribe([clip])[0]
+    # --pipeline-speeds (and --classifier-tta-speeds): the product of the benchmark's system with speeds; the transcript is the clip's own
+    speeds = (0.6, 1.0, 1.6)
+    fast = Assistant.load(tiny_asr_dir, intent_dir, classifier_dir=tiny_classifier_dir, classifier_speeds=speeds, decoding=opts,
+                          asr_lm=tmp_path / "ngram", pipeline_nbest=3, pipeline_weight=0.25, pipeline_speeds=speeds)  # fmt: skip
+    with_speeds = WeightedProduct([SpeedAveraged(Classifier.load(tiny_classifier_dir), speeds), SpeedAveraged(SpokenIntentPipeline(rec, intent, opts, 3), speeds)],
+                                  ["clf", "pipe"], [0.75, 0.25]).probabilities(clips)  # fmt: skip
+    assert not np.allclose(with_speeds, expected, atol=1e-3)
+    for (text, pred), want, nbest in zip(fast.understand(clips), with_speeds, rec.transcribe_nbest(clips, opts, 3)):
+        assert text == nbest[0][0] and pred.intent == product.labels[int(want.argmax())] and pred.confidence == pytest.approx(float(want.max()), abs=1e-4)
+    with TestClient(create_app(fast)) as c:
+        assert c.get("/v1/info").json()["assistant_intent"]["speeds"] == list(speeds)
+    for kwargs, message in ((dict(pipeline_speeds=(3.0,)), "--pipeline-speeds: test-time speeds must be between 0.5 and 2.0"),
+                            (dict(pipeline_speeds=(0.9, 1.1), intent_dir=None), "give an intent model")):  # fmt: skip
+        with pytest.raises(SpeechLMError, match=message):
+            Assistant.load(tiny_asr_dir, **{"intent_dir": intent_dir, **kwargs})
     greedy = Assistant.load(tiny_asr_dir, intent_dir)  # the tiny model writes nothing for these clips greedily: no words, no intent
     assert greedy.understand(clips) == [("", None)] * len(clips)
 
