@@ -394,9 +394,9 @@ class SpokenIntentPipeline(Classifier):
             return self._read(audios)
         from speechlm.data.augment import speed_perturb
 
-        readings = {s: self._read([speed_perturb(a, s) for a in audios]) for s in self.speeds}
-        texts = readings[1.0][0] if 1.0 in readings else self._read(audios)[0]
-        return texts, np.mean([probs for _, probs in readings.values()], axis=0)
+        readings = [self._read([speed_perturb(a, s) for a in audios]) for s in self.speeds]  # a speed given twice counts twice, as in SpeedAveraged
+        texts = readings[self.speeds.index(1.0)][0] if 1.0 in self.speeds else self._read(audios)[0]
+        return texts, np.mean([probs for _, probs in readings], axis=0)
 
     def _read(self, audios: Sequence[np.ndarray]) -> tuple[list[str], np.ndarray]:
         if self.nbest > 1:
