@@ -392,9 +392,7 @@ class SpokenIntentPipeline(Classifier):
         and its class probabilities."""
         if not self.speeds:
             return self._read(audios)
-        from speechlm.data.augment import speed_perturb
-
-        readings = [self._read([speed_perturb(a, s) for a in audios]) for s in self.speeds]  # a speed given twice counts twice, as in SpeedAveraged
+        readings = played_at(self._read, audios, self.speeds)  # a speed given twice counts twice, as in SpeedAveraged
         texts = readings[self.speeds.index(1.0)][0] if 1.0 in self.speeds else self._read(audios)[0]
         return texts, np.mean([probs for _, probs in readings], axis=0)
 
@@ -437,6 +435,13 @@ def is_recognizer_dir(model_dir: str | Path) -> bool:
 TTA_SPEED_RANGE = (0.5, 2.0)
 
 
+def played_at(fn, audios: Sequence[np.ndarray], speeds: Sequence[float]) -> list:
+    """``fn`` of the clips played at each of ``speeds`` (:func:`speechlm.data.augment.speed_perturb`), one result per speed."""
+    from speechlm.data.augment import speed_perturb
+
+    return [fn([speed_perturb(a, s) for a in audios]) for s in speeds]
+
+
 def check_speeds(speeds: Sequence[float]) -> None:
     """Refuse test-time speeds that are none, or outside :data:`TTA_SPEED_RANGE`."""
     if not speeds or any(not TTA_SPEED_RANGE[0] <= s <= TTA_SPEED_RANGE[1] for s in speeds):
@@ -453,9 +458,7 @@ class SpeedAveraged(Classifier):
         self.base, self.speeds, self.labels = base, [float(s) for s in speeds], base.labels
 
     def probabilities(self, audios: Sequence[np.ndarray], batch_seconds: float = 100.0) -> np.ndarray:
-        from speechlm.data.augment import speed_perturb
-
-        return np.mean([self.base.probabilities([speed_perturb(a, s) for a in audios], batch_seconds) for s in self.speeds], axis=0)
+        return np.mean(played_at(lambda clips: self.base.probabilities(clips, batch_seconds), audios, self.speeds), axis=0)
 
 
 def load_classifier(model_dir: str | Path, ensemble: Sequence[str | Path] = (), speeds: Sequence[float] = (),
