@@ -3,8 +3,8 @@
 Upload a synthesized clip and read the transcript, intent and reply the page shows; record from
 Chromium's fake microphone; show server errors; ask for the API key when the server needs one.
 
-SPEECHLM_SCREENSHOT=docs/assistant_page.png SPEECHLM_PAGE_MODELS=runs/demo/model,runs/intent \\
-    .venv/bin/python -m pytest tests/serve/test_page.py   # the README's screenshot, with real models
+SPEECHLM_SCREENSHOT=docs/assistant_page.png SPEECHLM_PAGE_MODELS=runs/demo/model,runs/demo/intent,runs/demo/ngram \\
+    .venv/bin/python -m pytest tests/serve/test_page.py   # the README's screenshot, with the demo's models
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import pytest
 import uvicorn
 
 from speechlm.data.audio import load_audio, write_audio
+from speechlm.decode.ctc import DecodingOptions
 from speechlm.serve.app import ServeConfig, create_app
 from speechlm.serve.assistant import Assistant
 
@@ -67,9 +68,10 @@ def live_server(app):
 @pytest.fixture(scope="module")
 def page_assistant(tiny_asr_dir, intent_dir) -> Assistant:
     models = os.environ.get("SPEECHLM_PAGE_MODELS")
-    if models:
-        asr, intent = models.split(",")
-        return Assistant.load(asr, intent)
+    if models:  # recognizer,intent[,n-gram fused as `make demo` prints it]
+        asr, intent, *lm = models.split(",")
+        decoding = DecodingOptions("beam", beam_size=8, lm_weight=0.6, lm_bonus=2.0) if lm else None
+        return Assistant.load(asr, intent, decoding=decoding, asr_lm=lm[0] if lm else None)
     return Assistant.load(tiny_asr_dir, intent_dir)
 
 
@@ -96,7 +98,7 @@ def browser():
 
 
 def test_upload_shows_the_transcript_intent_and_reply(browser, page_assistant, spoken_clip, tmp_path):
-    expected = page_assistant.recognizer.transcribe([load_audio(spoken_clip)])[0]
+    expected = page_assistant.recognizer.transcribe([load_audio(spoken_clip)], page_assistant.decoding)[0]
     expected_intent = page_assistant.classify([expected])[0].intent if expected else None
     with live_server(create_app(page_assistant)) as url:
         page = browser.new_page()
