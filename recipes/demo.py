@@ -77,7 +77,7 @@ def main() -> None:
     p.add_argument("--test-sentences", type=int, default=400)
     p.add_argument("--pretrain-minutes", type=float, default=7.0, help="self-supervised pretraining budget (no labels)")
     p.add_argument("--labeled-fraction", type=float, default=0.1, help="labels used for fine-tuning")
-    p.add_argument("--finetune-minutes", type=float, default=4.5, help="budget of each fine-tuning run (pretrained, scratch)")
+    p.add_argument("--finetune-minutes", type=float, default=4.5, help="budget of the fine-tuning from the pretrained encoder; the run from scratch gets as many steps")
     p.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="Conformer size (tiny ~1 M, small ~5 M parameters)")
     args = p.parse_args()
     t_start = time.time()
@@ -113,8 +113,9 @@ def main() -> None:
     )
     print(f"== 3/5 fine-tune it with {args.labeled_fraction:.0%} of the labels ({args.finetune_minutes:g} min)")
     result = train_asr(config_from_pretrained(cfg, run / "pretrain"), run)
-    print(f"== 4/5 the same labels and budget from scratch ({args.finetune_minutes:g} min)")
-    scratch = train_asr(cfg, run / "scratch")
+    # equal compute whatever the machine's speed today: as many steps as the pretrained run got in its minutes
+    print(f"== 4/5 the same labels and {result.steps} steps from scratch")
+    scratch = train_asr(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=result.steps, max_minutes=0.0)), run / "scratch")
 
     print("== 5/5 evaluate both on held-out sentences spoken by held-out voices, greedy and with the n-gram")
     # plain text is the cheapest data a user has: the training sentences' text (all of it, no audio, the test
@@ -192,7 +193,7 @@ def main() -> None:
         f"Conformer ({cfg.encoder.d_model}x{cfg.encoder.n_layers}) pretrained {pre.steps} steps ({args.pretrain_minutes:g} min) on "
         f"{summary['train_audio_hours']:.2f} h of synthesized speech without transcripts, then CTC fine-tuned on "
         f"{args.labeled_fraction:.0%} of the labels ({labeled_minutes:.0f} min of audio) for {args.finetune_minutes:g} min; "
-        f"the same labels and budget from scratch for comparison. Decoded greedily, and by beam search ({LM_DECODING.beam_size} "
+        f"the same labels and steps from scratch for comparison. Decoded greedily, and by beam search ({LM_DECODING.beam_size} "
         f"prefixes) with a character 8-gram of the {len(read_manifest(train_manifest))} training sentences' text fused in "
         f"(LM weight {LM_DECODING.lm_weight:g}, bonus {LM_DECODING.lm_bonus:g} per character; `{run / 'ngram'}`).",
         "",
@@ -225,7 +226,7 @@ def main() -> None:
     print()
     print(f"{args.labeled_fraction:.0%} of the labels ({labeled_minutes:.0f} min), {len(test)} test utterances by unseen voices:")
     print(f"  WER {ev.rates.wer:.2%}  (CER {ev.rates.cer:.2%})  fine-tuned from the pretrained encoder")
-    print(f"  WER {ev_scratch.rates.wer:.2%}  (CER {ev_scratch.rates.cer:.2%})  from scratch, same labels and budget")
+    print(f"  WER {ev_scratch.rates.wer:.2%}  (CER {ev_scratch.rates.cer:.2%})  from scratch, same labels and steps")
     print(f"  WER {ev_lm.rates.wer:.2%}  (CER {ev_lm.rates.cer:.2%})  pretrained, with the training text's 8-gram")
     print(f"  WER {ev_scratch_lm.rates.wer:.2%}  (CER {ev_scratch_lm.rates.cer:.2%})  from scratch, with the training text's 8-gram")
     print("WER by engine with the n-gram (pretrained / scratch): "
