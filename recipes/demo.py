@@ -51,7 +51,8 @@ def synth(out: Path, n: int, split: str, voices: str, seed: int) -> None:
         print(f"reusing {out}")
         return
     cmd = [sys.executable, "-m", "speechlm.cli", "synth", str(out), "--builtin", str(n), "--split", split, "--voices", voices, "--seed", str(seed)]
-    subprocess.run(cmd, check=True)
+    if subprocess.run(cmd).returncode:  # synth has printed its reason
+        sys.exit(f"demo: synthesizing {out} failed; nothing was trained")
 
 
 LM_DECODING = DecodingOptions(method="beam", beam_size=8, lm_weight=0.6, lm_bonus=2.0)
@@ -80,6 +81,9 @@ def main() -> None:
     p.add_argument("--finetune-minutes", type=float, default=4.5, help="budget of the fine-tuning from the pretrained encoder; the run from scratch gets as many steps")
     p.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="Conformer size (tiny ~1 M, small ~5 M parameters)")
     args = p.parse_args()
+    for name in ("train_sentences", "test_sentences"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     t_start = time.time()
     data, run = Path(args.data), Path(args.run)
     train_manifest = str(data / "train" / "manifest.jsonl")
