@@ -67,8 +67,10 @@ def cmd_synth(args: argparse.Namespace) -> None:
         return
     if args.out_dir is None:
         raise SpeechLMError("synth needs OUT_DIR (or --list-voices)")
-    if bool(args.text) == bool(args.builtin):
-        raise SpeechLMError("give either --text FILE... or --builtin N")
+    if args.text and args.builtin:
+        raise SpeechLMError("give either --text FILE... or --builtin N, not both")
+    if not args.text and args.builtin < 1:  # 0 is also the default: neither was given
+        raise SpeechLMError("give either --text FILE... or --builtin N (N >= 1)" + (f", got --builtin {args.builtin}" if args.builtin else ""))
     voices = select_voices(args.voices, seed=args.seed)
     if args.text:
         items = read_text_items(args.text)

@@ -66,6 +66,8 @@ def test_help_shows_defaults(capsys):
         (lambda p: ["synth", str(p / "o"), "--text", str(p / "missing.txt")], "cannot read text file"),
         (lambda p: ["synth", str(p / "o"), "--builtin", "2", "--max-hz", "9000"], "--max-hz must be between 0 and 8000"),
         (lambda p: ["synth", str(p / "o")], "give either --text FILE... or --builtin N"),
+        (lambda p: ["synth", str(p / "o"), "--builtin", "-3"], "(N >= 1), got --builtin -3"),
+        (lambda p: ["synth", str(p / "o"), "--builtin", "2", "--text", str(p / "bad.jsonl")], "not both"),
         (lambda p: ["synth", str(p / "o"), "--builtin", "2", "--voices", "train+random:x"], "expected random:N"),
     ],
 )
