@@ -12,6 +12,7 @@ and the final choice adds the LM's end-of-sentence score.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import math
 from collections import defaultdict
 
@@ -111,24 +112,29 @@ def beam_hypotheses(
     log_prune = math.log(token_prune) if token_prune > 0 else -math.inf
     if lm is not None:
         lm.reset()
-    for frame in log_probs:
-        candidates = list(np.flatnonzero(frame >= log_prune)) or [int(frame.argmax())]
+    for frame in log_probs:  # Python floats and ints inside the loops: numpy scalars cost more than the arithmetic
+        kept = np.flatnonzero(frame >= log_prune)
+        candidates = kept.tolist() if kept.size else [int(frame.argmax())]
+        if candidates == [BLANK_ID]:  # a blank-only frame: no prefix grows, every one shifts alike, the order stands
+            p = float(frame[BLANK_ID])
+            beams = {prefix: (_logsumexp(pb, pt) + p, -math.inf) for prefix, (pb, pt) in beams.items()}
+            continue
+        scored = list(zip(candidates, frame[candidates].tolist()))
         if lm is not None:
             lm.prepare(beams)
         nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-math.inf, -math.inf])
         for prefix, (pb, pt) in beams.items():
             total = _logsumexp(pb, pt)
             lm_next = lm.log_probs(prefix) if lm is not None else None
-            for v in candidates:
-                p = frame[v]
+            last = prefix[-1] if prefix else None
+            for v, p in scored:
                 if v == BLANK_ID:
                     e = nxt[prefix]
                     e[0] = _logsumexp(e[0], total + p)
                     continue
-                last = prefix[-1] if prefix else None
-                ext = prefix + (int(v),)
+                ext = prefix + (v,)
                 if ext not in fused:  # the same prefix always has the same parent, so this is fixed
-                    fused[ext] = fused[prefix] + (lm_weight * lm_next[v] + lm_bonus if lm is not None else 0.0)
+                    fused[ext] = fused[prefix] + (lm_weight * float(lm_next[v]) + lm_bonus if lm is not None else 0.0)
                 e = nxt[ext]
                 if v == last:
                     e[1] = _logsumexp(e[1], pb + p)  # a repeat needs a blank in between
@@ -136,7 +142,8 @@ def beam_hypotheses(
                     same[1] = _logsumexp(same[1], pt + p)  # held token: prefix unchanged
                 else:
                     e[1] = _logsumexp(e[1], total + p)
-        ranked = sorted(nxt.items(), key=lambda kv: _logsumexp(*kv[1]) + fused[kv[0]], reverse=True)[:beam_size]
+        # heapq.nlargest is sorted(..., reverse=True)[:n], ties included, without sorting every candidate
+        ranked = heapq.nlargest(beam_size, nxt.items(), key=lambda kv: _logsumexp(*kv[1]) + fused[kv[0]])
         beams = {k: (v[0], v[1]) for k, v in ranked}
     if lm is not None:  # the sentence has to end here: add the LM's end-of-sentence score
         lm.prepare(beams)

@@ -27,6 +27,7 @@ from speechlm.models.lm import LanguageModel, SpecialTokens
 from speechlm.models.ngram import BOS, EOS, CharNGram, is_ngram_dir
 
 Prefix = tuple[int, ...]
+HISTORY_CACHE = 200_000  # n-gram histories whose scores NGramFusion keeps (~10-20 MB for a 30-character alphabet)
 
 
 class FusionLM(Protocol):
@@ -51,17 +52,23 @@ class NGramFusion:
             raise SpeechLMError(f"the n-gram model never saw the recognizer's characters {''.join(missing)!r}: train it on text that has them")
         self.ngram, self.chars = ngram, chars
         self.columns = np.array([ngram.index[EOS]] + [ngram.index[c] for c in chars])  # recognizer id -> n-gram symbol
+        self.by_history: dict[str, np.ndarray] = {}  # the n-gram's answers depend on the history alone: kept across utterances
         self.reset()
 
     def reset(self) -> None:
         self.cache: dict[Prefix, np.ndarray] = {}
+        if len(self.by_history) > HISTORY_CACHE:  # bounded: a long-running server decodes without end
+            self.by_history.clear()
 
     def prepare(self, prefixes: Iterable[Prefix]) -> None:
         context = self.ngram.cfg.order - 1  # the n-gram never looks further back than this
         for p in prefixes:
             if p not in self.cache:
                 history = BOS * context + "".join(self.chars[i - 1] for i in p[max(0, len(p) - context) :])
-                self.cache[p] = np.log(self.ngram.next_probs(history)[self.columns])
+                scores = self.by_history.get(history)
+                if scores is None:
+                    scores = self.by_history[history] = np.log(self.ngram.next_probs(history)[self.columns])
+                self.cache[p] = scores
 
     def log_probs(self, prefix: Prefix) -> np.ndarray:
         return self.cache[prefix]

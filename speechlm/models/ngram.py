@@ -51,6 +51,8 @@ class CharNGram:
         self.symbols = symbols  # characters, then EOS
         self.index = {s: i for i, s in enumerate(symbols)}
         self.counts = counts  # history -> (symbol ids, counts) of what followed it
+        # history -> (symbol ids, their counts / (C(h) + T(h)), T(h) / (C(h) + T(h))): next_probs's terms, computed once
+        self._terms = {h: (ids, n / (n.sum() + len(n)), len(n) / (n.sum() + len(n))) for h, (ids, n) in counts.items()}
 
     @classmethod
     def train(cls, texts: Iterable[str], cfg: NGramConfig = NGramConfig(), alphabet: Iterable[str] = ()) -> "CharNGram":
@@ -78,13 +80,12 @@ class CharNGram:
         """``(len(symbols),)`` probabilities of the next symbol after ``history`` (start with ``BOS``)."""
         p = np.full(len(self.symbols), 1.0 / len(self.symbols))
         for k in range(min(self.cfg.order - 1, len(history)) + 1):
-            seen = self.counts.get(history[len(history) - k :])
+            seen = self._terms.get(history[len(history) - k :])
             if seen is None:  # a longer history was never seen either
                 break
-            ids, n = seen
-            total, types = n.sum(), len(n)
-            p = p * (types / (total + types))
-            p[ids] += n / (total + types)
+            ids, share, backoff = seen
+            p *= backoff
+            p[ids] += share
         return p
 
     def log_prob(self, text: str) -> tuple[float, int]:

@@ -62,6 +62,21 @@ def test_beam_hypotheses_are_the_exact_n_best_with_their_log_probabilities(seed)
     assert len(narrow) <= 3 and [s for _, s in narrow] == sorted((s for _, s in narrow), reverse=True)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_blank_only_frames_keep_the_n_best_exact(seed):
+    """Frames where pruning leaves only the blank take a shortcut; the N best must still be the exact ones over the
+    paths pruning keeps (tokens below token_prune never extend a prefix)."""
+    rng = np.random.default_rng(seed)
+    log_probs = torch.log_softmax(torch.tensor(rng.normal(size=(7, 3)) * 2), -1).numpy()
+    log_probs[1::2] = np.log([0.98, 0.01, 0.01])  # every other frame: blank only, once tokens below 0.05 are pruned
+    kept = np.where(log_probs >= math.log(0.05), log_probs, -math.inf)
+    kept[np.arange(7), log_probs.argmax(1)] = log_probs.max(1)  # the beam always keeps a frame's best token
+    exact = sorted(brute_force_scores(kept).items(), key=lambda kv: kv[1], reverse=True)[:5]
+    hyps = beam_hypotheses(log_probs, beam_size=200, token_prune=0.05)
+    assert [tuple(ids) for ids, _ in hyps[:5]] == [k for k, _ in exact]
+    assert [s for _, s in hyps[:5]] == pytest.approx([s for _, s in exact])
+
+
 def test_decode_nbest_needs_a_beam_at_least_as_wide():
     torch.manual_seed(0)
     logits, lens = torch.randn(2, 12, 5), torch.tensor([12, 7])
