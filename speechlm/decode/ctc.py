@@ -112,14 +112,18 @@ def beam_hypotheses(
     log_prune = math.log(token_prune) if token_prune > 0 else -math.inf
     if lm is not None:
         lm.reset()
-    for frame in log_probs:  # Python floats and ints inside the loops: numpy scalars cost more than the arithmetic
-        kept = np.flatnonzero(frame >= log_prune)
-        candidates = kept.tolist() if kept.size else [int(frame.argmax())]
+    # each frame's tokens above token_prune (or its best one), found for all frames at once; Python floats and ints
+    # inside the loops below, where numpy scalars would cost more than the arithmetic
+    frames, tokens = np.nonzero(log_probs >= log_prune)
+    bounds = np.searchsorted(frames, np.arange(len(log_probs) + 1)).tolist()
+    tokens, best = tokens.tolist(), log_probs.argmax(1).tolist() if len(log_probs) else []
+    for t, row in enumerate(log_probs.tolist()):
+        candidates = tokens[bounds[t] : bounds[t + 1]] or [best[t]]
         if candidates == [BLANK_ID]:  # a blank-only frame: no prefix grows, every one shifts alike, the order stands
-            p = float(frame[BLANK_ID])
+            p = row[BLANK_ID]
             beams = {prefix: (_logsumexp(pb, pt) + p, -math.inf) for prefix, (pb, pt) in beams.items()}
             continue
-        scored = list(zip(candidates, frame[candidates].tolist()))
+        scored = [(v, row[v]) for v in candidates]
         if lm is not None:
             lm.prepare(beams)
         nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-math.inf, -math.inf])
@@ -142,9 +146,9 @@ def beam_hypotheses(
                     same[1] = _logsumexp(same[1], pt + p)  # held token: prefix unchanged
                 else:
                     e[1] = _logsumexp(e[1], total + p)
-        # heapq.nlargest is sorted(..., reverse=True)[:n], ties included, without sorting every candidate
-        ranked = heapq.nlargest(beam_size, nxt.items(), key=lambda kv: _logsumexp(*kv[1]) + fused[kv[0]])
-        beams = {k: (v[0], v[1]) for k, v in ranked}
+        # the best beam_size by score; among equal scores the first reached, as a stable sort would keep them
+        ranked = heapq.nlargest(beam_size, [(_logsumexp(v[0], v[1]) + fused[k], -i, k) for i, (k, v) in enumerate(nxt.items())])
+        beams = {k: (nxt[k][0], nxt[k][1]) for _, _, k in ranked}
     if lm is not None:  # the sentence has to end here: add the LM's end-of-sentence score
         lm.prepare(beams)
         scored = [(k, _logsumexp(*v) + fused[k] + lm_weight * lm.log_probs(k)[BLANK_ID]) for k, v in beams.items()]
