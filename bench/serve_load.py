@@ -10,8 +10,8 @@ Usage:
 The server is a separate process (`speechlm serve`, default settings: 8 transcriptions per batch,
 16 waiting per model) and the load generator an asyncio httpx client sending 5.0 s WAV clips
 (generated sentences spoken by held-out espeak-ng voices, a different clip for every request of
-the run, so no cache ever sees an utterance twice) to POST /v1/transcribe as a raw body. Each phase has a fixed
-request count and a time limit. The reference is the same recognizer called directly in this
+the run, so no cache ever sees an utterance twice) to POST /v1/transcribe as a raw body. Each
+phase has a fixed request count and a time limit. The reference is the same recognizer called directly in this
 process on clips of the same kind (batch 1 for latency, batches of 8 for throughput): the server's
 overhead is the ratio between the two. The overload phase keeps 4x the server's capacity in
 flight: it must answer 429 (with Retry-After) for what it cannot queue, never 5xx, and its
