@@ -78,6 +78,9 @@ def main() -> None:
     p.add_argument("--lm-bonus", type=float, default=2.0)
     p.add_argument("--beam", type=int, default=8)
     args = p.parse_args()
+    for path in (args.model, args.test, args.lm):
+        if path and not Path(path).exists():
+            raise SystemExit(f"error: {path} does not exist; run `make demo` first or pass --model / --test / --lm")
 
     items = [(u.audio_filepath, u.text, u.speaker.split("-")[0] if u.speaker else "?") for u in read_manifest(args.test)]
     items += fsdd_test_set(args.fsdd_limit)
