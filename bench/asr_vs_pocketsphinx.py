@@ -31,6 +31,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED_DATA, markdown_table, write_results  # noqa: E402
 
+from speechlm.cli import decoding_options  # noqa: E402
 from speechlm.data.audio import load_audio  # noqa: E402
 from speechlm.data.manifest import read_manifest  # noqa: E402
 from speechlm.data.sentences import ONES  # noqa: E402
@@ -92,7 +93,7 @@ def main() -> None:
     rec = Recognizer.load(args.model, lm=args.lm or None)  # greedy decoding never reads the LM
     ways = {"greedy": DecodingOptions()}
     if args.lm:
-        ways["lm"] = DecodingOptions(method="beam", beam_size=args.beam, lm_weight=args.lm_weight, lm_bonus=args.lm_bonus)
+        ways["lm"] = decoding_options(args.beam, args.lm, args.lm_weight, args.lm_bonus)  # as `speechlm transcribe --lm` decodes
     ours = {way: {} for way in ways}  # way -> utterance index -> transcript
     ours_time = {way: {} for way in ways}  # way -> group -> seconds
     for way, options in ways.items():

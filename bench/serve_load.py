@@ -41,6 +41,7 @@ from common import markdown_table, write_results  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
+from speechlm.cli import decoding_options  # noqa: E402
 from speechlm.data.audio import encode_wav  # noqa: E402
 from speechlm.decode.ctc import DecodingOptions  # noqa: E402
 from speechlm.decode.transcribe import Recognizer  # noqa: E402
@@ -136,13 +137,6 @@ async def phase(url: str, bodies: Iterator[bytes], concurrency: int, requests: i
     }  # fmt: skip
 
 
-def decoding(args) -> DecodingOptions:
-    """What the server decodes with: greedy, or (--asr-lm) beam search fused with that LM, as `speechlm serve` does."""
-    if not args.asr_lm:
-        return DecodingOptions()
-    return DecodingOptions(method="beam", beam_size=8, lm_weight=args.asr_lm_weight, lm_bonus=args.asr_lm_bonus)
-
-
 def in_process(model: str, clips: Iterator[np.ndarray], repeats: int, lm: str | None = None, options: DecodingOptions = DecodingOptions()) -> dict:
     """The peer: the same recognizer called directly (no HTTP, no queue), decoding as the server does, each call on
     the next of ``clips``."""
@@ -208,9 +202,10 @@ def main() -> None:
     served = 10 + 17 * args.requests  # the warm-up and the four phases: a different clip for each
     peer_clips = 8 + 2 * PEER_REPEATS + 8 * max(1, PEER_REPEATS // 4)
     clips = make_clips(served + peer_clips)
-    bodies = iter([encode_wav(c) for c in clips[:served]])
+    bodies = [encode_wav(c) for c in clips[:served]]
+    stream = iter(bodies)
     lm_flags = ["--asr-lm", args.asr_lm, "--asr-lm-weight", str(args.asr_lm_weight), "--asr-lm-bonus", str(args.asr_lm_bonus)] if args.asr_lm else []
-    options = decoding(args)
+    options = decoding_options(1, args.asr_lm, args.asr_lm_weight, args.asr_lm_bonus, "asr-")  # what `speechlm serve` decodes with
     peer = in_process(args.model, iter(clips[served:]), PEER_REPEATS, args.asr_lm, options)
     print(f"in-process: p50 {peer['p50_ms']:.1f} ms, p95 {peer['p95_ms']:.1f} ms (after idle {peer['p95_ms_after_idle']:.1f}), batch-8 {peer['rps_batch8']:.1f} clips/s")
 
@@ -226,11 +221,11 @@ def main() -> None:
         rows = {}
         try:
             idle_rss = rss_mb(server.pid)
-            asyncio.run(phase(url, bodies, 2, 10, 30))  # warm-up
+            asyncio.run(phase(url, stream, 2, 10, 30))  # warm-up
             for name, conc, n in (("c1", 1, args.requests), ("c4", 4, 4 * args.requests), ("c8", 8, 4 * args.requests),
                                   ("overload", 4 * capacity, 8 * args.requests)):  # fmt: skip
                 with MemoryWatch(server.pid) as mem:
-                    rows[name] = asyncio.run(phase(url, bodies, conc, n, args.time_limit))
+                    rows[name] = asyncio.run(phase(url, stream, conc, n, args.time_limit))
                 rows[name]["peak_rss_mb"] = round(mem.peak, 1)
                 r = rows[name]
                 print(f"{name}: {r['ok']}/{r['sent']} ok, {r['rps']:.1f} req/s, p95 {r['p95_ms'] or float('nan'):.1f} ms, "
@@ -256,7 +251,7 @@ def main() -> None:
     )  # fmt: skip
     how = (f"beam 8 fused with `{args.asr_lm}` (weight {args.asr_lm_weight:g}, bonus {args.asr_lm_bonus:g}), server and peer alike"
            if args.asr_lm else "greedy, server and peer alike")
-    body_md = f"""Clips: {served} different {CLIP_SECONDS} s WAVs ({len(encode_wav(clips[0])) / 1024:.0f} KB each), one per request, POST /v1/transcribe, model `{args.model}`; decoding: {how}.
+    body_md = f"""Clips: {served} different {CLIP_SECONDS} s WAVs ({len(bodies[0]) / 1024:.0f} KB each), one per request, POST /v1/transcribe, model `{args.model}`; decoding: {how}.
 Server: `speechlm serve` defaults (max batch {args.max_batch}, queue {args.queue_size} per model: capacity {capacity} in flight), one process, 2 torch threads.
 
 {table}

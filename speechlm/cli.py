@@ -606,10 +606,10 @@ def _reject_flags(s: argparse.ArgumentParser) -> None:
 
 
 def _decoding(args: argparse.Namespace):
-    return _decoding_options(args.beam, args.lm, args.lm_weight, args.lm_bonus)
+    return decoding_options(args.beam, args.lm, args.lm_weight, args.lm_bonus)
 
 
-def _decoding_options(beam: int, lm: str | None, lm_weight: float, lm_bonus: float, prefix: str = ""):
+def decoding_options(beam: int, lm: str | None, lm_weight: float, lm_bonus: float, prefix: str = ""):
     """Decoding by ``--beam`` (8 when an LM is fused: fusion happens in beam search), with the LM's weight and bonus."""
     from speechlm.decode.ctc import DecodingOptions
 
@@ -819,7 +819,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         args.model_dir, args.intent_model, args.lm, args.voice, args.replies, args.reply_from, args.classifier, args.speech_lm,
         args.classifier_ensemble, args.classifier_tta_speeds or (),
         _ensemble_phrases(args.classifier_ensemble, args.classifier_choices, "--classifier-choices", "--classifier-ensemble"),
-        _decoding_options(args.beam, args.asr_lm, args.asr_lm_weight, args.asr_lm_bonus, "asr-"), args.asr_lm,
+        decoding_options(args.beam, args.asr_lm, args.asr_lm_weight, args.asr_lm_bonus, "asr-"), args.asr_lm,
         args.pipeline_nbest, args.pipeline_weight, args.reject_below, args.pipeline_speeds or (),
     )
     app = create_app(assistant, cfg)

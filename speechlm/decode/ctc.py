@@ -116,7 +116,7 @@ def beam_hypotheses(
     # inside the loops below, where numpy scalars would cost more than the arithmetic
     frames, tokens = np.nonzero(log_probs >= log_prune)
     bounds = np.searchsorted(frames, np.arange(len(log_probs) + 1)).tolist()
-    tokens, best = tokens.tolist(), log_probs.argmax(1).tolist() if len(log_probs) else []
+    tokens, best = tokens.tolist(), log_probs.argmax(1).tolist()
     for t, row in enumerate(log_probs.tolist()):
         candidates = tokens[bounds[t] : bounds[t + 1]] or [best[t]]
         if candidates == [BLANK_ID]:  # a blank-only frame: no prefix grows, every one shifts alike, the order stands
